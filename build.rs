@@ -1,0 +1,10 @@
+//! Compiles the .proto files with protox (pure Rust): no protoc is needed.
+fn main() {
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile(["kpld.proto", "aggregation.proto"], ["proto"])
+        .expect("the files in proto/ must compile");
+    prost_build::Config::new()
+        .bytes(["."])
+        .compile_fds(fds)
+        .expect("prost-build must generate code for proto/");
+}

@@ -1,0 +1,412 @@
+//! Configuration: what the user wrote (TOML file + `KPLD_*` environment
+//! variables) and the validated form the daemon runs with.
+//!
+//! Two layers, as in ripgrep: [`RawConfig`] mirrors the file (every key
+//! optional, unknown keys refused) and [`Config`] is built from it by
+//! [`Config::from_raw`], which applies the KPL defaults and checks every value,
+//! naming the key in any error.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Every key a config file may hold, in the order `--check` prints them.
+pub const KEYS: &[&str] = &[
+    "socket_path",
+    "region",
+    "kinesis_endpoint",
+    "aggregation_enabled",
+    "aggregation_max_count",
+    "aggregation_max_size",
+    "collection_max_count",
+    "collection_max_size",
+    "record_max_buffered_time_ms",
+    "record_ttl_ms",
+    "fail_if_throttled",
+    "max_connections",
+    "request_timeout_ms",
+    "connect_timeout_ms",
+    "max_record_size",
+    "max_frame_size",
+    "max_buffered_bytes",
+    "max_outstanding_records",
+    "retry_backoff_base_ms",
+    "retry_backoff_max_ms",
+    "shutdown_grace_ms",
+    "log_level",
+    "log_format",
+];
+
+/// The config file as written. See `kpld --help` and docs/configuration.md
+/// (or `systemd/kpld.toml.example`) for what each key means.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub socket_path: Option<PathBuf>,
+    pub region: Option<String>,
+    pub kinesis_endpoint: Option<String>,
+    pub aggregation_enabled: Option<bool>,
+    pub aggregation_max_count: Option<u64>,
+    pub aggregation_max_size: Option<u64>,
+    pub collection_max_count: Option<u64>,
+    pub collection_max_size: Option<u64>,
+    pub record_max_buffered_time_ms: Option<u64>,
+    pub record_ttl_ms: Option<u64>,
+    pub fail_if_throttled: Option<bool>,
+    pub max_connections: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub max_record_size: Option<u64>,
+    pub max_frame_size: Option<u64>,
+    pub max_buffered_bytes: Option<u64>,
+    pub max_outstanding_records: Option<u64>,
+    pub retry_backoff_base_ms: Option<u64>,
+    pub retry_backoff_max_ms: Option<u64>,
+    pub shutdown_grace_ms: Option<u64>,
+    pub log_level: Option<String>,
+    pub log_format: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub socket_path: PathBuf,
+    /// None: from the AWS chain (AWS_REGION, profile, IMDS).
+    pub region: Option<String>,
+    /// None: the AWS default, or AWS_ENDPOINT_URL_KINESIS.
+    pub kinesis_endpoint: Option<String>,
+    pub aggregation_enabled: bool,
+    pub aggregation_max_count: u64,
+    pub aggregation_max_size: u64,
+    pub collection_max_count: u64,
+    pub collection_max_size: u64,
+    pub record_max_buffered_time_ms: u64,
+    pub record_ttl_ms: u64,
+    pub fail_if_throttled: bool,
+    pub max_connections: u64,
+    pub request_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub max_record_size: u64,
+    pub max_frame_size: u64,
+    pub max_buffered_bytes: u64,
+    pub max_outstanding_records: u64,
+    pub retry_backoff_base_ms: u64,
+    pub retry_backoff_max_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub log_level: String,
+    pub log_format: LogFormat,
+}
+
+/// A config that cannot be used; the message names the key or file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown config key `{key}` (from {origin}); known keys: {}", KEYS.join(", "))]
+    UnknownKey { key: String, origin: String },
+    #[error("bad value for config key `{key}` (from {origin}): {message}")]
+    BadValue {
+        key: String,
+        origin: String,
+        message: String,
+    },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Config {
+    /// Reads `path` (if any), applies `KPLD_*` overrides from `env`, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: p.to_owned(),
+                        message: e.to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let file_origin = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+        let mut origins: std::collections::HashMap<String, String> = table
+            .keys()
+            .map(|k| (k.clone(), file_origin.clone()))
+            .collect();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("KPLD_") else { continue };
+            let key = key.to_ascii_lowercase();
+            if !KEYS.contains(&key.as_str()) {
+                // KPLD_SOCKET and the like belong to the clients.
+                continue;
+            }
+            table.insert(key.clone(), env_value(&value));
+            origins.insert(key, format!("environment variable {name}"));
+        }
+        let mut raw = RawConfig::default();
+        for (key, value) in table {
+            let origin = origins.remove(&key).unwrap_or_default();
+            if !KEYS.contains(&key.as_str()) {
+                return Err(ConfigError::UnknownKey { key, origin });
+            }
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), value);
+            let parsed: RawConfig =
+                toml::Value::Table(one)
+                    .try_into()
+                    .map_err(|e: toml::de::Error| ConfigError::BadValue {
+                        key: key.clone(),
+                        origin,
+                        message: e.message().trim().to_string(),
+                    })?;
+            raw.merge(parsed);
+        }
+        Config::from_raw(raw)
+    }
+
+    /// Applies the defaults and checks every value.
+    pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
+        let max_record_size = raw.max_record_size.unwrap_or(MIB);
+        let c = Config {
+            socket_path: raw
+                .socket_path
+                .unwrap_or_else(|| PathBuf::from("/run/kpld/kpld.sock")),
+            region: raw.region.filter(|r| !r.is_empty()),
+            kinesis_endpoint: raw.kinesis_endpoint.filter(|e| !e.is_empty()),
+            aggregation_enabled: raw.aggregation_enabled.unwrap_or(true),
+            aggregation_max_count: raw.aggregation_max_count.unwrap_or(4_294_967_295),
+            aggregation_max_size: raw.aggregation_max_size.unwrap_or(51_200),
+            collection_max_count: raw.collection_max_count.unwrap_or(500),
+            collection_max_size: raw.collection_max_size.unwrap_or(5 * MIB),
+            record_max_buffered_time_ms: raw.record_max_buffered_time_ms.unwrap_or(100),
+            record_ttl_ms: raw.record_ttl_ms.unwrap_or(30_000),
+            fail_if_throttled: raw.fail_if_throttled.unwrap_or(false),
+            max_connections: raw.max_connections.unwrap_or(24),
+            request_timeout_ms: raw.request_timeout_ms.unwrap_or(6_000),
+            connect_timeout_ms: raw.connect_timeout_ms.unwrap_or(6_000),
+            max_record_size,
+            max_frame_size: raw
+                .max_frame_size
+                .unwrap_or_else(|| (8 * MIB).max(max_record_size + 64 * 1024)),
+            max_buffered_bytes: raw.max_buffered_bytes.unwrap_or(256 * MIB),
+            max_outstanding_records: raw.max_outstanding_records.unwrap_or(1_000_000),
+            retry_backoff_base_ms: raw.retry_backoff_base_ms.unwrap_or(100),
+            retry_backoff_max_ms: raw.retry_backoff_max_ms.unwrap_or(5_000),
+            shutdown_grace_ms: raw.shutdown_grace_ms.unwrap_or(30_000),
+            log_level: raw.log_level.unwrap_or_else(|| "info".to_string()),
+            log_format: match raw.log_format.as_deref() {
+                None | Some("text") => LogFormat::Text,
+                Some("json") => LogFormat::Json,
+                Some(other) => {
+                    return Err(ConfigError::Invalid {
+                        key: "log_format",
+                        message: format!("must be \"text\" or \"json\", not {other:?}"),
+                    })
+                }
+            },
+        };
+        c.validate()?;
+        Ok(c)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        fn range(key: &'static str, v: u64, lo: u64, hi: u64) -> Result<(), ConfigError> {
+            if v < lo || v > hi {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: format!("{v} is outside the allowed range {lo}..={hi}"),
+                });
+            }
+            Ok(())
+        }
+        range("aggregation_max_count", self.aggregation_max_count, 1, u64::MAX)?;
+        range("aggregation_max_size", self.aggregation_max_size, 64, self.max_record_size)?;
+        range("collection_max_count", self.collection_max_count, 1, 500)?;
+        range("collection_max_size", self.collection_max_size, 1, 64 * MIB)?;
+        range("record_max_buffered_time_ms", self.record_max_buffered_time_ms, 0, 3_600_000)?;
+        range("record_ttl_ms", self.record_ttl_ms, 1, 7 * 24 * 3_600_000)?;
+        range("max_connections", self.max_connections, 1, 1024)?;
+        range("request_timeout_ms", self.request_timeout_ms, 100, 600_000)?;
+        range("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000)?;
+        range("max_record_size", self.max_record_size, 1, 10 * MIB)?;
+        range("max_frame_size", self.max_frame_size, self.max_record_size + 1024, 256 * MIB)?;
+        range("max_buffered_bytes", self.max_buffered_bytes, self.max_frame_size, u64::MAX >> 4)?;
+        range("max_outstanding_records", self.max_outstanding_records, 1, u64::MAX >> 4)?;
+        range("retry_backoff_base_ms", self.retry_backoff_base_ms, 1, 600_000)?;
+        range("retry_backoff_max_ms", self.retry_backoff_max_ms, self.retry_backoff_base_ms, 600_000)?;
+        range("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000)?;
+        if self.socket_path.as_os_str().is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "socket_path",
+                message: "must not be empty".into(),
+            });
+        }
+        if let Some(e) = &self.kinesis_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "kinesis_endpoint",
+                    message: format!("{e:?} must be a URL starting with http:// or https://"),
+                });
+            }
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return Err(ConfigError::Invalid {
+                key: "log_level",
+                message: format!(
+                    "{:?} is not a level (error, warn, info, debug, trace) or filter",
+                    self.log_level
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, as `--check` prints it.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("the config serialises")
+    }
+
+    pub fn record_max_buffered_time(&self) -> Duration {
+        Duration::from_millis(self.record_max_buffered_time_ms)
+    }
+    pub fn record_ttl(&self) -> Duration {
+        Duration::from_millis(self.record_ttl_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+/// An environment value is TOML when it parses as one (numbers, booleans),
+/// else a plain string (paths, regions, URLs).
+fn env_value(v: &str) -> toml::Value {
+    format!("v = {v}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(v.to_string()))
+}
+
+impl RawConfig {
+    fn merge(&mut self, o: RawConfig) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            socket_path, region, kinesis_endpoint, aggregation_enabled, aggregation_max_count,
+            aggregation_max_size, collection_max_count, collection_max_size,
+            record_max_buffered_time_ms, record_ttl_ms, fail_if_throttled, max_connections,
+            request_timeout_ms, connect_timeout_ms, max_record_size, max_frame_size,
+            max_buffered_bytes, max_outstanding_records, retry_backoff_base_ms,
+            retry_backoff_max_ms, shutdown_grace_ms, log_level, log_format
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(
+            Some(f.path()),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_are_the_kpl_defaults() {
+        let c = load("", &[]).unwrap();
+        assert!(c.aggregation_enabled);
+        assert_eq!(c.aggregation_max_count, 4_294_967_295);
+        assert_eq!(c.aggregation_max_size, 51_200);
+        assert_eq!(c.collection_max_count, 500);
+        assert_eq!(c.collection_max_size, 5_242_880);
+        assert_eq!(c.record_max_buffered_time_ms, 100);
+        assert_eq!(c.record_ttl_ms, 30_000);
+        assert!(!c.fail_if_throttled);
+        assert_eq!(c.max_connections, 24);
+        assert_eq!(c.request_timeout_ms, 6_000);
+        assert_eq!(c.connect_timeout_ms, 6_000);
+        assert_eq!(c.max_record_size, 1_048_576);
+    }
+
+    #[test]
+    fn every_key_is_accepted_and_printed() {
+        let printed = load("", &[]).unwrap().to_toml();
+        for key in KEYS {
+            if *key == "region" || *key == "kinesis_endpoint" {
+                continue; // unset options are not printed
+            }
+            assert!(printed.contains(&format!("{key} =")), "{key} missing from {printed}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = load("recordttl = 5", &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown config key `recordttl`"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_is_named() {
+        let e = load("record_ttl_ms = \"soon\"", &[]).unwrap_err().to_string();
+        assert!(e.contains("`record_ttl_ms`"), "{e}");
+        let e = load("collection_max_count = 501", &[]).unwrap_err().to_string();
+        assert!(e.contains("`collection_max_count`"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            "record_ttl_ms = 5\nregion = \"eu-west-1\"",
+            &[
+                ("KPLD_RECORD_TTL_MS", "7000"),
+                ("KPLD_REGION", "us-east-2"),
+                ("KPLD_FAIL_IF_THROTTLED", "true"),
+                ("KPLD_SOCKET_PATH", "/tmp/x.sock"),
+                ("KPLD_SOCKET", "ignored: the clients' variable"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.record_ttl_ms, 7000);
+        assert_eq!(c.region.as_deref(), Some("us-east-2"));
+        assert!(c.fail_if_throttled);
+        assert_eq!(c.socket_path, PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let e = load("", &[("KPLD_RECORD_TTL_MS", "abc")]).unwrap_err().to_string();
+        assert!(e.contains("KPLD_RECORD_TTL_MS") && e.contains("record_ttl_ms"), "{e}");
+    }
+}

@@ -1,0 +1,39 @@
+//! kpld: a KPL-equivalent Kinesis producer daemon.
+//!
+//! # Layout
+//! - [`config`]: the TOML file and `KPLD_*` overrides, validated.
+//! - [`ipc`]: the socket protocol's messages (generated from proto/kpld.proto).
+//! - [`shard_map`]: partition key -> hash key -> open shard (pure).
+//! - [`aggregate`]: the KPL aggregated record encoder (pure).
+//! - [`collect`]: packing Kinesis records into PutRecords calls (pure).
+//! - [`retry`]: error classification and backoff (pure).
+//! - [`send`]: the seam to Kinesis; the only file that touches the AWS SDK.
+//! - [`producer`]: the pipeline ([`Producer`]): validation, per-stream
+//!   routing, aggregation, collection, sending, retries, results.
+//! - [`server`]: the Unix socket server that drives a [`Producer`].
+//! - [`shutdown`]: signals and the drain sequence.
+#![forbid(unsafe_code)]
+
+pub mod aggregate;
+pub mod collect;
+pub mod config;
+pub mod producer;
+pub mod retry;
+pub mod send;
+pub mod server;
+pub mod shard_map;
+pub mod shutdown;
+
+/// The socket protocol's messages, generated from proto/kpld.proto.
+pub mod ipc {
+    include!(concat!(env!("OUT_DIR"), "/kpld.v1.rs"));
+}
+
+/// The KPL aggregated record message, generated from proto/aggregation.proto
+/// (used to check the hand-written encoder).
+pub mod kpl_proto {
+    include!(concat!(env!("OUT_DIR"), "/kpl.rs"));
+}
+
+pub use config::Config;
+pub use producer::Producer;

@@ -1,0 +1,1140 @@
+//! The pipeline: validation, per-stream routing, aggregation, collection,
+//! sending, retries and one final result per record.
+//!
+//! ```text
+//! put() ──validate──▶ budget ──▶ stream actor ──▶ shard buffer (aggregate)
+//!                                   │  ▲                 │ size/count/deadline
+//!                                   │  │                 ▼
+//!                                   │  └── results ◀── send task ◀── ready queue
+//!                                   ▼                 (max_connections permits)
+//!                               ResultSink
+//! ```
+//!
+//! Invariants:
+//! - Every record accepted by [`Producer::put`] gets exactly one result
+//!   through its [`ResultSink`], and releases its budget exactly then.
+//! - One stream actor task per stream owns that stream's shard map, buffers
+//!   and retry queue; nothing else touches them, so there are no locks on
+//!   the record path.
+//! - A shard buffer only ever holds records that hash into its shard in the
+//!   current map; when the map changes, everything not yet sent is
+//!   re-routed, so no aggregate mixes shards.
+//! - An aggregate that lands on a shard other than the predicted one is
+//!   judged against the refreshed map: if every record in it hashes into
+//!   the shard it landed on (what the KCL checks), it succeeded; otherwise
+//!   its records are sent again (attempt error `WrongShard`).
+
+use crate::aggregate::AggregateBuilder;
+use crate::collect::{take_batch, BatchLimits, RequestSize};
+use crate::config::Config;
+use crate::ipc::{Attempt, RecordResult};
+use crate::retry::{Backoff, ErrorClass};
+use crate::send::{ApiError, EntryResult, KinesisApi, PutEntry};
+use crate::shard_map::{hash_partition_key, parse_explicit_hash_key, ShardMap};
+use bytes::Bytes;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Error codes kpld itself puts in results (Kinesis codes pass through).
+pub mod codes {
+    pub const RECORD_TOO_LARGE: &str = "RecordTooLarge";
+    pub const INVALID_PARTITION_KEY: &str = "InvalidPartitionKey";
+    pub const INVALID_EXPLICIT_HASH_KEY: &str = "InvalidExplicitHashKey";
+    pub const INVALID_STREAM_NAME: &str = "InvalidStreamName";
+    pub const BUSY: &str = "Busy";
+    pub const EXPIRED: &str = "Expired";
+    pub const SHUTTING_DOWN: &str = "ShuttingDown";
+    pub const WRONG_SHARD: &str = "WrongShard";
+}
+
+/// A record as an application hands it over. Text fields arrive as bytes so
+/// that invalid UTF-8 is a per-record error.
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    /// Chosen by the caller, echoed in the result.
+    pub id: u64,
+    pub stream: Bytes,
+    pub partition_key: Bytes,
+    pub explicit_hash_key: Option<Bytes>,
+    pub data: Bytes,
+}
+
+/// Where a record's final result goes. `tag` is the caller's, given to
+/// [`Producer::put`]; the socket server uses it to track flushes.
+pub trait ResultSink: Send + Sync + 'static {
+    fn deliver(&self, tag: u64, result: RecordResult);
+}
+
+/// What [`Producer::shutdown`] left undelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Records that got a `ShuttingDown` error because the grace period ran out.
+    pub undelivered: u64,
+}
+
+/// The KPL pipeline as a library type. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    cfg: Arc<Config>,
+    api: Arc<dyn KinesisApi>,
+    backoff: Backoff,
+    streams: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<StreamMsg>>>,
+    /// Buffered bytes (data + keys of records not yet final): the memory bound.
+    bytes_budget: Semaphore,
+    /// Records not yet final: the count bound.
+    records_budget: Semaphore,
+    /// PutRecords calls in flight, across all streams (`max_connections`).
+    send_permits: Arc<Semaphore>,
+    outstanding: AtomicU64,
+    idle: Notify,
+    draining: AtomicBool,
+    /// Cancelled when the shutdown grace period runs out.
+    abort: CancellationToken,
+}
+
+impl Producer {
+    /// A producer that sends through `api`. Must be called within a Tokio
+    /// runtime; stream actors start on the first record of each stream.
+    pub fn new(cfg: Config, api: Arc<dyn KinesisApi>) -> Producer {
+        let backoff = Backoff::new(
+            Duration::from_millis(cfg.retry_backoff_base_ms),
+            Duration::from_millis(cfg.retry_backoff_max_ms),
+        )
+        .expect("the config validated the backoff bounds");
+        let permits_max = Semaphore::MAX_PERMITS as u64;
+        Producer {
+            inner: Arc::new(Inner {
+                bytes_budget: Semaphore::new(cfg.max_buffered_bytes.min(permits_max) as usize),
+                records_budget: Semaphore::new(cfg.max_outstanding_records.min(permits_max) as usize),
+                send_permits: Arc::new(Semaphore::new(cfg.max_connections as usize)),
+                cfg: Arc::new(cfg),
+                api,
+                backoff,
+                streams: Mutex::new(HashMap::new()),
+                outstanding: AtomicU64::new(0),
+                idle: Notify::new(),
+                draining: AtomicBool::new(false),
+                abort: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    /// Records accepted and not yet final.
+    pub fn outstanding(&self) -> u64 {
+        self.inner.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Hands records over. Invalid records get their error result at once.
+    /// When the buffers are full this waits for room (backpressure), unless
+    /// `busy_if_full` is set: then the records fail at once with `Busy`.
+    pub async fn put(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        busy_if_full: bool,
+    ) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut valid: Vec<UserRecord> = Vec::with_capacity(records.len());
+        for r in records {
+            match inner.validate(r, now, tag, &sink) {
+                Ok(u) => valid.push(u),
+                Err((id, code, message)) => sink.deliver(tag, failure(id, code, message, Vec::new())),
+            }
+        }
+        if valid.is_empty() {
+            return;
+        }
+        if inner.draining.load(Ordering::Acquire) {
+            for u in valid {
+                sink.deliver(
+                    tag,
+                    failure(u.id, codes::SHUTTING_DOWN, "kpld is shutting down and accepts no new records".into(), Vec::new()),
+                );
+            }
+            return;
+        }
+        // Take budget in chunks that fit the bounds, so a huge batch from an
+        // embedding program cannot wait forever.
+        let max_bytes = inner.bytes_budget_total();
+        let max_records = inner.records_budget_total();
+        let mut rest = valid;
+        while !rest.is_empty() {
+            let mut bytes = 0u64;
+            let mut n = 0usize;
+            for u in &rest {
+                if n > 0 && (bytes + u.cost as u64 > max_bytes || n as u64 >= max_records) {
+                    break;
+                }
+                bytes += u.cost as u64;
+                n += 1;
+            }
+            let tail = rest.split_off(n);
+            let chunk = std::mem::replace(&mut rest, tail);
+            // max_record_size <= max_frame_size <= max_buffered_bytes (checked
+            // by the config), so one record always fits the byte budget.
+            let bytes = bytes as u32;
+            let count = n as u32;
+            if busy_if_full {
+                let ok = match inner.bytes_budget.try_acquire_many(bytes) {
+                    Ok(b) => match inner.records_budget.try_acquire_many(count) {
+                        Ok(r) => {
+                            b.forget();
+                            r.forget();
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if !ok {
+                    for u in chunk.into_iter().chain(rest.drain(..)) {
+                        sink.deliver(
+                            tag,
+                            failure(u.id, codes::BUSY, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into(), Vec::new()),
+                        );
+                    }
+                    return;
+                }
+            } else {
+                let (Ok(b), Ok(r)) = (
+                    inner.bytes_budget.acquire_many(bytes).await,
+                    inner.records_budget.acquire_many(count).await,
+                ) else {
+                    unreachable!("the budget semaphores are never closed")
+                };
+                b.forget();
+                r.forget();
+            }
+            inner.outstanding.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            inner.dispatch(chunk);
+        }
+    }
+
+    /// Sends everything buffered now instead of at its deadline.
+    pub fn flush(&self) {
+        for tx in self.inner.streams.lock().expect("streams lock").values() {
+            let _ = tx.send(StreamMsg::Flush);
+        }
+    }
+
+    /// Drains: refuses new records, sends everything now, waits up to
+    /// `grace` for every record to be final, then fails the rest with
+    /// `ShuttingDown`.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::Release);
+        for tx in inner.streams.lock().expect("streams lock").values() {
+            let _ = tx.send(StreamMsg::Drain);
+        }
+        let drained = tokio::time::timeout(grace, inner.wait_idle()).await.is_ok();
+        let undelivered = if drained { 0 } else { self.outstanding() };
+        inner.abort.cancel();
+        // Actors fail what is left and in-flight calls are cancelled, so
+        // this ends quickly.
+        let _ = tokio::time::timeout(Duration::from_secs(10), inner.wait_idle()).await;
+        ShutdownReport { undelivered }
+    }
+}
+
+impl Inner {
+    fn bytes_budget_total(&self) -> u64 {
+        self.cfg.max_buffered_bytes.min(u32::MAX as u64)
+    }
+
+    fn records_budget_total(&self) -> u64 {
+        self.cfg.max_outstanding_records.min(u32::MAX as u64)
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn validate(
+        &self,
+        r: RecordInput,
+        now: Instant,
+        tag: u64,
+        sink: &Arc<dyn ResultSink>,
+    ) -> Result<UserRecord, (u64, &'static str, String)> {
+        let id = r.id;
+        let stream = std::str::from_utf8(&r.stream)
+            .ok()
+            .filter(|s| valid_stream_name(s))
+            .ok_or_else(|| {
+                (
+                    id,
+                    codes::INVALID_STREAM_NAME,
+                    format!(
+                        "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
+                        String::from_utf8_lossy(&r.stream[..r.stream.len().min(200)])
+                    ),
+                )
+            })?;
+        let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
+            (id, codes::INVALID_PARTITION_KEY, "partition key is not valid UTF-8".to_string())
+        })?;
+        let chars = pk.chars().count();
+        if chars == 0 {
+            return Err((
+                id,
+                codes::INVALID_PARTITION_KEY,
+                "partition key is empty; it must have 1 to 256 Unicode characters".into(),
+            ));
+        }
+        if chars > 256 {
+            return Err((
+                id,
+                codes::INVALID_PARTITION_KEY,
+                format!("partition key has {chars} characters; at most 256 are allowed"),
+            ));
+        }
+        let size = r.data.len() + r.partition_key.len();
+        if size as u64 > self.cfg.max_record_size {
+            return Err((
+                id,
+                codes::RECORD_TOO_LARGE,
+                format!(
+                    "record is {size} bytes (data {} + partition key {}); max_record_size is {}",
+                    r.data.len(),
+                    r.partition_key.len(),
+                    self.cfg.max_record_size
+                ),
+            ));
+        }
+        let (hash, ehk) = match &r.explicit_hash_key {
+            None => (hash_partition_key(pk), None),
+            Some(k) => {
+                let s = std::str::from_utf8(k).map_err(|_| {
+                    (id, codes::INVALID_EXPLICIT_HASH_KEY, "explicit hash key is not valid UTF-8".to_string())
+                })?;
+                let h = parse_explicit_hash_key(s)
+                    .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
+                (h, Some(s.to_string()))
+            }
+        };
+        Ok(UserRecord {
+            id,
+            tag,
+            stream: stream.into(),
+            partition_key: pk.to_string(),
+            explicit_hash_key: ehk,
+            hash,
+            cost: size.max(1) as u32,
+            data: r.data,
+            deadline: now + self.cfg.record_max_buffered_time(),
+            expiry: now + self.cfg.record_ttl(),
+            ready_since: now,
+            attempts: Vec::new(),
+            sink: sink.clone(),
+        })
+    }
+
+    /// Sends validated records to their streams' actors.
+    fn dispatch(self: &Arc<Self>, records: Vec<UserRecord>) {
+        let mut streams = self.streams.lock().expect("streams lock");
+        let mut by_stream: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
+        for u in records {
+            match by_stream.iter_mut().find(|(s, _)| *s == u.stream) {
+                Some((_, v)) => v.push(u),
+                None => by_stream.push((u.stream.clone(), vec![u])),
+            }
+        }
+        for (name, recs) in by_stream {
+            let tx = streams
+                .entry(name.clone())
+                .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
+            if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) = tx.send(StreamMsg::Records(recs)) {
+                // The actor is gone only after an abort.
+                for u in recs {
+                    self.finish(u, Err((codes::SHUTTING_DOWN, "kpld is shutting down".into())));
+                }
+            }
+        }
+    }
+
+    /// Delivers a record's one final result and gives back its budget.
+    fn finish(&self, u: UserRecord, outcome: Result<(Arc<str>, Arc<str>, u64), (&str, String)>) {
+        let result = match outcome {
+            Ok((shard, seq, sub)) => RecordResult {
+                id: u.id,
+                success: true,
+                shard_id: shard.to_string(),
+                sequence_number: seq.to_string(),
+                sub_sequence_number: sub,
+                attempts: u.attempts,
+                error_code: String::new(),
+                error_message: String::new(),
+            },
+            Err((code, message)) => failure(u.id, code, message, u.attempts),
+        };
+        u.sink.deliver(u.tag, result);
+        self.bytes_budget.add_permits(u.cost as usize);
+        self.records_budget.add_permits(1);
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+fn failure(id: u64, code: &str, message: String, attempts: Vec<Attempt>) -> RecordResult {
+    RecordResult {
+        id,
+        success: false,
+        attempts,
+        error_code: code.to_string(),
+        error_message: message,
+        ..Default::default()
+    }
+}
+
+fn valid_stream_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A record inside the pipeline.
+struct UserRecord {
+    id: u64,
+    tag: u64,
+    stream: Arc<str>,
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    hash: u128,
+    data: Bytes,
+    /// Budget bytes held until the result.
+    cost: u32,
+    /// When it must be sent (arrival + record_max_buffered_time; now for retries).
+    deadline: Instant,
+    /// record_ttl_ms after arrival: no attempt starts after this.
+    expiry: Instant,
+    /// Arrival, or the end of the previous attempt: the start of `delay_ms`.
+    ready_since: Instant,
+    attempts: Vec<Attempt>,
+    sink: Arc<dyn ResultSink>,
+}
+
+/// One PutRecords entry: an aggregate or a single raw record.
+struct KinesisRecord {
+    /// The shard it was predicted for, and the map generation that did it.
+    shard_id: Arc<str>,
+    map_gen: u64,
+    aggregated: bool,
+    entry: PutEntry,
+    records: Vec<UserRecord>,
+}
+
+impl RequestSize for KinesisRecord {
+    fn request_bytes(&self) -> usize {
+        self.entry.data.len() + self.entry.partition_key.len()
+    }
+}
+
+enum StreamMsg {
+    Records(Vec<UserRecord>),
+    Flush,
+    Drain,
+    Sent {
+        batch: Vec<KinesisRecord>,
+        outcome: Result<Vec<EntryResult>, ApiError>,
+        started: Instant,
+        ended: Instant,
+    },
+    MapLoaded(Result<ShardMap, ApiError>),
+}
+
+/// Records waiting for one shard, being aggregated.
+struct ShardBuffer {
+    shard_id: Arc<str>,
+    records: Vec<UserRecord>,
+    builder: AggregateBuilder,
+    deadline: Option<Instant>,
+    /// Bumped on every flush, to recognise stale timer entries.
+    generation: u64,
+}
+
+enum MapState {
+    /// Never loaded yet (a load is in flight).
+    Loading,
+    Ready(ShardMap),
+    /// The stream cannot be used (unknown stream, access denied): records
+    /// fail at once until a reload succeeds.
+    Failed { code: String, message: String, at: Instant },
+}
+
+struct StreamActor {
+    inner: Arc<Inner>,
+    name: Arc<str>,
+    tx: mpsc::UnboundedSender<StreamMsg>,
+    map: MapState,
+    map_gen: u64,
+    loading: bool,
+    reload_at: Option<Instant>,
+    load_failures: u32,
+    /// Records waiting for a shard map.
+    waiting: Vec<UserRecord>,
+    buffers: Vec<ShardBuffer>,
+    timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
+    ready: VecDeque<KinesisRecord>,
+    ready_bytes: usize,
+    ready_due: Option<Instant>,
+    retries: BTreeMap<(Instant, u64), UserRecord>,
+    retry_seq: u64,
+    /// Aggregates that landed on an unexpected shard, judged after the next map load.
+    misrouted: Vec<(KinesisRecord, Arc<str>, Arc<str>)>,
+    in_flight: usize,
+    draining: bool,
+    aborted: bool,
+    limits: BatchLimits,
+}
+
+impl StreamActor {
+    fn spawn(inner: Arc<Inner>, name: Arc<str>) -> mpsc::UnboundedSender<StreamMsg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let limits = BatchLimits {
+            max_count: inner.cfg.collection_max_count as usize,
+            max_bytes: inner.cfg.collection_max_size as usize,
+        };
+        let draining = inner.draining.load(Ordering::Acquire);
+        let actor = StreamActor {
+            inner,
+            name,
+            tx: tx.clone(),
+            map: MapState::Loading,
+            map_gen: 0,
+            loading: false,
+            reload_at: None,
+            load_failures: 0,
+            waiting: Vec::new(),
+            buffers: Vec::new(),
+            timers: BinaryHeap::new(),
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            ready_due: None,
+            retries: BTreeMap::new(),
+            retry_seq: 0,
+            misrouted: Vec::new(),
+            in_flight: 0,
+            draining,
+            aborted: false,
+            limits,
+        };
+        tokio::spawn(actor.run(rx));
+        tx
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<StreamMsg>) {
+        self.start_load();
+        let abort = self.inner.abort.clone();
+        loop {
+            let wake = self.next_wakeup();
+            tokio::select! {
+                biased;
+                _ = abort.cancelled(), if !self.aborted => self.abort_all(),
+                msg = rx.recv() => match msg {
+                    Some(m) => self.handle(m),
+                    None => return,
+                },
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
+            }
+            // Take whatever else is queued before doing timed work, so one
+            // wake-up serves many messages.
+            while let Ok(m) = rx.try_recv() {
+                self.handle(m);
+            }
+            self.on_tick(Instant::now());
+            if self.aborted && self.in_flight == 0 {
+                self.abort_all();
+                self.inner.streams.lock().expect("streams lock").remove(&self.name);
+                // Late senders see a closed channel and fail their records.
+                rx.close();
+                while let Some(m) = rx.recv().await {
+                    self.handle(m);
+                    self.abort_all();
+                }
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, msg: StreamMsg) {
+        match msg {
+            StreamMsg::Records(recs) => {
+                for u in recs {
+                    self.route(u);
+                }
+            }
+            StreamMsg::Flush => self.flush_all(Instant::now()),
+            StreamMsg::Drain => {
+                self.draining = true;
+                self.flush_all(Instant::now());
+            }
+            StreamMsg::Sent {
+                batch,
+                outcome,
+                started,
+                ended,
+            } => {
+                self.in_flight -= 1;
+                self.on_sent(batch, outcome, started, ended);
+            }
+            StreamMsg::MapLoaded(r) => self.on_map_loaded(r),
+        }
+    }
+
+    fn next_wakeup(&mut self) -> Option<Instant> {
+        // Drop stale timer entries so the heap top is a live deadline.
+        while let Some(Reverse((_, idx, gen))) = self.timers.peek().copied() {
+            match self.buffers.get(idx) {
+                Some(b) if b.generation == gen && b.deadline.is_some() => break,
+                _ => {
+                    self.timers.pop();
+                }
+            }
+        }
+        let mut t = self.timers.peek().map(|Reverse((d, _, _))| *d);
+        let mut consider = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        consider(self.ready_due);
+        consider(self.retries.keys().next().map(|(at, _)| *at));
+        consider(self.reload_at);
+        consider(self.waiting.iter().map(|u| u.expiry).min());
+        t
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if self.aborted {
+            return;
+        }
+        if let Some(at) = self.reload_at {
+            if at <= now && !self.loading {
+                self.reload_at = None;
+                self.start_load();
+            }
+        }
+        // Retries that are due go through routing again, with the current map.
+        while let Some(entry) = self.retries.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let mut u = entry.remove();
+            u.deadline = now;
+            self.route(u);
+        }
+        // Buffers whose oldest record reached its deadline.
+        while let Some(Reverse((d, idx, gen))) = self.timers.peek().copied() {
+            if d > now {
+                break;
+            }
+            self.timers.pop();
+            if self.buffers.get(idx).is_some_and(|b| b.generation == gen) {
+                self.flush_buffer(idx, now);
+            }
+        }
+        if !self.waiting.is_empty() {
+            self.expire_waiting(now);
+        }
+        if self.draining {
+            self.flush_all(now);
+        }
+        self.send_ready(now);
+    }
+
+    /// Puts a record into the buffer of its shard (or the waiting list).
+    fn route(&mut self, u: UserRecord) {
+        let MapState::Ready(map) = &self.map else {
+            if let MapState::Failed { code, message, at } = &self.map {
+                if !self.loading && at.elapsed() < Duration::from_secs(1) {
+                    // Fail fast on a stream that was just found unusable.
+                    let (code, message) = (code.clone(), message.clone());
+                    return self.inner.finish(u, Err((&code, message)));
+                }
+                self.start_load();
+            }
+            self.waiting.push(u);
+            return;
+        };
+        let idx = map.index_of(u.hash);
+        let now = Instant::now();
+        if !self.inner.cfg.aggregation_enabled {
+            let b = &self.buffers[idx];
+            let k = single(b.shard_id.clone(), self.map_gen, u);
+            return self.push_ready(k, now);
+        }
+        let max_size = self.inner.cfg.aggregation_max_size as usize;
+        let max_count = self.inner.cfg.aggregation_max_count;
+        let b = &mut self.buffers[idx];
+        let size_with = b
+            .builder
+            .size_with(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len());
+        if size_with > max_size && !b.records.is_empty() {
+            self.flush_buffer(idx, now);
+        }
+        let b = &mut self.buffers[idx];
+        if b.records.is_empty()
+            && b.builder
+                .size_with(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len())
+                > max_size
+        {
+            // Too big to aggregate with anything: sent on its own.
+            let k = single(b.shard_id.clone(), self.map_gen, u);
+            return self.push_ready(k, now);
+        }
+        b.builder
+            .add(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len());
+        let deadline = u.deadline;
+        b.records.push(u);
+        if b.deadline.is_none_or(|d| deadline < d) {
+            b.deadline = Some(deadline);
+            self.timers.push(Reverse((deadline, idx, b.generation)));
+        }
+        if b.records.len() as u64 >= max_count {
+            self.flush_buffer(idx, now);
+        }
+    }
+
+    fn flush_buffer(&mut self, idx: usize, now: Instant) {
+        let b = &mut self.buffers[idx];
+        b.generation += 1;
+        b.deadline = None;
+        if b.records.is_empty() {
+            return;
+        }
+        let records = std::mem::take(&mut b.records);
+        let k = if records.len() == 1 {
+            b.builder.clear();
+            let u = records.into_iter().next().expect("one record");
+            single(b.shard_id.clone(), self.map_gen, u)
+        } else {
+            let data = b.builder.encode(records.iter().map(|u| u.data.as_ref()));
+            b.builder.clear();
+            let first = &records[0];
+            KinesisRecord {
+                shard_id: b.shard_id.clone(),
+                map_gen: self.map_gen,
+                aggregated: true,
+                // The first record's key (not the KPL's fixed "a", which
+                // defeats Lambda's per-key parallelism) and its hash as the
+                // explicit hash key, so the aggregate lands on the predicted shard.
+                entry: PutEntry {
+                    data: Bytes::from(data),
+                    partition_key: first.partition_key.clone(),
+                    explicit_hash_key: Some(first.hash.to_string()),
+                },
+                records,
+            }
+        };
+        self.push_ready(k, now);
+    }
+
+    fn flush_all(&mut self, now: Instant) {
+        for idx in 0..self.buffers.len() {
+            if !self.buffers[idx].records.is_empty() {
+                self.flush_buffer(idx, now);
+            }
+        }
+        if !self.ready.is_empty() {
+            self.ready_due = Some(now);
+        }
+    }
+
+    fn push_ready(&mut self, k: KinesisRecord, _now: Instant) {
+        let due = k.records.iter().map(|u| u.deadline).min().expect("records");
+        self.ready_due = Some(self.ready_due.map_or(due, |d| d.min(due)));
+        self.ready_bytes += k.request_bytes();
+        self.ready.push_back(k);
+    }
+
+    /// Starts PutRecords calls: full batches at once, partial ones when the
+    /// earliest deadline among them has come.
+    fn send_ready(&mut self, now: Instant) {
+        loop {
+            if self.ready.is_empty() {
+                self.ready_due = None;
+                self.ready_bytes = 0;
+                return;
+            }
+            let full = self.ready.len() >= self.limits.max_count || self.ready_bytes >= self.limits.max_bytes;
+            let due = self.ready_due.is_some_and(|d| d <= now);
+            if !full && !due {
+                return;
+            }
+            let batch = take_batch(&mut self.ready, self.limits);
+            let sent: usize = batch.iter().map(|k| k.request_bytes()).sum();
+            self.ready_bytes -= sent;
+            self.spawn_send(batch);
+        }
+    }
+
+    fn spawn_send(&mut self, batch: Vec<KinesisRecord>) {
+        self.in_flight += 1;
+        let permits = self.inner.send_permits.clone();
+        let api = self.inner.api.clone();
+        let abort = self.inner.abort.clone();
+        let tx = self.tx.clone();
+        let stream = self.name.clone();
+        // A safety net over the SDK's own attempt timeout.
+        let hard_timeout = self.inner.cfg.request_timeout() + Duration::from_secs(2);
+        tokio::spawn(async move {
+            let send = async {
+                let _permit = permits.acquire_owned().await.expect("permits never close");
+                let started = Instant::now();
+                let entries = batch.iter().map(|k| k.entry.clone()).collect();
+                let outcome = match tokio::time::timeout(hard_timeout, api.put_records(&stream, entries)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(ApiError {
+                        class: ErrorClass::Retryable,
+                        code: "RequestTimeout".into(),
+                        message: "no answer within request_timeout_ms".into(),
+                    }),
+                };
+                (outcome, started)
+            };
+            let (outcome, started) = tokio::select! {
+                r = send => r,
+                _ = abort.cancelled() => (
+                    Err(ApiError {
+                        class: ErrorClass::Fatal,
+                        code: codes::SHUTTING_DOWN.into(),
+                        message: "kpld shut down while the record was waiting to be sent or in flight; it may or may not be in the stream".into(),
+                    }),
+                    Instant::now(),
+                ),
+            };
+            let _ = tx.send(StreamMsg::Sent {
+                batch,
+                outcome,
+                started,
+                ended: Instant::now(),
+            });
+        });
+    }
+
+    fn on_sent(
+        &mut self,
+        batch: Vec<KinesisRecord>,
+        outcome: Result<Vec<EntryResult>, ApiError>,
+        started: Instant,
+        ended: Instant,
+    ) {
+        match outcome {
+            Ok(results) => {
+                for (k, r) in batch.into_iter().zip(results) {
+                    match r {
+                        EntryResult::Ok {
+                            shard_id,
+                            sequence_number,
+                        } => {
+                            let shard: Arc<str> = shard_id.into();
+                            let seq: Arc<str> = sequence_number.into();
+                            if *shard == *k.shard_id {
+                                self.succeed(k, shard, seq, started, ended);
+                            } else {
+                                self.on_wrong_shard(k, shard, seq, started, ended);
+                            }
+                        }
+                        EntryResult::Err { code, message } => {
+                            let class = crate::retry::classify_code(&code);
+                            self.fail_or_retry(k.records, class, &code, &message, started, ended);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                if e.code == "ResourceNotFoundException" {
+                    // The stream may have been deleted: forget its map.
+                    self.map = MapState::Failed {
+                        code: e.code.clone(),
+                        message: e.message.clone(),
+                        at: Instant::now(),
+                    };
+                }
+                for k in batch {
+                    self.fail_or_retry(k.records, e.class, &e.code, &e.message, started, ended);
+                }
+            }
+        }
+    }
+
+    /// A Kinesis record landed on a shard other than the predicted one: the
+    /// map that predicted it is stale. Refresh it once per event (only when
+    /// the current map made the prediction) and judge the record against the
+    /// refreshed map.
+    fn on_wrong_shard(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, started: Instant, ended: Instant) {
+        let current = k.map_gen == self.map_gen;
+        if current {
+            self.start_load();
+        }
+        if k.records.len() == 1 {
+            // A single record is readable wherever it landed.
+            return self.succeed(k, shard, seq, started, ended);
+        }
+        match &self.map {
+            MapState::Ready(map) if !current => {
+                let readable = k.records.iter().all(|u| *map.lookup(u.hash).id == *shard);
+                self.judge_misrouted(k, shard, seq, readable, None);
+            }
+            _ => {
+                self.misrouted.push((k, shard, seq));
+                self.start_load();
+            }
+        }
+    }
+
+    /// Settles an aggregate that landed on `shard` instead of the predicted
+    /// one: a success when every record in it hashes into `shard` (what the
+    /// KCL checks), else its records are sent again.
+    fn judge_misrouted(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, readable: bool, map_error: Option<&ApiError>) {
+        let now = Instant::now();
+        if readable {
+            // The attempt's timing was not kept while it waited for the map.
+            return self.succeed(k, shard, seq, now, now);
+        }
+        let msg = match map_error {
+            None => format!(
+                "the aggregate landed on {shard} (sequence number {seq}), not the predicted {}, and not all its records hash into {shard}; sent again after the shard map refresh",
+                k.shard_id
+            ),
+            Some(e) => format!(
+                "the aggregate landed on {shard} (sequence number {seq}), not the predicted {}; the shard map could not be refreshed ({e}), so it is sent again",
+                k.shard_id
+            ),
+        };
+        self.fail_or_retry(k.records, ErrorClass::Retryable, codes::WRONG_SHARD, &msg, now, now);
+    }
+
+    fn succeed(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, started: Instant, ended: Instant) {
+        let aggregated = k.aggregated;
+        for (i, mut u) in k.records.into_iter().enumerate() {
+            u.attempts.push(attempt(&u, true, "", "", started, ended));
+            let sub = if aggregated { i as u64 } else { 0 };
+            self.inner.finish(u, Ok((shard.clone(), seq.clone(), sub)));
+        }
+    }
+
+    fn fail_or_retry(
+        &mut self,
+        records: Vec<UserRecord>,
+        class: ErrorClass,
+        code: &str,
+        message: &str,
+        started: Instant,
+        ended: Instant,
+    ) {
+        let now = Instant::now();
+        let fail_now = self.aborted
+            || class == ErrorClass::Fatal
+            || (class == ErrorClass::Throttled && self.inner.cfg.fail_if_throttled);
+        for mut u in records {
+            u.attempts.push(attempt(&u, false, code, message, started, ended));
+            u.ready_since = ended;
+            if fail_now {
+                self.inner.finish(u, Err((code, message.to_string())));
+                continue;
+            }
+            let n = u.attempts.len() as u32;
+            let delay = self.inner.backoff.delay(n, rand::random::<f64>());
+            let at = now + delay;
+            if at >= u.expiry {
+                let msg = format!(
+                    "record_ttl_ms ({} ms) ran out after {n} attempts; last error {code}: {message}",
+                    self.inner.cfg.record_ttl_ms
+                );
+                self.inner.finish(u, Err((codes::EXPIRED, msg)));
+                continue;
+            }
+            self.retry_seq += 1;
+            self.retries.insert((at, self.retry_seq), u);
+        }
+    }
+
+    fn start_load(&mut self) {
+        if self.loading || self.aborted {
+            return;
+        }
+        self.loading = true;
+        self.reload_at = None;
+        let api = self.inner.api.clone();
+        let tx = self.tx.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            let r = api.list_shards(&name).await.and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| ApiError {
+                    class: ErrorClass::Retryable,
+                    code: "IncompleteShardMap".into(),
+                    message: format!("ListShards for stream {name}: {e}"),
+                })
+            });
+            let _ = tx.send(StreamMsg::MapLoaded(r));
+        });
+    }
+
+    fn on_map_loaded(&mut self, r: Result<ShardMap, ApiError>) {
+        self.loading = false;
+        let now = Instant::now();
+        match r {
+            Ok(map) => {
+                self.load_failures = 0;
+                let changed = match &self.map {
+                    MapState::Ready(old) => old.shards() != map.shards(),
+                    _ => true,
+                };
+                let mut reroute: Vec<UserRecord> = std::mem::take(&mut self.waiting);
+                if changed {
+                    // Everything not yet sent was aggregated for the old map:
+                    // take it apart and route it again.
+                    for b in self.buffers.drain(..) {
+                        reroute.extend(b.records);
+                    }
+                    for k in self.ready.drain(..) {
+                        reroute.extend(k.records);
+                    }
+                    self.ready_bytes = 0;
+                    self.ready_due = None;
+                    self.timers.clear();
+                    self.map_gen += 1;
+                    self.buffers = map
+                        .shards()
+                        .iter()
+                        .map(|s| ShardBuffer {
+                            shard_id: s.id.clone(),
+                            records: Vec::new(),
+                            builder: AggregateBuilder::new(),
+                            deadline: None,
+                            generation: 0,
+                        })
+                        .collect();
+                }
+                for (k, shard, seq) in std::mem::take(&mut self.misrouted) {
+                    let readable = k.records.iter().all(|u| *map.lookup(u.hash).id == *shard);
+                    self.judge_misrouted(k, shard, seq, readable, None);
+                }
+                self.map = MapState::Ready(map);
+                for u in reroute {
+                    self.route(u);
+                }
+            }
+            Err(e) => {
+                for (k, shard, seq) in std::mem::take(&mut self.misrouted) {
+                    self.judge_misrouted(k, shard, seq, false, Some(&e));
+                }
+                if e.class == ErrorClass::Fatal {
+                    for u in std::mem::take(&mut self.waiting) {
+                        self.inner.finish(u, Err((&e.code, e.message.clone())));
+                    }
+                    if !matches!(self.map, MapState::Ready(_)) {
+                        self.map = MapState::Failed {
+                            code: e.code,
+                            message: e.message,
+                            at: now,
+                        };
+                    }
+                } else {
+                    // KPL: 1 s, x1.5, up to 30 s.
+                    let delay = Duration::from_millis(1000)
+                        .mul_f64(1.5f64.powi(self.load_failures.min(20) as i32))
+                        .min(Duration::from_secs(30));
+                    self.load_failures += 1;
+                    tracing::warn!(stream = %self.name, error = %e, retry_in_ms = delay.as_millis() as u64, "shard map load failed");
+                    self.reload_at = Some(now + delay);
+                }
+            }
+        }
+    }
+
+    fn expire_waiting(&mut self, now: Instant) {
+        let (expired, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
+            .into_iter()
+            .partition(|u| u.expiry <= now);
+        self.waiting = keep;
+        for u in expired {
+            let msg = format!(
+                "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
+                self.inner.cfg.record_ttl_ms, self.name
+            );
+            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+        }
+    }
+
+    /// Fails everything this actor holds (not what is in flight: those calls
+    /// are cancelled and come back as `Sent`).
+    fn abort_all(&mut self) {
+        self.aborted = true;
+        let msg = || {
+            "kpld shut down before the record could be delivered (shutdown_grace_ms ran out)".to_string()
+        };
+        let mut all: Vec<UserRecord> = std::mem::take(&mut self.waiting);
+        for b in &mut self.buffers {
+            all.append(&mut b.records);
+            b.builder.clear();
+        }
+        for k in self.ready.drain(..) {
+            all.extend(k.records);
+        }
+        for (_, u) in std::mem::take(&mut self.retries) {
+            all.push(u);
+        }
+        for (k, _, _) in std::mem::take(&mut self.misrouted) {
+            all.extend(k.records);
+        }
+        for u in all {
+            self.inner.finish(u, Err((codes::SHUTTING_DOWN, msg())));
+        }
+    }
+}
+
+fn single(shard_id: Arc<str>, map_gen: u64, u: UserRecord) -> KinesisRecord {
+    KinesisRecord {
+        shard_id,
+        map_gen,
+        aggregated: false,
+        entry: PutEntry {
+            data: u.data.clone(),
+            partition_key: u.partition_key.clone(),
+            explicit_hash_key: u.explicit_hash_key.clone(),
+        },
+        records: vec![u],
+    }
+}
+
+fn attempt(u: &UserRecord, success: bool, code: &str, message: &str, started: Instant, ended: Instant) -> Attempt {
+    Attempt {
+        success,
+        error_code: code.to_string(),
+        error_message: message.to_string(),
+        delay_ms: started.saturating_duration_since(u.ready_since).as_millis() as u64,
+        duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,150 @@
+//! Error classification and full-jitter exponential backoff (pure).
+//!
+//! The KPL retries everything with no backoff, which makes retry storms. kpld
+//! retries only what retrying can fix (throttling, 5xx, timeouts, broken
+//! connections), waits a random delay in [0, min(cap, base * 2^n)] between
+//! attempts, and never schedules an attempt past the record's TTL.
+
+use std::time::Duration;
+
+/// What to do with a record after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The shard or account is over its limits: retry unless
+    /// `fail_if_throttled` is set.
+    Throttled,
+    /// A transient fault: retry within the TTL.
+    Retryable,
+    /// Retrying cannot help (validation, access denied, unknown stream):
+    /// fail the record at once with the service's message.
+    Fatal,
+}
+
+/// Classifies a Kinesis error code (per entry or whole request).
+pub fn classify_code(code: &str) -> ErrorClass {
+    match code {
+        "ProvisionedThroughputExceededException"
+        | "LimitExceededException"
+        | "ThrottlingException"
+        | "Throttling"
+        | "KMSThrottlingException"
+        | "RequestLimitExceeded"
+        | "SlowDown" => ErrorClass::Throttled,
+        "ResourceNotFoundException"
+        | "AccessDeniedException"
+        | "ValidationException"
+        | "InvalidArgumentException"
+        | "ResourceInUseException"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "KMSDisabledException"
+        | "KMSInvalidStateException"
+        | "KMSAccessDeniedException"
+        | "KMSNotFoundException"
+        | "KMSOptInRequired" => ErrorClass::Fatal,
+        // InternalFailure, ServiceUnavailable and anything unknown: retry,
+        // bounded by the TTL.
+        _ => ErrorClass::Retryable,
+    }
+}
+
+/// Classifies a whole-request failure that carries an HTTP status.
+pub fn classify_http(status: u16, code: &str) -> ErrorClass {
+    if status >= 500 || status == 429 {
+        match classify_code(code) {
+            ErrorClass::Throttled => ErrorClass::Throttled,
+            _ => ErrorClass::Retryable,
+        }
+    } else {
+        classify_code(code)
+    }
+}
+
+/// Why a backoff could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackoffError {
+    #[error("retry_backoff_base_ms must be greater than 0")]
+    ZeroBase,
+    #[error("retry_backoff_base_ms ({base} ms) must not exceed retry_backoff_max_ms ({max} ms)")]
+    BaseAboveMax { base: u64, max: u64 },
+}
+
+/// Full-jitter exponential backoff.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    base: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(base: Duration, max: Duration) -> Result<Self, BackoffError> {
+        if base.is_zero() {
+            return Err(BackoffError::ZeroBase);
+        }
+        if base > max {
+            return Err(BackoffError::BaseAboveMax {
+                base: base.as_millis() as u64,
+                max: max.as_millis() as u64,
+            });
+        }
+        Ok(Backoff { base, max })
+    }
+
+    /// Upper bound of the delay before retry number `retry` (1 = first retry).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let shift = retry.saturating_sub(1).min(30);
+        self.base.saturating_mul(1u32 << shift).min(self.max)
+    }
+
+    /// The delay before retry number `retry`, given a uniform sample in [0, 1).
+    pub fn delay(&self, retry: u32, unit: f64) -> Duration {
+        self.ceiling(retry).mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn codes_are_classified() {
+        assert_eq!(classify_code("ProvisionedThroughputExceededException"), ErrorClass::Throttled);
+        assert_eq!(classify_code("InternalFailure"), ErrorClass::Retryable);
+        assert_eq!(classify_code("ResourceNotFoundException"), ErrorClass::Fatal);
+        assert_eq!(classify_code("AccessDeniedException"), ErrorClass::Fatal);
+        assert_eq!(classify_http(500, "ValidationException"), ErrorClass::Retryable);
+        assert_eq!(classify_http(503, "SlowDown"), ErrorClass::Throttled);
+        assert_eq!(classify_http(400, "ValidationException"), ErrorClass::Fatal);
+        assert_eq!(classify_http(400, "LimitExceededException"), ErrorClass::Throttled);
+    }
+
+    #[test]
+    fn invalid_backoffs_are_refused() {
+        assert_eq!(
+            Backoff::new(Duration::ZERO, Duration::from_secs(1)).unwrap_err(),
+            BackoffError::ZeroBase
+        );
+        assert!(Backoff::new(Duration::from_secs(2), Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn ceiling_doubles_up_to_the_cap() {
+        let b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000)).unwrap();
+        let c: Vec<_> = (1..=6).map(|n| b.ceiling(n).as_millis()).collect();
+        assert_eq!(c, vec![100, 200, 400, 800, 1000, 1000]);
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_millis(1000));
+    }
+
+    proptest! {
+        #[test]
+        fn delay_stays_within_zero_and_ceiling(base in 1u64..1000, extra in 0u64..100_000, retry in 0u32..100, unit in 0.0f64..1.0) {
+            let b = Backoff::new(Duration::from_millis(base), Duration::from_millis(base + extra)).unwrap();
+            let d = b.delay(retry, unit);
+            prop_assert!(d <= b.ceiling(retry));
+            prop_assert!(d <= Duration::from_millis(base + extra));
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The seam to Kinesis: the only file that touches the AWS SDK.
+//!
+//! The pipeline sees [`KinesisApi`]; [`SdkKinesis`] implements it with
+//! aws-sdk-kinesis (SDK retries off: the pipeline owns retries, backoff and
+//! TTLs). A PutRecords that answers HTTP 200 with failed entries is data
+//! (`Ok` with per-entry errors), not an `Err`.
+
+use crate::config::Config;
+use crate::retry::{classify_code, classify_http, ErrorClass};
+use crate::shard_map::Shard;
+use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kinesis::primitives::Blob;
+use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use bytes::Bytes;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// One entry of a PutRecords call.
+#[derive(Debug, Clone)]
+pub struct PutEntry {
+    pub data: Bytes,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+}
+
+/// What Kinesis said about one entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryResult {
+    Ok {
+        shard_id: String,
+        sequence_number: String,
+    },
+    Err {
+        code: String,
+        message: String,
+    },
+}
+
+/// A failed call, classified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub class: ErrorClass,
+    pub code: String,
+    pub message: String,
+}
+
+/// The Kinesis calls the pipeline makes.
+pub trait KinesisApi: Send + Sync + 'static {
+    /// The open shards of a stream (all pages).
+    fn list_shards(&self, stream: &str) -> BoxFuture<Result<Vec<Shard>, ApiError>>;
+    /// One PutRecords call; results are in entry order.
+    fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> BoxFuture<Result<Vec<EntryResult>, ApiError>>;
+}
+
+/// Kinesis through aws-sdk-kinesis.
+pub struct SdkKinesis {
+    client: aws_sdk_kinesis::Client,
+    /// Servers that refuse ListShards' ShardFilter (some local ones) get
+    /// unfiltered requests; closed shards are dropped here either way.
+    shard_filter_supported: Arc<AtomicBool>,
+}
+
+/// Why the SDK client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SdkSetupError {
+    #[error("no AWS region: set `region` in the config, KPLD_REGION or AWS_REGION")]
+    NoRegion,
+}
+
+impl SdkKinesis {
+    /// Builds the client from the config and the standard AWS chain
+    /// (region, credentials, AWS_ENDPOINT_URL_KINESIS).
+    pub async fn new(cfg: &Config) -> Result<(Self, aws_config::SdkConfig), SdkSetupError> {
+        let shared = load_shared_config(cfg).await?;
+        let mut b = aws_sdk_kinesis::config::Builder::from(&shared)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(cfg.connect_timeout())
+                    .operation_attempt_timeout(cfg.request_timeout())
+                    .build(),
+            );
+        if let Some(ep) = &cfg.kinesis_endpoint {
+            b = b.endpoint_url(ep);
+        }
+        let client = aws_sdk_kinesis::Client::from_conf(b.build());
+        Ok((
+            SdkKinesis {
+                client,
+                shard_filter_supported: Arc::new(AtomicBool::new(true)),
+            },
+            shared,
+        ))
+    }
+}
+
+/// Region, credentials and HTTP client shared by every AWS client kpld makes.
+pub async fn load_shared_config(cfg: &Config) -> Result<aws_config::SdkConfig, SdkSetupError> {
+    use aws_smithy_http_client::{tls, Builder};
+    let http = Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+    if let Some(r) = &cfg.region {
+        loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    let shared = loader.load().await;
+    if shared.region().is_none() {
+        return Err(SdkSetupError::NoRegion);
+    }
+    Ok(shared)
+}
+
+fn sdk_error<E, R>(e: SdkError<E, R>) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+    R: std::fmt::Debug,
+    SdkError<E, R>: std::error::Error,
+{
+    match &e {
+        SdkError::ServiceError(se) => {
+            let err = se.err();
+            let code = err.code().unwrap_or("Unknown").to_string();
+            let message = err.message().unwrap_or("").to_string();
+            let status = raw_status(se.raw());
+            let class = match status {
+                Some(s) => classify_http(s, &code),
+                None => classify_code(&code),
+            };
+            ApiError {
+                class,
+                code,
+                message,
+            }
+        }
+        SdkError::TimeoutError(_) => ApiError {
+            class: ErrorClass::Retryable,
+            code: "RequestTimeout".into(),
+            message: "no answer within request_timeout_ms".into(),
+        },
+        SdkError::DispatchFailure(d) => ApiError {
+            class: ErrorClass::Retryable,
+            code: if d.is_timeout() {
+                "ConnectTimeout".into()
+            } else {
+                "ConnectionError".into()
+            },
+            message: error_chain(&e),
+        },
+        SdkError::ResponseError(_) => ApiError {
+            class: ErrorClass::Retryable,
+            code: "ResponseError".into(),
+            message: error_chain(&e),
+        },
+        _ => ApiError {
+            class: ErrorClass::Fatal,
+            code: "RequestError".into(),
+            message: error_chain(&e),
+        },
+    }
+}
+
+fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
+    // The raw response type is generic here; its Debug output starts with the
+    // status. Parsing it keeps this function independent of the HTTP crate.
+    let s = format!("{raw:?}");
+    let i = s.find("status: StatusCode(")? + "status: StatusCode(".len();
+    s[i..].split(')').next()?.parse().ok()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+impl KinesisApi for SdkKinesis {
+    fn list_shards(&self, stream: &str) -> BoxFuture<Result<Vec<Shard>, ApiError>> {
+        let client = self.client.clone();
+        let stream = stream.to_string();
+        let filter_ok = self.shard_filter_supported.clone();
+        Box::pin(async move {
+            let mut shards = Vec::new();
+            let mut token: Option<String> = None;
+            loop {
+                // A request that carries NextToken must not name the stream.
+                let mut req = client.list_shards();
+                req = match &token {
+                    Some(t) => req.next_token(t),
+                    None => {
+                        let mut r = req.stream_name(&stream).max_results(1000);
+                        if filter_ok.load(Ordering::Relaxed) {
+                            r = r.shard_filter(
+                                ShardFilter::builder()
+                                    .r#type(ShardFilterType::AtLatest)
+                                    .build()
+                                    .expect("type is set"),
+                            );
+                        }
+                        r
+                    }
+                };
+                let out = match req.send().await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        let err = sdk_error(e);
+                        let filter_refused = token.is_none()
+                            && filter_ok.load(Ordering::Relaxed)
+                            && matches!(
+                                err.code.as_str(),
+                                "ValidationException"
+                                    | "InvalidArgumentException"
+                                    | "SerializationException"
+                                    | "UnknownOperationException"
+                            );
+                        if filter_refused {
+                            filter_ok.store(false, Ordering::Relaxed);
+                            continue;
+                        }
+                        return Err(err);
+                    }
+                };
+                for s in out.shards() {
+                    let closed = s
+                        .sequence_number_range()
+                        .and_then(|r| r.ending_sequence_number())
+                        .is_some();
+                    if closed {
+                        continue;
+                    }
+                    let Some(range) = s.hash_key_range() else { continue };
+                    let (Ok(start), Ok(end)) = (
+                        range.starting_hash_key().parse::<u128>(),
+                        range.ending_hash_key().parse::<u128>(),
+                    ) else {
+                        return Err(ApiError {
+                            class: ErrorClass::Retryable,
+                            code: "BadShardMap".into(),
+                            message: format!("shard {} has an unreadable hash key range", s.shard_id()),
+                        });
+                    };
+                    shards.push(Shard {
+                        id: s.shard_id().into(),
+                        start,
+                        end,
+                    });
+                }
+                match out.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => return Ok(shards),
+                }
+            }
+        })
+    }
+
+    fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> BoxFuture<Result<Vec<EntryResult>, ApiError>> {
+        let req = self.client.put_records().stream_name(stream);
+        let n = entries.len();
+        let req = entries.into_iter().fold(req, |req, e| {
+            req.records(
+                PutRecordsRequestEntry::builder()
+                    .data(Blob::new(e.data.to_vec()))
+                    .partition_key(e.partition_key)
+                    .set_explicit_hash_key(e.explicit_hash_key)
+                    .build()
+                    .expect("data and partition key are set"),
+            )
+        });
+        Box::pin(async move {
+            let out = req.send().await.map_err(sdk_error)?;
+            let results: Vec<EntryResult> = out
+                .records()
+                .iter()
+                .map(|r| match (r.shard_id(), r.sequence_number(), r.error_code()) {
+                    (Some(shard), Some(seq), None) => EntryResult::Ok {
+                        shard_id: shard.to_string(),
+                        sequence_number: seq.to_string(),
+                    },
+                    (_, _, code) => EntryResult::Err {
+                        code: code.unwrap_or("Unknown").to_string(),
+                        message: r.error_message().unwrap_or("").to_string(),
+                    },
+                })
+                .collect();
+            if results.len() != n {
+                return Err(ApiError {
+                    class: ErrorClass::Retryable,
+                    code: "ResponseError".into(),
+                    message: format!("PutRecords answered {} results for {n} entries", results.len()),
+                });
+            }
+            Ok(results)
+        })
+    }
+}

@@ -1,0 +1,433 @@
+//! The Unix socket server: accept loop and one handler per connection.
+//!
+//! Each connection has a reader (frames in, records into the [`Producer`])
+//! and a writer task (results, flush replies and errors out). Both meet in
+//! one unbounded channel of [`ConnEvent`]s, whose memory is bounded by the
+//! producer's record budget. A connection's faults (bad frame, oversized
+//! length, vanished client) end that connection alone; records it already
+//! handed over are still delivered, and their results are still written
+//! while the client listens.
+
+use crate::ipc::{
+    client_message, server_message, ClientMessage, Error as ErrorFrame, FlushReply, HelloReply,
+    RecordResult, Results, ServerMessage, StatsReply,
+};
+use crate::producer::{Producer, RecordInput, ResultSink};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use prost::Message;
+use std::collections::VecDeque;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Results are packed into frames of about this size.
+const RESULTS_FRAME_TARGET: usize = 256 * 1024;
+
+/// Why the socket could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("another process is already accepting connections on {0}; stop it or choose another socket_path")]
+    InUse(String),
+    #[error("cannot create the socket directory {path}: {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot bind {path}: {source}")]
+    Bind {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Binds the socket, replacing a stale socket file left by a crashed daemon
+/// but never one that another live process answers on.
+pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
+    let shown = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() {
+            std::fs::create_dir_all(dir).map_err(|source| BindError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(BindError::InUse(shown));
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|source| BindError::Bind {
+        path: shown.clone(),
+        source,
+    })?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
+    }
+    Ok(listener)
+}
+
+/// Accepts connections until `stop` is cancelled. Connection tasks are
+/// tracked by `tracker`; they end by themselves once `stop_reading` is
+/// cancelled and their records have results.
+pub async fn serve(
+    listener: UnixListener,
+    producer: Producer,
+    stop: CancellationToken,
+    stop_reading: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, _)) => {
+                let producer = producer.clone();
+                let stop_reading = stop_reading.clone();
+                tracker.spawn(handle_connection(stream, producer, stop_reading));
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little
+                // instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// What the reader and the producer tell the writer.
+enum ConnEvent {
+    /// `n` records entered the current flush epoch.
+    Accepted(u64),
+    /// A flush request: answer once every earlier record is final.
+    Flush(u64),
+    Result(u64, RecordResult),
+    Send(ServerMessage),
+}
+
+struct ConnSink(mpsc::UnboundedSender<ConnEvent>);
+
+impl ResultSink for ConnSink {
+    fn deliver(&self, tag: u64, result: RecordResult) {
+        // A vanished client no longer reads; its records still count as done.
+        let _ = self.0.send(ConnEvent::Result(tag, result));
+    }
+}
+
+fn error_frame(code: &str, message: String, fatal: bool) -> ServerMessage {
+    ServerMessage {
+        msg: Some(server_message::Msg::Error(ErrorFrame {
+            code: code.into(),
+            message,
+            fatal,
+        })),
+    }
+}
+
+pub async fn handle_connection(stream: UnixStream, producer: Producer, stop_reading: CancellationToken) {
+    let (rd, wr) = stream.into_split();
+    let max_frame = producer.config().max_frame_size as usize;
+    let codec = || {
+        LengthDelimitedCodec::builder()
+            .big_endian()
+            .length_field_length(4)
+            .max_frame_length(max_frame)
+            .new_codec()
+    };
+    let mut frames = FramedRead::new(rd, codec());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let writer = tokio::spawn(write_loop(FramedWrite::new(wr, codec()), rx));
+    read_loop(&mut frames, &tx, &producer, &stop_reading).await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn read_loop(
+    frames: &mut FramedRead<tokio::net::unix::OwnedReadHalf, LengthDelimitedCodec>,
+    tx: &mpsc::UnboundedSender<ConnEvent>,
+    producer: &Producer,
+    stop_reading: &CancellationToken,
+) {
+    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink(tx.clone()));
+    let fatal = |code: &str, message: String| {
+        let _ = tx.send(ConnEvent::Send(error_frame(code, message, true)));
+    };
+    let mut hello_done = false;
+    let mut epoch: u64 = 0;
+    loop {
+        let frame = tokio::select! {
+            _ = stop_reading.cancelled() => {
+                if hello_done {
+                    let _ = tx.send(ConnEvent::Send(error_frame(
+                        crate::producer::codes::SHUTTING_DOWN,
+                        "kpld is shutting down; results of records already sent follow".into(),
+                        true,
+                    )));
+                }
+                return;
+            }
+            f = frames.next() => f,
+        };
+        let bytes = match frame {
+            None => return,
+            Some(Ok(b)) => b.freeze(),
+            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                return fatal(
+                    "FrameTooLarge",
+                    format!(
+                        "frame length exceeds max_frame_size ({} bytes); split the request",
+                        producer.config().max_frame_size
+                    ),
+                );
+            }
+            Some(Err(_)) => return,
+        };
+        let msg = match ClientMessage::decode(bytes) {
+            Ok(ClientMessage { msg: Some(m) }) => m,
+            Ok(ClientMessage { msg: None }) => {
+                return fatal("MalformedFrame", "the frame holds no message (empty ClientMessage)".into())
+            }
+            Err(e) => return fatal("MalformedFrame", format!("the frame is not a valid ClientMessage: {e}")),
+        };
+        if !hello_done {
+            match msg {
+                client_message::Msg::Hello(h) if h.protocol_version == PROTOCOL_VERSION => {
+                    hello_done = true;
+                    let cfg = producer.config();
+                    let _ = tx.send(ConnEvent::Send(ServerMessage {
+                        msg: Some(server_message::Msg::Hello(HelloReply {
+                            protocol_version: PROTOCOL_VERSION,
+                            server_version: format!("kpld {}", env!("CARGO_PKG_VERSION")),
+                            max_frame_size: cfg.max_frame_size,
+                            max_record_size: cfg.max_record_size,
+                        })),
+                    }));
+                    continue;
+                }
+                client_message::Msg::Hello(h) => {
+                    return fatal(
+                        "ProtocolVersion",
+                        format!(
+                            "protocol version {} is not supported; this kpld speaks version {PROTOCOL_VERSION}",
+                            h.protocol_version
+                        ),
+                    )
+                }
+                _ => {
+                    return fatal(
+                        "UnexpectedMessage",
+                        "the first frame must be a Hello with protocol_version 1".into(),
+                    )
+                }
+            }
+        }
+        match msg {
+            client_message::Msg::Put(req) => {
+                let records: Vec<RecordInput> = req
+                    .records
+                    .into_iter()
+                    .map(|r| RecordInput {
+                        id: r.id,
+                        stream: r.stream,
+                        partition_key: r.partition_key,
+                        explicit_hash_key: r.explicit_hash_key,
+                        data: r.data,
+                    })
+                    .collect();
+                if records.is_empty() {
+                    continue;
+                }
+                let _ = tx.send(ConnEvent::Accepted(records.len() as u64));
+                // Waits while the buffers are full: the socket stops being
+                // read and the client blocks (backpressure).
+                producer.put(records, epoch, sink.clone(), req.busy_if_full).await;
+            }
+            client_message::Msg::Flush(f) => {
+                let _ = tx.send(ConnEvent::Flush(f.id));
+                epoch += 1;
+                producer.flush();
+            }
+            client_message::Msg::Stats(s) => {
+                let json = serde_json::json!({
+                    "version": env!("CARGO_PKG_VERSION"),
+                    "outstanding_records": producer.outstanding(),
+                })
+                .to_string();
+                let _ = tx.send(ConnEvent::Send(ServerMessage {
+                    msg: Some(server_message::Msg::Stats(StatsReply { id: s.id, json })),
+                }));
+            }
+            client_message::Msg::Hello(_) => {
+                let _ = tx.send(ConnEvent::Send(error_frame(
+                    "UnexpectedMessage",
+                    "Hello was already received on this connection; ignored".into(),
+                    false,
+                )));
+            }
+        }
+    }
+}
+
+/// Tracks which flush requests can be answered: records are counted per
+/// epoch (the span between two flushes) and a flush is answered when no
+/// record of its epoch or an earlier one is outstanding.
+#[derive(Default)]
+struct FlushTracker {
+    epoch: u64,
+    counts: VecDeque<(u64, u64)>,
+    waiting: VecDeque<(u64, u64)>,
+}
+
+impl FlushTracker {
+    fn accepted(&mut self, n: u64) {
+        match self.counts.back_mut() {
+            Some((e, c)) if *e == self.epoch => *c += n,
+            _ => self.counts.push_back((self.epoch, n)),
+        }
+    }
+
+    fn flush(&mut self, id: u64) {
+        self.waiting.push_back((self.epoch, id));
+        self.epoch += 1;
+    }
+
+    fn finished(&mut self, epoch: u64) {
+        if let Some((_, c)) = self.counts.iter_mut().find(|(e, _)| *e == epoch) {
+            *c = c.saturating_sub(1);
+        }
+    }
+
+    /// Flush ids that can be answered now.
+    fn answerable(&mut self) -> Vec<u64> {
+        while self.counts.front().is_some_and(|(_, c)| *c == 0) {
+            self.counts.pop_front();
+        }
+        let oldest_pending = self.counts.front().map(|(e, _)| *e);
+        let mut out = Vec::new();
+        while let Some(&(e, id)) = self.waiting.front() {
+            if oldest_pending.is_some_and(|p| p <= e) {
+                break;
+            }
+            self.waiting.pop_front();
+            out.push(id);
+        }
+        out
+    }
+}
+
+async fn write_loop(
+    mut out: FramedWrite<tokio::net::unix::OwnedWriteHalf, LengthDelimitedCodec>,
+    mut rx: mpsc::UnboundedReceiver<ConnEvent>,
+) {
+    let mut flushes = FlushTracker::default();
+    let mut results: Vec<RecordResult> = Vec::new();
+    let mut results_size = 0usize;
+    while let Some(first) = rx.recv().await {
+        let mut ev = Some(first);
+        let mut frames: Vec<ServerMessage> = Vec::new();
+        // Take everything queued now, so results go out in few large frames.
+        while let Some(e) = ev.take().or_else(|| rx.try_recv().ok()) {
+            match e {
+                ConnEvent::Accepted(n) => flushes.accepted(n),
+                ConnEvent::Flush(id) => flushes.flush(id),
+                ConnEvent::Result(epoch, r) => {
+                    flushes.finished(epoch);
+                    results_size += r.encoded_len();
+                    results.push(r);
+                    if results_size >= RESULTS_FRAME_TARGET {
+                        frames.push(results_frame(&mut results));
+                        results_size = 0;
+                    }
+                }
+                ConnEvent::Send(m) => {
+                    if !results.is_empty() {
+                        frames.push(results_frame(&mut results));
+                        results_size = 0;
+                    }
+                    frames.push(m);
+                }
+            }
+            if frames.len() >= 64 {
+                break;
+            }
+        }
+        if !results.is_empty() {
+            frames.push(results_frame(&mut results));
+            results_size = 0;
+        }
+        for id in flushes.answerable() {
+            frames.push(ServerMessage {
+                msg: Some(server_message::Msg::Flushed(FlushReply { id })),
+            });
+        }
+        for m in frames {
+            let mut buf = BytesMut::with_capacity(m.encoded_len());
+            m.encode(&mut buf).expect("BytesMut grows");
+            if out.feed(buf.freeze()).await.is_err() {
+                return;
+            }
+        }
+        if SinkExt::<bytes::Bytes>::flush(&mut out).await.is_err() {
+            // The client is gone; its records still finish in the producer.
+            return;
+        }
+    }
+    let _ = SinkExt::<bytes::Bytes>::close(&mut out).await;
+}
+
+fn results_frame(results: &mut Vec<RecordResult>) -> ServerMessage {
+    ServerMessage {
+        msg: Some(server_message::Msg::Results(Results {
+            results: std::mem::take(results),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushTracker;
+
+    #[test]
+    fn flush_waits_for_every_earlier_record() {
+        let mut t = FlushTracker::default();
+        t.accepted(2);
+        t.flush(7);
+        t.accepted(1);
+        t.flush(8);
+        assert!(t.answerable().is_empty());
+        t.finished(1); // the record after flush 7
+        assert!(t.answerable().is_empty());
+        t.finished(0);
+        assert!(t.answerable().is_empty());
+        t.finished(0);
+        assert_eq!(t.answerable(), vec![7, 8]);
+    }
+
+    #[test]
+    fn flush_with_nothing_outstanding_is_answered_at_once() {
+        let mut t = FlushTracker::default();
+        t.flush(1);
+        assert_eq!(t.answerable(), vec![1]);
+    }
+
+    #[test]
+    fn later_records_do_not_hold_an_earlier_flush() {
+        let mut t = FlushTracker::default();
+        t.accepted(1);
+        t.flush(1);
+        t.accepted(5);
+        t.finished(0);
+        assert_eq!(t.answerable(), vec![1]);
+    }
+}
