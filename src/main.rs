@@ -80,6 +80,7 @@ fn init_logging(cfg: &Config) {
         .unwrap_or_else(|| EnvFilter::new(&cfg.log_level));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Json => b.json().init(),
