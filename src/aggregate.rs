@@ -26,7 +26,7 @@ const TAG_DATA: u8 = 0x1A;
 
 pub fn varint_len(v: u64) -> usize {
     // 1 byte per started group of 7 bits, at least 1.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 pub fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
@@ -42,9 +42,7 @@ fn len_delimited(len: usize) -> usize {
 }
 
 fn record_inner_len(pk_index: u64, ehk_index: Option<u64>, data_len: usize) -> usize {
-    1 + varint_len(pk_index)
-        + ehk_index.map_or(0, |i| 1 + varint_len(i))
-        + len_delimited(data_len)
+    1 + varint_len(pk_index) + ehk_index.map_or(0, |i| 1 + varint_len(i)) + len_delimited(data_len)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -84,7 +82,12 @@ impl AggregateBuilder {
     }
 
     /// Size of the whole aggregate if this record were added.
-    pub fn size_with(&self, partition_key: &str, explicit_hash_key: Option<&str>, data_len: usize) -> usize {
+    pub fn size_with(
+        &self,
+        partition_key: &str,
+        explicit_hash_key: Option<&str>,
+        data_len: usize,
+    ) -> usize {
         let (pk_index, pk_added) = match self.pk_index.get(partition_key) {
             Some(&i) => (i, 0),
             None => (
@@ -212,7 +215,14 @@ mod tests {
 
     #[test]
     fn varint_lengths() {
-        for (v, n) in [(0u64, 1), (127, 1), (128, 2), (16383, 2), (16384, 3), (u64::MAX, 10)] {
+        for (v, n) in [
+            (0u64, 1),
+            (127, 1),
+            (128, 2),
+            (16383, 2),
+            (16384, 3),
+            (u64::MAX, 10),
+        ] {
             assert_eq!(varint_len(v), n, "{v}");
             let mut b = vec![];
             put_varint(&mut b, v);
@@ -233,7 +243,13 @@ mod tests {
         let r: Vec<_> = agg
             .records
             .iter()
-            .map(|r| (r.partition_key_index, r.explicit_hash_key_index, r.data.to_vec()))
+            .map(|r| {
+                (
+                    r.partition_key_index,
+                    r.explicit_hash_key_index,
+                    r.data.to_vec(),
+                )
+            })
             .collect();
         assert_eq!(
             r,

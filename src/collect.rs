@@ -35,7 +35,11 @@ pub fn take_batch<T: RequestSize>(queue: &mut VecDeque<T>, limits: BatchLimits) 
 }
 
 /// True when the queue holds at least one full batch.
-pub fn has_full_batch<T: RequestSize>(queue: &VecDeque<T>, queued_bytes: usize, limits: BatchLimits) -> bool {
+pub fn has_full_batch<T: RequestSize>(
+    queue: &VecDeque<T>,
+    queued_bytes: usize,
+    limits: BatchLimits,
+) -> bool {
     queue.len() >= limits.max_count || queued_bytes >= limits.max_bytes
 }
 
@@ -54,7 +58,10 @@ mod tests {
     #[test]
     fn an_oversized_entry_goes_alone() {
         let mut q: VecDeque<Item> = [Item(10), Item(100), Item(5)].into_iter().collect();
-        let l = BatchLimits { max_count: 500, max_bytes: 50 };
+        let l = BatchLimits {
+            max_count: 500,
+            max_bytes: 50,
+        };
         assert_eq!(take_batch(&mut q, l).len(), 1);
         assert_eq!(take_batch(&mut q, l).len(), 1);
         assert_eq!(take_batch(&mut q, l).len(), 1);

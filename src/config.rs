@@ -23,6 +23,7 @@ pub const KEYS: &[&str] = &[
     "record_max_buffered_time_ms",
     "record_ttl_ms",
     "fail_if_throttled",
+    "rate_limit",
     "max_connections",
     "request_timeout_ms",
     "connect_timeout_ms",
@@ -53,6 +54,7 @@ pub struct RawConfig {
     pub record_max_buffered_time_ms: Option<u64>,
     pub record_ttl_ms: Option<u64>,
     pub fail_if_throttled: Option<bool>,
+    pub rate_limit: Option<u64>,
     pub max_connections: Option<u64>,
     pub request_timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
@@ -90,6 +92,8 @@ pub struct Config {
     pub record_max_buffered_time_ms: u64,
     pub record_ttl_ms: u64,
     pub fail_if_throttled: bool,
+    /// Percent of the per-shard limits (1000 records/s, 1 MiB/s) kpld sends at most.
+    pub rate_limit: u64,
     pub max_connections: u64,
     pub request_timeout_ms: u64,
     pub connect_timeout_ms: u64,
@@ -154,7 +158,9 @@ impl Config {
             .map(|k| (k.clone(), file_origin.clone()))
             .collect();
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("KPLD_") else { continue };
+            let Some(key) = name.strip_prefix("KPLD_") else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
             if !KEYS.contains(&key.as_str()) {
                 // KPLD_SOCKET and the like belong to the clients.
@@ -201,6 +207,7 @@ impl Config {
             record_max_buffered_time_ms: raw.record_max_buffered_time_ms.unwrap_or(100),
             record_ttl_ms: raw.record_ttl_ms.unwrap_or(30_000),
             fail_if_throttled: raw.fail_if_throttled.unwrap_or(false),
+            rate_limit: raw.rate_limit.unwrap_or(150),
             max_connections: raw.max_connections.unwrap_or(24),
             request_timeout_ms: raw.request_timeout_ms.unwrap_or(6_000),
             connect_timeout_ms: raw.connect_timeout_ms.unwrap_or(6_000),
@@ -239,21 +246,62 @@ impl Config {
             }
             Ok(())
         }
-        range("aggregation_max_count", self.aggregation_max_count, 1, u64::MAX)?;
-        range("aggregation_max_size", self.aggregation_max_size, 64, self.max_record_size)?;
+        range(
+            "aggregation_max_count",
+            self.aggregation_max_count,
+            1,
+            u64::MAX,
+        )?;
+        range(
+            "aggregation_max_size",
+            self.aggregation_max_size,
+            64,
+            self.max_record_size,
+        )?;
         range("collection_max_count", self.collection_max_count, 1, 500)?;
         range("collection_max_size", self.collection_max_size, 1, 64 * MIB)?;
-        range("record_max_buffered_time_ms", self.record_max_buffered_time_ms, 0, 3_600_000)?;
+        range(
+            "record_max_buffered_time_ms",
+            self.record_max_buffered_time_ms,
+            0,
+            3_600_000,
+        )?;
         range("record_ttl_ms", self.record_ttl_ms, 1, 7 * 24 * 3_600_000)?;
+        range("rate_limit", self.rate_limit, 1, 100_000)?;
         range("max_connections", self.max_connections, 1, 1024)?;
         range("request_timeout_ms", self.request_timeout_ms, 100, 600_000)?;
         range("connect_timeout_ms", self.connect_timeout_ms, 100, 600_000)?;
         range("max_record_size", self.max_record_size, 1, 10 * MIB)?;
-        range("max_frame_size", self.max_frame_size, self.max_record_size + 1024, 256 * MIB)?;
-        range("max_buffered_bytes", self.max_buffered_bytes, self.max_frame_size, u64::MAX >> 4)?;
-        range("max_outstanding_records", self.max_outstanding_records, 1, u64::MAX >> 4)?;
-        range("retry_backoff_base_ms", self.retry_backoff_base_ms, 1, 600_000)?;
-        range("retry_backoff_max_ms", self.retry_backoff_max_ms, self.retry_backoff_base_ms, 600_000)?;
+        range(
+            "max_frame_size",
+            self.max_frame_size,
+            self.max_record_size + 1024,
+            256 * MIB,
+        )?;
+        range(
+            "max_buffered_bytes",
+            self.max_buffered_bytes,
+            self.max_frame_size,
+            u64::MAX >> 4,
+        )?;
+        range(
+            "max_outstanding_records",
+            self.max_outstanding_records,
+            1,
+            u64::MAX >> 4,
+        )?;
+        range(
+            "retry_backoff_base_ms",
+            self.retry_backoff_base_ms,
+            1,
+            600_000,
+        )?;
+        range(
+            "retry_backoff_max_ms",
+            self.retry_backoff_max_ms,
+            self.retry_backoff_base_ms,
+            600_000,
+        )?;
         range("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000)?;
         if self.socket_path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
@@ -319,12 +367,30 @@ impl RawConfig {
             ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
         }
         take!(
-            socket_path, region, kinesis_endpoint, aggregation_enabled, aggregation_max_count,
-            aggregation_max_size, collection_max_count, collection_max_size,
-            record_max_buffered_time_ms, record_ttl_ms, fail_if_throttled, max_connections,
-            request_timeout_ms, connect_timeout_ms, max_record_size, max_frame_size,
-            max_buffered_bytes, max_outstanding_records, retry_backoff_base_ms,
-            retry_backoff_max_ms, shutdown_grace_ms, log_level, log_format
+            socket_path,
+            region,
+            kinesis_endpoint,
+            aggregation_enabled,
+            aggregation_max_count,
+            aggregation_max_size,
+            collection_max_count,
+            collection_max_size,
+            record_max_buffered_time_ms,
+            record_ttl_ms,
+            fail_if_throttled,
+            rate_limit,
+            max_connections,
+            request_timeout_ms,
+            connect_timeout_ms,
+            max_record_size,
+            max_frame_size,
+            max_buffered_bytes,
+            max_outstanding_records,
+            retry_backoff_base_ms,
+            retry_backoff_max_ms,
+            shutdown_grace_ms,
+            log_level,
+            log_format
         );
     }
 }
@@ -367,7 +433,10 @@ mod tests {
             if *key == "region" || *key == "kinesis_endpoint" {
                 continue; // unset options are not printed
             }
-            assert!(printed.contains(&format!("{key} =")), "{key} missing from {printed}");
+            assert!(
+                printed.contains(&format!("{key} =")),
+                "{key} missing from {printed}"
+            );
         }
     }
 
@@ -379,9 +448,13 @@ mod tests {
 
     #[test]
     fn bad_value_is_named() {
-        let e = load("record_ttl_ms = \"soon\"", &[]).unwrap_err().to_string();
+        let e = load("record_ttl_ms = \"soon\"", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`record_ttl_ms`"), "{e}");
-        let e = load("collection_max_count = 501", &[]).unwrap_err().to_string();
+        let e = load("collection_max_count = 501", &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`collection_max_count`"), "{e}");
     }
 
@@ -406,7 +479,12 @@ mod tests {
 
     #[test]
     fn bad_environment_value_names_the_variable() {
-        let e = load("", &[("KPLD_RECORD_TTL_MS", "abc")]).unwrap_err().to_string();
-        assert!(e.contains("KPLD_RECORD_TTL_MS") && e.contains("record_ttl_ms"), "{e}");
+        let e = load("", &[("KPLD_RECORD_TTL_MS", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("KPLD_RECORD_TTL_MS") && e.contains("record_ttl_ms"),
+            "{e}"
+        );
     }
 }

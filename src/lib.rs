@@ -7,6 +7,7 @@
 //! - [`aggregate`]: the KPL aggregated record encoder (pure).
 //! - [`collect`]: packing Kinesis records into PutRecords calls (pure).
 //! - [`retry`]: error classification and backoff (pure).
+//! - [`limit`]: per-shard token buckets (pure).
 //! - [`send`]: the seam to Kinesis; the only file that touches the AWS SDK.
 //! - [`producer`]: the pipeline ([`Producer`]): validation, per-stream
 //!   routing, aggregation, collection, sending, retries, results.
@@ -17,6 +18,7 @@
 pub mod aggregate;
 pub mod collect;
 pub mod config;
+pub mod limit;
 pub mod producer;
 pub mod retry;
 pub mod send;

@@ -50,7 +50,10 @@ fn main() -> std::process::ExitCode {
         }
     };
     init_logging(&cfg);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("kpld: cannot start the runtime: {e}");
@@ -100,14 +103,19 @@ async fn check(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     let shared = kpld::send::load_shared_config(&cfg).await;
     match shared {
         Ok(shared) => {
-            println!("# resolved region: {}", shared.region().map_or("-".into(), |r| r.to_string()));
+            println!(
+                "# resolved region: {}",
+                shared.region().map_or("-".into(), |r| r.to_string())
+            );
             match shared.credentials_provider() {
                 Some(p) => match p.provide_credentials().await {
                     Ok(c) => println!(
                         "# credentials: found (access key id {}; secret not shown)",
                         mask(c.access_key_id())
                     ),
-                    Err(e) => println!("# credentials: NOT found yet ({e}); kpld will keep trying at run time"),
+                    Err(e) => println!(
+                        "# credentials: NOT found yet ({e}); kpld will keep trying at run time"
+                    ),
                 },
                 None => println!("# credentials: no provider configured"),
             }
@@ -148,7 +156,12 @@ async fn run(cfg: Config) -> anyhow::Result<u8> {
         connections.clone(),
     ));
     let sig = kpld::shutdown::signal().await;
-    tracing::info!(signal = sig, outstanding = producer.outstanding(), grace_ms = grace.as_millis() as u64, "draining");
+    tracing::info!(
+        signal = sig,
+        outstanding = producer.outstanding(),
+        grace_ms = grace.as_millis() as u64,
+        "draining"
+    );
     let report = kpld::shutdown::drain(
         &producer,
         &socket_path,

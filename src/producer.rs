@@ -28,12 +28,13 @@ use crate::aggregate::AggregateBuilder;
 use crate::collect::{take_batch, BatchLimits, RequestSize};
 use crate::config::Config;
 use crate::ipc::{Attempt, RecordResult};
+use crate::limit::ShardLimiter;
 use crate::retry::{Backoff, ErrorClass};
 use crate::send::{ApiError, EntryResult, KinesisApi, PutEntry};
 use crate::shard_map::{hash_partition_key, parse_explicit_hash_key, ShardMap};
 use bytes::Bytes;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -100,6 +101,48 @@ struct Inner {
     draining: AtomicBool,
     /// Cancelled when the shutdown grace period runs out.
     abort: CancellationToken,
+    counters: Counters,
+}
+
+/// Totals since start, for `stats` and the tests' reports.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub user_records_received: AtomicU64,
+    pub user_records_put: AtomicU64,
+    pub user_records_failed: AtomicU64,
+    pub kinesis_records_put: AtomicU64,
+    pub put_records_calls: AtomicU64,
+    pub entries_throttled: AtomicU64,
+    pub entries_failed: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub expired: AtomicU64,
+    pub wrong_shard: AtomicU64,
+    pub shard_map_loads: AtomicU64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "user_records_received": g(&self.user_records_received),
+            "user_records_put": g(&self.user_records_put),
+            "user_records_failed": g(&self.user_records_failed),
+            "kinesis_records_put": g(&self.kinesis_records_put),
+            "put_records_calls": g(&self.put_records_calls),
+            "entries_throttled": g(&self.entries_throttled),
+            "entries_failed": g(&self.entries_failed),
+            "requests_failed": g(&self.requests_failed),
+            "retries": g(&self.retries),
+            "expired": g(&self.expired),
+            "wrong_shard": g(&self.wrong_shard),
+            "shard_map_loads": g(&self.shard_map_loads),
+        })
+    }
 }
 
 impl Producer {
@@ -115,7 +158,9 @@ impl Producer {
         Producer {
             inner: Arc::new(Inner {
                 bytes_budget: Semaphore::new(cfg.max_buffered_bytes.min(permits_max) as usize),
-                records_budget: Semaphore::new(cfg.max_outstanding_records.min(permits_max) as usize),
+                records_budget: Semaphore::new(
+                    cfg.max_outstanding_records.min(permits_max) as usize
+                ),
                 send_permits: Arc::new(Semaphore::new(cfg.max_connections as usize)),
                 cfg: Arc::new(cfg),
                 api,
@@ -125,12 +170,36 @@ impl Producer {
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
                 abort: CancellationToken::new(),
+                counters: Counters::default(),
             }),
         }
     }
 
     pub fn config(&self) -> &Config {
         &self.inner.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// A JSON snapshot of the daemon's state for `stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let streams: Vec<String> = self
+            .inner
+            .streams
+            .lock()
+            .expect("streams lock")
+            .keys()
+            .map(|s| s.to_string())
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "outstanding_records": self.outstanding(),
+            "buffered_bytes_available": self.inner.bytes_budget.available_permits(),
+            "streams": streams,
+            "counters": self.inner.counters.snapshot(),
+        })
     }
 
     /// Records accepted and not yet final.
@@ -154,7 +223,9 @@ impl Producer {
         for r in records {
             match inner.validate(r, now, tag, &sink) {
                 Ok(u) => valid.push(u),
-                Err((id, code, message)) => sink.deliver(tag, failure(id, code, message, Vec::new())),
+                Err((id, code, message)) => {
+                    sink.deliver(tag, failure(id, code, message, Vec::new()))
+                }
             }
         }
         if valid.is_empty() {
@@ -164,7 +235,12 @@ impl Producer {
             for u in valid {
                 sink.deliver(
                     tag,
-                    failure(u.id, codes::SHUTTING_DOWN, "kpld is shutting down and accepts no new records".into(), Vec::new()),
+                    failure(
+                        u.id,
+                        codes::SHUTTING_DOWN,
+                        "kpld is shutting down and accepts no new records".into(),
+                        Vec::new(),
+                    ),
                 );
             }
             return;
@@ -221,7 +297,10 @@ impl Producer {
                 b.forget();
                 r.forget();
             }
-            inner.outstanding.fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            inner
+                .outstanding
+                .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
             inner.dispatch(chunk);
         }
     }
@@ -293,7 +372,11 @@ impl Inner {
                 )
             })?;
         let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
-            (id, codes::INVALID_PARTITION_KEY, "partition key is not valid UTF-8".to_string())
+            (
+                id,
+                codes::INVALID_PARTITION_KEY,
+                "partition key is not valid UTF-8".to_string(),
+            )
         })?;
         let chars = pk.chars().count();
         if chars == 0 {
@@ -327,7 +410,11 @@ impl Inner {
             None => (hash_partition_key(pk), None),
             Some(k) => {
                 let s = std::str::from_utf8(k).map_err(|_| {
-                    (id, codes::INVALID_EXPLICIT_HASH_KEY, "explicit hash key is not valid UTF-8".to_string())
+                    (
+                        id,
+                        codes::INVALID_EXPLICIT_HASH_KEY,
+                        "explicit hash key is not valid UTF-8".to_string(),
+                    )
                 })?;
                 let h = parse_explicit_hash_key(s)
                     .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
@@ -365,17 +452,32 @@ impl Inner {
             let tx = streams
                 .entry(name.clone())
                 .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
-            if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) = tx.send(StreamMsg::Records(recs)) {
+            if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) =
+                tx.send(StreamMsg::Records(recs))
+            {
                 // The actor is gone only after an abort.
                 for u in recs {
-                    self.finish(u, Err((codes::SHUTTING_DOWN, "kpld is shutting down".into())));
+                    self.finish(
+                        u,
+                        Err((codes::SHUTTING_DOWN, "kpld is shutting down".into())),
+                    );
                 }
             }
         }
     }
 
     /// Delivers a record's one final result and gives back its budget.
-    fn finish(&self, u: UserRecord, outcome: Result<(Arc<str>, Arc<str>, u64), (&str, String)>) {
+    fn finish(&self, u: UserRecord, outcome: Outcome<'_>) {
+        let c = &self.counters;
+        match &outcome {
+            Ok(_) => Counters::add(&c.user_records_put, 1),
+            Err((code, _)) => {
+                Counters::add(&c.user_records_failed, 1);
+                if *code == codes::EXPIRED {
+                    Counters::add(&c.expired, 1);
+                }
+            }
+        }
         let result = match outcome {
             Ok((shard, seq, sub)) => RecordResult {
                 id: u.id,
@@ -414,6 +516,10 @@ fn valid_stream_name(s: &str) -> bool {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
+
+/// A record's end: (shard id, sequence number, sub-sequence number) or
+/// (error code, message).
+type Outcome<'a> = Result<(Arc<str>, Arc<str>, u64), (&'a str, String)>;
 
 /// A record inside the pipeline.
 struct UserRecord {
@@ -473,6 +579,9 @@ struct ShardBuffer {
     deadline: Option<Instant>,
     /// Bumped on every flush, to recognise stale timer entries.
     generation: u64,
+    /// Kinesis records for this shard held back by its rate limit, in order.
+    held: VecDeque<KinesisRecord>,
+    limiter: ShardLimiter,
 }
 
 enum MapState {
@@ -481,7 +590,11 @@ enum MapState {
     Ready(ShardMap),
     /// The stream cannot be used (unknown stream, access denied): records
     /// fail at once until a reload succeeds.
-    Failed { code: String, message: String, at: Instant },
+    Failed {
+        code: String,
+        message: String,
+        at: Instant,
+    },
 }
 
 struct StreamActor {
@@ -499,6 +612,9 @@ struct StreamActor {
     timers: BinaryHeap<Reverse<(Instant, usize, u64)>>,
     ready: VecDeque<KinesisRecord>,
     ready_bytes: usize,
+    /// Shards with records held by their rate limit, and when to look again.
+    held_shards: Vec<usize>,
+    held_wake: Option<Instant>,
     ready_due: Option<Instant>,
     retries: BTreeMap<(Instant, u64), UserRecord>,
     retry_seq: u64,
@@ -532,6 +648,8 @@ impl StreamActor {
             timers: BinaryHeap::new(),
             ready: VecDeque::new(),
             ready_bytes: 0,
+            held_shards: Vec::new(),
+            held_wake: None,
             ready_due: None,
             retries: BTreeMap::new(),
             retry_seq: 0,
@@ -567,7 +685,11 @@ impl StreamActor {
             self.on_tick(Instant::now());
             if self.aborted && self.in_flight == 0 {
                 self.abort_all();
-                self.inner.streams.lock().expect("streams lock").remove(&self.name);
+                self.inner
+                    .streams
+                    .lock()
+                    .expect("streams lock")
+                    .remove(&self.name);
                 // Late senders see a closed channel and fail their records.
                 rx.close();
                 while let Some(m) = rx.recv().await {
@@ -623,6 +745,7 @@ impl StreamActor {
         consider(self.ready_due);
         consider(self.retries.keys().next().map(|(at, _)| *at));
         consider(self.reload_at);
+        consider(self.held_wake);
         consider(self.waiting.iter().map(|u| u.expiry).min());
         t
     }
@@ -656,6 +779,9 @@ impl StreamActor {
                 self.flush_buffer(idx, now);
             }
         }
+        if !self.held_shards.is_empty() && self.held_wake.is_none_or(|w| w <= now) {
+            self.release_held(now);
+        }
         if !self.waiting.is_empty() {
             self.expire_waiting(now);
         }
@@ -684,29 +810,36 @@ impl StreamActor {
         if !self.inner.cfg.aggregation_enabled {
             let b = &self.buffers[idx];
             let k = single(b.shard_id.clone(), self.map_gen, u);
-            return self.push_ready(k, now);
+            return self.admit(idx, k, now);
         }
         let max_size = self.inner.cfg.aggregation_max_size as usize;
         let max_count = self.inner.cfg.aggregation_max_count;
         let b = &mut self.buffers[idx];
-        let size_with = b
-            .builder
-            .size_with(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len());
+        let size_with = b.builder.size_with(
+            &u.partition_key,
+            u.explicit_hash_key.as_deref(),
+            u.data.len(),
+        );
         if size_with > max_size && !b.records.is_empty() {
             self.flush_buffer(idx, now);
         }
         let b = &mut self.buffers[idx];
         if b.records.is_empty()
-            && b.builder
-                .size_with(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len())
-                > max_size
+            && b.builder.size_with(
+                &u.partition_key,
+                u.explicit_hash_key.as_deref(),
+                u.data.len(),
+            ) > max_size
         {
             // Too big to aggregate with anything: sent on its own.
             let k = single(b.shard_id.clone(), self.map_gen, u);
-            return self.push_ready(k, now);
+            return self.admit(idx, k, now);
         }
-        b.builder
-            .add(&u.partition_key, u.explicit_hash_key.as_deref(), u.data.len());
+        b.builder.add(
+            &u.partition_key,
+            u.explicit_hash_key.as_deref(),
+            u.data.len(),
+        );
         let deadline = u.deadline;
         b.records.push(u);
         if b.deadline.is_none_or(|d| deadline < d) {
@@ -749,7 +882,68 @@ impl StreamActor {
                 records,
             }
         };
-        self.push_ready(k, now);
+        self.admit(idx, k, now);
+    }
+
+    /// Passes a Kinesis record through its shard's rate limit: on to the
+    /// ready queue, or held (in order) until the buckets refill.
+    fn admit(&mut self, idx: usize, k: KinesisRecord, now: Instant) {
+        let b = &mut self.buffers[idx];
+        if b.held.is_empty() {
+            match b.limiter.try_take(k.request_bytes(), now) {
+                Ok(()) => return self.push_ready(k, now),
+                Err(wait) => {
+                    let at = now + wait;
+                    self.held_wake = Some(self.held_wake.map_or(at, |w| w.min(at)));
+                }
+            }
+            self.held_shards.push(idx);
+        }
+        b.held.push_back(k);
+    }
+
+    /// Moves held records whose tokens are there to the ready queue; fails
+    /// the expired ones (their TTL runs while they wait here too).
+    fn release_held(&mut self, now: Instant) {
+        self.held_wake = None;
+        let shards = std::mem::take(&mut self.held_shards);
+        let mut reroute = Vec::new();
+        for idx in shards {
+            loop {
+                let b = &mut self.buffers[idx];
+                let Some(front) = b.held.front() else { break };
+                if front.records.iter().any(|u| u.expiry <= now) {
+                    let k = b.held.pop_front().expect("front exists");
+                    for u in k.records {
+                        if u.expiry <= now {
+                            let msg = format!(
+                                "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
+                                self.inner.cfg.record_ttl_ms, k.shard_id, self.inner.cfg.rate_limit
+                            );
+                            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+                        } else {
+                            reroute.push(u);
+                        }
+                    }
+                    continue;
+                }
+                match b.limiter.try_take(front.request_bytes(), now) {
+                    Ok(()) => {
+                        let k = b.held.pop_front().expect("front exists");
+                        self.push_ready(k, now);
+                    }
+                    Err(wait) => {
+                        let at = now + wait;
+                        self.held_wake = Some(self.held_wake.map_or(at, |w| w.min(at)));
+                        self.held_shards.push(idx);
+                        break;
+                    }
+                }
+            }
+        }
+        for u in reroute {
+            self.route(u);
+        }
     }
 
     fn flush_all(&mut self, now: Instant) {
@@ -779,7 +973,8 @@ impl StreamActor {
                 self.ready_bytes = 0;
                 return;
             }
-            let full = self.ready.len() >= self.limits.max_count || self.ready_bytes >= self.limits.max_bytes;
+            let full = self.ready.len() >= self.limits.max_count
+                || self.ready_bytes >= self.limits.max_bytes;
             let due = self.ready_due.is_some_and(|d| d <= now);
             if !full && !due {
                 return;
@@ -805,14 +1000,17 @@ impl StreamActor {
                 let _permit = permits.acquire_owned().await.expect("permits never close");
                 let started = Instant::now();
                 let entries = batch.iter().map(|k| k.entry.clone()).collect();
-                let outcome = match tokio::time::timeout(hard_timeout, api.put_records(&stream, entries)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(ApiError {
-                        class: ErrorClass::Retryable,
-                        code: "RequestTimeout".into(),
-                        message: "no answer within request_timeout_ms".into(),
-                    }),
-                };
+                let outcome =
+                    match tokio::time::timeout(hard_timeout, api.put_records(&stream, entries))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(ApiError {
+                            class: ErrorClass::Retryable,
+                            code: "RequestTimeout".into(),
+                            message: "no answer within request_timeout_ms".into(),
+                        }),
+                    };
                 (outcome, started)
             };
             let (outcome, started) = tokio::select! {
@@ -842,9 +1040,21 @@ impl StreamActor {
         started: Instant,
         ended: Instant,
     ) {
+        let inner = self.inner.clone();
+        let c = &inner.counters;
+        Counters::add(&c.put_records_calls, 1);
         match outcome {
             Ok(results) => {
                 for (k, r) in batch.into_iter().zip(results) {
+                    match r {
+                        EntryResult::Ok { .. } => Counters::add(&c.kinesis_records_put, 1),
+                        EntryResult::Err { ref code, .. } => {
+                            Counters::add(&c.entries_failed, 1);
+                            if crate::retry::classify_code(code) == ErrorClass::Throttled {
+                                Counters::add(&c.entries_throttled, 1);
+                            }
+                        }
+                    }
                     match r {
                         EntryResult::Ok {
                             shard_id,
@@ -866,6 +1076,7 @@ impl StreamActor {
                 }
             }
             Err(e) => {
+                Counters::add(&c.requests_failed, 1);
                 if e.code == "ResourceNotFoundException" {
                     // The stream may have been deleted: forget its map.
                     self.map = MapState::Failed {
@@ -885,7 +1096,14 @@ impl StreamActor {
     /// map that predicted it is stale. Refresh it once per event (only when
     /// the current map made the prediction) and judge the record against the
     /// refreshed map.
-    fn on_wrong_shard(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, started: Instant, ended: Instant) {
+    fn on_wrong_shard(
+        &mut self,
+        k: KinesisRecord,
+        shard: Arc<str>,
+        seq: Arc<str>,
+        started: Instant,
+        ended: Instant,
+    ) {
         let current = k.map_gen == self.map_gen;
         if current {
             self.start_load();
@@ -909,7 +1127,14 @@ impl StreamActor {
     /// Settles an aggregate that landed on `shard` instead of the predicted
     /// one: a success when every record in it hashes into `shard` (what the
     /// KCL checks), else its records are sent again.
-    fn judge_misrouted(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, readable: bool, map_error: Option<&ApiError>) {
+    fn judge_misrouted(
+        &mut self,
+        k: KinesisRecord,
+        shard: Arc<str>,
+        seq: Arc<str>,
+        readable: bool,
+        map_error: Option<&ApiError>,
+    ) {
         let now = Instant::now();
         if readable {
             // The attempt's timing was not kept while it waited for the map.
@@ -925,10 +1150,25 @@ impl StreamActor {
                 k.shard_id
             ),
         };
-        self.fail_or_retry(k.records, ErrorClass::Retryable, codes::WRONG_SHARD, &msg, now, now);
+        Counters::add(&self.inner.counters.wrong_shard, 1);
+        self.fail_or_retry(
+            k.records,
+            ErrorClass::Retryable,
+            codes::WRONG_SHARD,
+            &msg,
+            now,
+            now,
+        );
     }
 
-    fn succeed(&mut self, k: KinesisRecord, shard: Arc<str>, seq: Arc<str>, started: Instant, ended: Instant) {
+    fn succeed(
+        &mut self,
+        k: KinesisRecord,
+        shard: Arc<str>,
+        seq: Arc<str>,
+        started: Instant,
+        ended: Instant,
+    ) {
         let aggregated = k.aggregated;
         for (i, mut u) in k.records.into_iter().enumerate() {
             u.attempts.push(attempt(&u, true, "", "", started, ended));
@@ -951,7 +1191,8 @@ impl StreamActor {
             || class == ErrorClass::Fatal
             || (class == ErrorClass::Throttled && self.inner.cfg.fail_if_throttled);
         for mut u in records {
-            u.attempts.push(attempt(&u, false, code, message, started, ended));
+            u.attempts
+                .push(attempt(&u, false, code, message, started, ended));
             u.ready_since = ended;
             if fail_now {
                 self.inner.finish(u, Err((code, message.to_string())));
@@ -969,6 +1210,7 @@ impl StreamActor {
                 continue;
             }
             self.retry_seq += 1;
+            Counters::add(&self.inner.counters.retries, 1);
             self.retries.insert((at, self.retry_seq), u);
         }
     }
@@ -979,6 +1221,7 @@ impl StreamActor {
         }
         self.loading = true;
         self.reload_at = None;
+        Counters::add(&self.inner.counters.shard_map_loads, 1);
         let api = self.inner.api.clone();
         let tx = self.tx.clone();
         let name = self.name.clone();
@@ -1010,7 +1253,12 @@ impl StreamActor {
                     // take it apart and route it again.
                     for b in self.buffers.drain(..) {
                         reroute.extend(b.records);
+                        for k in b.held {
+                            reroute.extend(k.records);
+                        }
                     }
+                    self.held_shards.clear();
+                    self.held_wake = None;
                     for k in self.ready.drain(..) {
                         reroute.extend(k.records);
                     }
@@ -1027,6 +1275,8 @@ impl StreamActor {
                             builder: AggregateBuilder::new(),
                             deadline: None,
                             generation: 0,
+                            held: VecDeque::new(),
+                            limiter: ShardLimiter::new(self.inner.cfg.rate_limit, now),
                         })
                         .collect();
                 }
@@ -1086,13 +1336,18 @@ impl StreamActor {
     fn abort_all(&mut self) {
         self.aborted = true;
         let msg = || {
-            "kpld shut down before the record could be delivered (shutdown_grace_ms ran out)".to_string()
+            "kpld shut down before the record could be delivered (shutdown_grace_ms ran out)"
+                .to_string()
         };
         let mut all: Vec<UserRecord> = std::mem::take(&mut self.waiting);
         for b in &mut self.buffers {
             all.append(&mut b.records);
             b.builder.clear();
+            for k in b.held.drain(..) {
+                all.extend(k.records);
+            }
         }
+        self.held_shards.clear();
         for k in self.ready.drain(..) {
             all.extend(k.records);
         }
@@ -1122,7 +1377,14 @@ fn single(shard_id: Arc<str>, map_gen: u64, u: UserRecord) -> KinesisRecord {
     }
 }
 
-fn attempt(u: &UserRecord, success: bool, code: &str, message: &str, started: Instant, ended: Instant) -> Attempt {
+fn attempt(
+    u: &UserRecord,
+    success: bool,
+    code: &str,
+    message: &str,
+    started: Instant,
+    ended: Instant,
+) -> Attempt {
     Attempt {
         success,
         error_code: code.to_string(),

@@ -111,14 +111,26 @@ mod tests {
 
     #[test]
     fn codes_are_classified() {
-        assert_eq!(classify_code("ProvisionedThroughputExceededException"), ErrorClass::Throttled);
+        assert_eq!(
+            classify_code("ProvisionedThroughputExceededException"),
+            ErrorClass::Throttled
+        );
         assert_eq!(classify_code("InternalFailure"), ErrorClass::Retryable);
-        assert_eq!(classify_code("ResourceNotFoundException"), ErrorClass::Fatal);
+        assert_eq!(
+            classify_code("ResourceNotFoundException"),
+            ErrorClass::Fatal
+        );
         assert_eq!(classify_code("AccessDeniedException"), ErrorClass::Fatal);
-        assert_eq!(classify_http(500, "ValidationException"), ErrorClass::Retryable);
+        assert_eq!(
+            classify_http(500, "ValidationException"),
+            ErrorClass::Retryable
+        );
         assert_eq!(classify_http(503, "SlowDown"), ErrorClass::Throttled);
         assert_eq!(classify_http(400, "ValidationException"), ErrorClass::Fatal);
-        assert_eq!(classify_http(400, "LimitExceededException"), ErrorClass::Throttled);
+        assert_eq!(
+            classify_http(400, "LimitExceededException"),
+            ErrorClass::Throttled
+        );
     }
 
     #[test]

@@ -244,7 +244,9 @@ impl KinesisApi for SdkKinesis {
                     if closed {
                         continue;
                     }
-                    let Some(range) = s.hash_key_range() else { continue };
+                    let Some(range) = s.hash_key_range() else {
+                        continue;
+                    };
                     let (Ok(start), Ok(end)) = (
                         range.starting_hash_key().parse::<u128>(),
                         range.ending_hash_key().parse::<u128>(),
@@ -252,7 +254,10 @@ impl KinesisApi for SdkKinesis {
                         return Err(ApiError {
                             class: ErrorClass::Retryable,
                             code: "BadShardMap".into(),
-                            message: format!("shard {} has an unreadable hash key range", s.shard_id()),
+                            message: format!(
+                                "shard {} has an unreadable hash key range",
+                                s.shard_id()
+                            ),
                         });
                     };
                     shards.push(Shard {
@@ -291,22 +296,27 @@ impl KinesisApi for SdkKinesis {
             let results: Vec<EntryResult> = out
                 .records()
                 .iter()
-                .map(|r| match (r.shard_id(), r.sequence_number(), r.error_code()) {
-                    (Some(shard), Some(seq), None) => EntryResult::Ok {
-                        shard_id: shard.to_string(),
-                        sequence_number: seq.to_string(),
+                .map(
+                    |r| match (r.shard_id(), r.sequence_number(), r.error_code()) {
+                        (Some(shard), Some(seq), None) => EntryResult::Ok {
+                            shard_id: shard.to_string(),
+                            sequence_number: seq.to_string(),
+                        },
+                        (_, _, code) => EntryResult::Err {
+                            code: code.unwrap_or("Unknown").to_string(),
+                            message: r.error_message().unwrap_or("").to_string(),
+                        },
                     },
-                    (_, _, code) => EntryResult::Err {
-                        code: code.unwrap_or("Unknown").to_string(),
-                        message: r.error_message().unwrap_or("").to_string(),
-                    },
-                })
+                )
                 .collect();
             if results.len() != n {
                 return Err(ApiError {
                     class: ErrorClass::Retryable,
                     code: "ResponseError".into(),
-                    message: format!("PutRecords answered {} results for {n} entries", results.len()),
+                    message: format!(
+                        "PutRecords answered {} results for {n} entries",
+                        results.len()
+                    ),
                 });
             }
             Ok(results)

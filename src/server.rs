@@ -135,7 +135,11 @@ fn error_frame(code: &str, message: String, fatal: bool) -> ServerMessage {
     }
 }
 
-pub async fn handle_connection(stream: UnixStream, producer: Producer, stop_reading: CancellationToken) {
+pub async fn handle_connection(
+    stream: UnixStream,
+    producer: Producer,
+    stop_reading: CancellationToken,
+) {
     let (rd, wr) = stream.into_split();
     let max_frame = producer.config().max_frame_size as usize;
     let codec = || {
@@ -196,9 +200,17 @@ async fn read_loop(
         let msg = match ClientMessage::decode(bytes) {
             Ok(ClientMessage { msg: Some(m) }) => m,
             Ok(ClientMessage { msg: None }) => {
-                return fatal("MalformedFrame", "the frame holds no message (empty ClientMessage)".into())
+                return fatal(
+                    "MalformedFrame",
+                    "the frame holds no message (empty ClientMessage)".into(),
+                )
             }
-            Err(e) => return fatal("MalformedFrame", format!("the frame is not a valid ClientMessage: {e}")),
+            Err(e) => {
+                return fatal(
+                    "MalformedFrame",
+                    format!("the frame is not a valid ClientMessage: {e}"),
+                )
+            }
         };
         if !hello_done {
             match msg {
@@ -251,7 +263,9 @@ async fn read_loop(
                 let _ = tx.send(ConnEvent::Accepted(records.len() as u64));
                 // Waits while the buffers are full: the socket stops being
                 // read and the client blocks (backpressure).
-                producer.put(records, epoch, sink.clone(), req.busy_if_full).await;
+                producer
+                    .put(records, epoch, sink.clone(), req.busy_if_full)
+                    .await;
             }
             client_message::Msg::Flush(f) => {
                 let _ = tx.send(ConnEvent::Flush(f.id));
@@ -259,11 +273,7 @@ async fn read_loop(
                 producer.flush();
             }
             client_message::Msg::Stats(s) => {
-                let json = serde_json::json!({
-                    "version": env!("CARGO_PKG_VERSION"),
-                    "outstanding_records": producer.outstanding(),
-                })
-                .to_string();
+                let json = producer.stats_json().to_string();
                 let _ = tx.send(ConnEvent::Send(ServerMessage {
                     msg: Some(server_message::Msg::Stats(StatsReply { id: s.id, json })),
                 }));

@@ -148,7 +148,11 @@ mod tests {
             .map(|i| Shard {
                 id: format!("shardId-{i:012}").into(),
                 start: 0,
-                end: if i == n - 1 { u128::MAX } else { (i + 1) * step - 1 },
+                end: if i == n - 1 {
+                    u128::MAX
+                } else {
+                    (i + 1) * step - 1
+                },
             })
             .collect::<Vec<_>>();
         // Starts follow the previous end exactly.
@@ -191,14 +195,25 @@ mod tests {
             parse_explicit_hash_key("abc"),
             Err(ExplicitHashKeyError::NotDecimal(_))
         ));
-        assert_eq!(parse_explicit_hash_key(""), Err(ExplicitHashKeyError::Empty));
+        assert_eq!(
+            parse_explicit_hash_key(""),
+            Err(ExplicitHashKeyError::Empty)
+        );
     }
 
     #[test]
     fn map_with_a_gap_is_refused() {
         let r = ShardMap::new(vec![
-            Shard { id: "a".into(), start: 0, end: 10 },
-            Shard { id: "b".into(), start: 12, end: u128::MAX },
+            Shard {
+                id: "a".into(),
+                start: 0,
+                end: 10,
+            },
+            Shard {
+                id: "b".into(),
+                start: 12,
+                end: u128::MAX,
+            },
         ]);
         assert_eq!(r.unwrap_err(), ShardMapError::Gap { from: 11, to: 11 });
     }
@@ -206,15 +221,27 @@ mod tests {
     #[test]
     fn map_with_an_overlap_is_refused() {
         let r = ShardMap::new(vec![
-            Shard { id: "a".into(), start: 0, end: 10 },
-            Shard { id: "b".into(), start: 5, end: u128::MAX },
+            Shard {
+                id: "a".into(),
+                start: 0,
+                end: 10,
+            },
+            Shard {
+                id: "b".into(),
+                start: 5,
+                end: u128::MAX,
+            },
         ]);
         assert!(matches!(r, Err(ShardMapError::Overlap { .. })));
     }
 
     #[test]
     fn map_not_reaching_the_top_is_refused() {
-        let r = ShardMap::new(vec![Shard { id: "a".into(), start: 0, end: 10 }]);
+        let r = ShardMap::new(vec![Shard {
+            id: "a".into(),
+            start: 0,
+            end: 10,
+        }]);
         assert!(matches!(r, Err(ShardMapError::Gap { from: 11, .. })));
     }
 
