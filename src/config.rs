@@ -7,6 +7,7 @@
 //! naming the key in any error.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -36,6 +37,27 @@ pub const KEYS: &[&str] = &[
     "shutdown_grace_ms",
     "log_level",
     "log_format",
+    "compression",
+    "compression_level",
+    "streams_allowed",
+    "streams",
+];
+
+/// Keys a `[streams."NAME"]` table may hold.
+pub const STREAM_KEYS: &[&str] = &[
+    "aggregation_enabled",
+    "aggregation_max_count",
+    "aggregation_max_size",
+    "record_max_buffered_time_ms",
+    "record_ttl_ms",
+    "rate_limit",
+    "fail_if_throttled",
+    "max_record_size",
+    "compression",
+    "compression_level",
+    "region",
+    "kinesis_endpoint",
+    "role_arn",
 ];
 
 /// The config file as written. See `kpld --help` and docs/configuration.md
@@ -67,6 +89,89 @@ pub struct RawConfig {
     pub shutdown_grace_ms: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub compression: Option<String>,
+    pub compression_level: Option<u32>,
+    pub streams_allowed: Option<Vec<String>>,
+    pub streams: Option<BTreeMap<String, RawStream>>,
+}
+
+/// A `[streams."NAME"]` table as written: overrides for one stream.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStream {
+    pub aggregation_enabled: Option<bool>,
+    pub aggregation_max_count: Option<u64>,
+    pub aggregation_max_size: Option<u64>,
+    pub record_max_buffered_time_ms: Option<u64>,
+    pub record_ttl_ms: Option<u64>,
+    pub rate_limit: Option<u64>,
+    pub fail_if_throttled: Option<bool>,
+    pub max_record_size: Option<u64>,
+    pub compression: Option<String>,
+    pub compression_level: Option<u32>,
+    pub region: Option<String>,
+    pub kinesis_endpoint: Option<String>,
+    pub role_arn: Option<String>,
+}
+
+/// How each user record's data is compressed before aggregation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zlib,
+}
+
+impl Compression {
+    fn parse(key: &'static str, v: Option<&str>) -> Result<Option<Self>, ConfigError> {
+        match v {
+            None => Ok(None),
+            Some("none") => Ok(Some(Compression::None)),
+            Some("gzip") => Ok(Some(Compression::Gzip)),
+            Some("zlib") => Ok(Some(Compression::Zlib)),
+            Some(other) => Err(ConfigError::Invalid {
+                key,
+                message: format!("must be \"none\", \"gzip\" or \"zlib\", not {other:?}"),
+            }),
+        }
+    }
+}
+
+/// The settings one stream runs with: the global keys overlaid by its
+/// `[streams."NAME"]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamSettings {
+    pub aggregation_enabled: bool,
+    pub aggregation_max_count: u64,
+    pub aggregation_max_size: u64,
+    pub record_max_buffered_time_ms: u64,
+    pub record_ttl_ms: u64,
+    pub rate_limit: u64,
+    pub fail_if_throttled: bool,
+    pub max_record_size: u64,
+    pub compression: Compression,
+    pub compression_level: u32,
+    /// A Kinesis client of its own when any of these is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kinesis_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+}
+
+impl StreamSettings {
+    pub fn record_max_buffered_time(&self) -> Duration {
+        Duration::from_millis(self.record_max_buffered_time_ms)
+    }
+    pub fn record_ttl(&self) -> Duration {
+        Duration::from_millis(self.record_ttl_ms)
+    }
+    /// True when the stream needs a Kinesis client other than the default.
+    pub fn has_own_client(&self) -> bool {
+        self.region.is_some() || self.kinesis_endpoint.is_some() || self.role_arn.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -106,6 +211,14 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub log_level: String,
     pub log_format: LogFormat,
+    pub compression: Compression,
+    pub compression_level: u32,
+    /// When set, records for streams matching none of these names or glob
+    /// patterns (`*`, `?`) are refused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams_allowed: Option<Vec<String>>,
+    /// Per-stream settings, fully resolved (kept last: TOML tables follow values).
+    pub streams: BTreeMap<String, StreamSettings>,
 }
 
 /// A config that cannot be used; the message names the key or file.
@@ -128,6 +241,12 @@ pub enum ConfigError {
     },
     #[error("config key `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
+    #[error("config key `{key}` of [streams.{stream:?}]: {message}")]
+    InvalidStream {
+        stream: String,
+        key: String,
+        message: String,
+    },
 }
 
 const MIB: u64 = 1024 * 1024;
@@ -174,6 +293,10 @@ impl Config {
             let origin = origins.remove(&key).unwrap_or_default();
             if !KEYS.contains(&key.as_str()) {
                 return Err(ConfigError::UnknownKey { key, origin });
+            }
+            if key == "streams" {
+                raw.streams = Some(parse_streams(value, &origin)?);
+                continue;
             }
             let mut one = toml::Table::new();
             one.insert(key.clone(), value);
@@ -231,9 +354,142 @@ impl Config {
                     })
                 }
             },
+            compression: Compression::parse("compression", raw.compression.as_deref())?
+                .unwrap_or(Compression::None),
+            compression_level: raw.compression_level.unwrap_or(6),
+            streams_allowed: raw.streams_allowed,
+            streams: BTreeMap::new(),
         };
         c.validate()?;
+        let mut c = c;
+        for (name, rs) in raw.streams.unwrap_or_default() {
+            let s = c.resolve_stream(&name, rs)?;
+            c.streams.insert(name, s);
+        }
         Ok(c)
+    }
+
+    /// The settings of a stream with no table of its own.
+    pub fn default_stream_settings(&self) -> StreamSettings {
+        StreamSettings {
+            aggregation_enabled: self.aggregation_enabled,
+            aggregation_max_count: self.aggregation_max_count,
+            aggregation_max_size: self.aggregation_max_size,
+            record_max_buffered_time_ms: self.record_max_buffered_time_ms,
+            record_ttl_ms: self.record_ttl_ms,
+            rate_limit: self.rate_limit,
+            fail_if_throttled: self.fail_if_throttled,
+            max_record_size: self.max_record_size,
+            compression: self.compression,
+            compression_level: self.compression_level,
+            region: None,
+            kinesis_endpoint: None,
+            role_arn: None,
+        }
+    }
+
+    /// The settings a stream runs with.
+    pub fn stream_settings(&self, name: &str) -> StreamSettings {
+        self.streams
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.default_stream_settings())
+    }
+
+    /// Whether `streams_allowed` lets records for `name` through.
+    pub fn stream_allowed(&self, name: &str) -> bool {
+        match &self.streams_allowed {
+            None => true,
+            Some(pats) => pats.iter().any(|p| glob_match(p, name)),
+        }
+    }
+
+    fn resolve_stream(&self, name: &str, r: RawStream) -> Result<StreamSettings, ConfigError> {
+        let bad = |key: &str, message: String| ConfigError::InvalidStream {
+            stream: name.to_string(),
+            key: key.to_string(),
+            message,
+        };
+        let d = self.default_stream_settings();
+        let s = StreamSettings {
+            aggregation_enabled: r.aggregation_enabled.unwrap_or(d.aggregation_enabled),
+            aggregation_max_count: r.aggregation_max_count.unwrap_or(d.aggregation_max_count),
+            aggregation_max_size: r.aggregation_max_size.unwrap_or(d.aggregation_max_size),
+            record_max_buffered_time_ms: r
+                .record_max_buffered_time_ms
+                .unwrap_or(d.record_max_buffered_time_ms),
+            record_ttl_ms: r.record_ttl_ms.unwrap_or(d.record_ttl_ms),
+            rate_limit: r.rate_limit.unwrap_or(d.rate_limit),
+            fail_if_throttled: r.fail_if_throttled.unwrap_or(d.fail_if_throttled),
+            max_record_size: r.max_record_size.unwrap_or(d.max_record_size),
+            compression: Compression::parse("compression", r.compression.as_deref())
+                .map_err(|e| bad("compression", e.to_string()))?
+                .unwrap_or(d.compression),
+            compression_level: r.compression_level.unwrap_or(d.compression_level),
+            region: r.region.filter(|x| !x.is_empty()),
+            kinesis_endpoint: r.kinesis_endpoint.filter(|x| !x.is_empty()),
+            role_arn: r.role_arn.filter(|x| !x.is_empty()),
+        };
+        let range = |key: &str, v: u64, lo: u64, hi: u64| {
+            if v < lo || v > hi {
+                Err(bad(
+                    key,
+                    format!("{v} is outside the allowed range {lo}..={hi}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        range(
+            "aggregation_max_count",
+            s.aggregation_max_count,
+            1,
+            u64::MAX,
+        )?;
+        range(
+            "max_record_size",
+            s.max_record_size,
+            1,
+            self.max_frame_size - 1024,
+        )?;
+        range(
+            "aggregation_max_size",
+            s.aggregation_max_size,
+            64,
+            s.max_record_size,
+        )?;
+        range(
+            "record_max_buffered_time_ms",
+            s.record_max_buffered_time_ms,
+            0,
+            3_600_000,
+        )?;
+        range("record_ttl_ms", s.record_ttl_ms, 1, 7 * 24 * 3_600_000)?;
+        range("rate_limit", s.rate_limit, 1, 100_000)?;
+        range("compression_level", s.compression_level as u64, 0, 9)?;
+        if let Some(e) = &s.kinesis_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(bad(
+                    "kinesis_endpoint",
+                    format!("{e:?} must be a URL starting with http:// or https://"),
+                ));
+            }
+        }
+        if let Some(a) = &s.role_arn {
+            if !a.starts_with("arn:") {
+                return Err(bad(
+                    "role_arn",
+                    format!("{a:?} is not an ARN (arn:aws:iam::ACCOUNT:role/NAME)"),
+                ));
+            }
+        }
+        if !self.stream_allowed(name) {
+            return Err(bad(
+                "-",
+                "the stream has settings but streams_allowed does not allow it".into(),
+            ));
+        }
+        Ok(s)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -303,6 +559,15 @@ impl Config {
             600_000,
         )?;
         range("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000)?;
+        range("compression_level", self.compression_level as u64, 0, 9)?;
+        if let Some(p) = &self.streams_allowed {
+            if p.iter().any(|x| x.is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: "streams_allowed",
+                    message: "holds an empty pattern".into(),
+                });
+            }
+        }
         if self.socket_path.as_os_str().is_empty() {
             return Err(ConfigError::Invalid {
                 key: "socket_path",
@@ -351,6 +616,99 @@ impl Config {
     }
 }
 
+/// Reads the `[streams."NAME"]` tables one key at a time, so an error names
+/// the stream and the key.
+fn parse_streams(
+    value: toml::Value,
+    origin: &str,
+) -> Result<BTreeMap<String, RawStream>, ConfigError> {
+    let bad = |stream: &str, key: &str, message: String| ConfigError::InvalidStream {
+        stream: stream.to_string(),
+        key: key.to_string(),
+        message: format!("{message} (from {origin})"),
+    };
+    let toml::Value::Table(streams) = value else {
+        return Err(ConfigError::BadValue {
+            key: "streams".into(),
+            origin: origin.into(),
+            message: "must be tables: [streams.\"NAME\"]".into(),
+        });
+    };
+    let mut out = BTreeMap::new();
+    for (name, table) in streams {
+        let toml::Value::Table(table) = table else {
+            return Err(bad(&name, "-", "must be a table of settings".into()));
+        };
+        let mut raw = RawStream::default();
+        for (key, v) in table {
+            if !STREAM_KEYS.contains(&key.as_str()) {
+                return Err(bad(
+                    &name,
+                    &key,
+                    format!(
+                        "unknown key; a stream table may hold {}",
+                        STREAM_KEYS.join(", ")
+                    ),
+                ));
+            }
+            let mut one = toml::Table::new();
+            one.insert(key.clone(), v);
+            let parsed: RawStream = toml::Value::Table(one)
+                .try_into()
+                .map_err(|e: toml::de::Error| bad(&name, &key, e.message().trim().to_string()))?;
+            raw.merge(parsed);
+        }
+        out.insert(name, raw);
+    }
+    Ok(out)
+}
+
+impl RawStream {
+    fn merge(&mut self, o: RawStream) {
+        macro_rules! take {
+            ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
+        }
+        take!(
+            aggregation_enabled,
+            aggregation_max_count,
+            aggregation_max_size,
+            record_max_buffered_time_ms,
+            record_ttl_ms,
+            rate_limit,
+            fail_if_throttled,
+            max_record_size,
+            compression,
+            compression_level,
+            region,
+            kinesis_endpoint,
+            role_arn
+        );
+    }
+}
+
+/// `*` matches any run of characters, `?` any one character.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (mut pi, mut ni) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ni));
+            pi += 1;
+        } else if let Some((sp, sn)) = star {
+            pi = sp + 1;
+            ni = sn + 1;
+            star = Some((sp, sn + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
 /// An environment value is TOML when it parses as one (numbers, booleans),
 /// else a plain string (paths, regions, URLs).
 fn env_value(v: &str) -> toml::Value {
@@ -367,6 +725,9 @@ impl RawConfig {
             ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
         }
         take!(
+            compression,
+            compression_level,
+            streams_allowed,
             socket_path,
             region,
             kinesis_endpoint,
@@ -430,7 +791,7 @@ mod tests {
     fn every_key_is_accepted_and_printed() {
         let printed = load("", &[]).unwrap().to_toml();
         for key in KEYS {
-            if *key == "region" || *key == "kinesis_endpoint" {
+            if ["region", "kinesis_endpoint", "streams_allowed", "streams"].contains(key) {
                 continue; // unset options are not printed
             }
             assert!(
@@ -475,6 +836,43 @@ mod tests {
         assert_eq!(c.region.as_deref(), Some("us-east-2"));
         assert!(c.fail_if_throttled);
         assert_eq!(c.socket_path, PathBuf::from("/tmp/x.sock"));
+    }
+
+    #[test]
+    fn stream_tables_override_the_globals_for_that_stream_only() {
+        let c = load(
+            "record_ttl_ms = 1000\n[streams.audit]\nrecord_ttl_ms = 600000\ncompression = \"gzip\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.stream_settings("audit").record_ttl_ms, 600_000);
+        assert_eq!(c.stream_settings("audit").compression, Compression::Gzip);
+        assert_eq!(c.stream_settings("other").record_ttl_ms, 1000);
+        assert_eq!(c.stream_settings("other").compression, Compression::None);
+        assert!(c.to_toml().contains("[streams.audit]"));
+    }
+
+    #[test]
+    fn stream_table_errors_name_stream_and_key() {
+        let e = load("[streams.logs]\ncompresion = \"gzip\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compresion") && e.contains("logs"), "{e}");
+        let e = load("[streams.logs]\ncompression = \"lz4\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("compression") && e.contains("logs"), "{e}");
+    }
+
+    #[test]
+    fn streams_allowed_takes_globs() {
+        let c = load("streams_allowed = [\"clicks\", \"logs-*\"]", &[]).unwrap();
+        assert!(c.stream_allowed("clicks"));
+        assert!(c.stream_allowed("logs-eu"));
+        assert!(!c.stream_allowed("click"));
+        assert!(!c.stream_allowed("audit"));
+        assert!(glob_match("a?c*", "abcdef"));
+        assert!(!glob_match("a?c", "ac"));
     }
 
     #[test]

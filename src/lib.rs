@@ -6,6 +6,7 @@
 //! - [`shard_map`]: partition key -> hash key -> open shard (pure).
 //! - [`aggregate`]: the KPL aggregated record encoder (pure).
 //! - [`collect`]: packing Kinesis records into PutRecords calls (pure).
+//! - [`compress`]: opt-in gzip/zlib of each record's data (pure).
 //! - [`retry`]: error classification and backoff (pure).
 //! - [`limit`]: per-shard token buckets (pure).
 //! - [`send`]: the seam to Kinesis; the only file that touches the AWS SDK.
@@ -17,6 +18,7 @@
 
 pub mod aggregate;
 pub mod collect;
+pub mod compress;
 pub mod config;
 pub mod limit;
 pub mod producer;

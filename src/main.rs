@@ -4,7 +4,8 @@
 use anyhow::Context;
 use clap::Parser;
 use kpld::config::{Config, LogFormat};
-use kpld::send::SdkKinesis;
+use kpld::send::{KinesisApi, SdkKinesis};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -138,11 +139,18 @@ fn mask(s: &str) -> String {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<u8> {
-    let (api, _shared) = SdkKinesis::new(&cfg).await.context("AWS setup")?;
+    let (api, shared) = SdkKinesis::new(&cfg).await.context("AWS setup")?;
+    let mut stream_apis: HashMap<String, Arc<dyn KinesisApi>> = HashMap::new();
+    for (name, s) in cfg.streams.iter().filter(|(_, s)| s.has_own_client()) {
+        let api = SdkKinesis::for_stream(&cfg, &shared, s)
+            .await
+            .with_context(|| format!("AWS setup for stream {name}"))?;
+        stream_apis.insert(name.clone(), Arc::new(api));
+    }
     let socket_path = cfg.socket_path.clone();
     let grace = cfg.shutdown_grace();
     let listener = kpld::server::bind(&socket_path).await?;
-    let producer = kpld::Producer::new(cfg, Arc::new(api));
+    let producer = kpld::Producer::with_stream_apis(cfg, Arc::new(api), stream_apis);
     tracing::info!(socket = %socket_path.display(), version = env!("CARGO_PKG_VERSION"), "kpld ready");
 
     let stop_accepting = CancellationToken::new();

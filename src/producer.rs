@@ -26,7 +26,7 @@
 
 use crate::aggregate::AggregateBuilder;
 use crate::collect::{take_batch, BatchLimits, RequestSize};
-use crate::config::Config;
+use crate::config::{Compression, Config, StreamSettings};
 use crate::ipc::{Attempt, RecordResult};
 use crate::limit::ShardLimiter;
 use crate::retry::{Backoff, ErrorClass};
@@ -52,6 +52,7 @@ pub mod codes {
     pub const EXPIRED: &str = "Expired";
     pub const SHUTTING_DOWN: &str = "ShuttingDown";
     pub const WRONG_SHARD: &str = "WrongShard";
+    pub const STREAM_NOT_ALLOWED: &str = "StreamNotAllowed";
 }
 
 /// A record as an application hands it over. Text fields arrive as bytes so
@@ -64,6 +65,8 @@ pub struct RecordInput {
     pub partition_key: Bytes,
     pub explicit_hash_key: Option<Bytes>,
     pub data: Bytes,
+    /// None: the stream's `compression` setting.
+    pub compression: Option<Compression>,
 }
 
 /// Where a record's final result goes. `tag` is the caller's, given to
@@ -88,6 +91,11 @@ pub struct Producer {
 struct Inner {
     cfg: Arc<Config>,
     api: Arc<dyn KinesisApi>,
+    /// Streams with a Kinesis client of their own (region, endpoint, role).
+    stream_apis: HashMap<String, Arc<dyn KinesisApi>>,
+    /// Settings of the streams that have a `[streams."NAME"]` table.
+    stream_settings: HashMap<String, Arc<StreamSettings>>,
+    default_settings: Arc<StreamSettings>,
     backoff: Backoff,
     streams: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<StreamMsg>>>,
     /// Buffered bytes (data + keys of records not yet final): the memory bound.
@@ -149,6 +157,16 @@ impl Producer {
     /// A producer that sends through `api`. Must be called within a Tokio
     /// runtime; stream actors start on the first record of each stream.
     pub fn new(cfg: Config, api: Arc<dyn KinesisApi>) -> Producer {
+        Self::with_stream_apis(cfg, api, HashMap::new())
+    }
+
+    /// Like [`new`](Self::new), with other Kinesis clients for the streams
+    /// whose settings name another region, endpoint or role.
+    pub fn with_stream_apis(
+        cfg: Config,
+        api: Arc<dyn KinesisApi>,
+        stream_apis: HashMap<String, Arc<dyn KinesisApi>>,
+    ) -> Producer {
         let backoff = Backoff::new(
             Duration::from_millis(cfg.retry_backoff_base_ms),
             Duration::from_millis(cfg.retry_backoff_max_ms),
@@ -162,8 +180,15 @@ impl Producer {
                     cfg.max_outstanding_records.min(permits_max) as usize
                 ),
                 send_permits: Arc::new(Semaphore::new(cfg.max_connections as usize)),
+                stream_settings: cfg
+                    .streams
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                    .collect(),
+                default_settings: Arc::new(cfg.default_stream_settings()),
                 cfg: Arc::new(cfg),
                 api,
+                stream_apis,
                 backoff,
                 streams: Mutex::new(HashMap::new()),
                 outstanding: AtomicU64::new(0),
@@ -371,6 +396,14 @@ impl Inner {
                     ),
                 )
             })?;
+        if !self.cfg.stream_allowed(stream) {
+            return Err((
+                id,
+                codes::STREAM_NOT_ALLOWED,
+                format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
+            ));
+        }
+        let settings = self.settings_for(stream);
         let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
             (
                 id,
@@ -393,16 +426,23 @@ impl Inner {
                 format!("partition key has {chars} characters; at most 256 are allowed"),
             ));
         }
-        let size = r.data.len() + r.partition_key.len();
-        if size as u64 > self.cfg.max_record_size {
+        let how = r.compression.unwrap_or(settings.compression);
+        let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
+            Some(c) => Bytes::from(c),
+            None => r.data,
+        };
+        // Limits apply to what is sent: the compressed size.
+        let size = data.len() + r.partition_key.len();
+        if size as u64 > settings.max_record_size {
             return Err((
                 id,
                 codes::RECORD_TOO_LARGE,
                 format!(
-                    "record is {size} bytes (data {} + partition key {}); max_record_size is {}",
-                    r.data.len(),
+                    "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
+                    data.len(),
+                    if how == Compression::None { "" } else { " after compression" },
                     r.partition_key.len(),
-                    self.cfg.max_record_size
+                    settings.max_record_size
                 ),
             ));
         }
@@ -429,13 +469,19 @@ impl Inner {
             explicit_hash_key: ehk,
             hash,
             cost: size.max(1) as u32,
-            data: r.data,
-            deadline: now + self.cfg.record_max_buffered_time(),
-            expiry: now + self.cfg.record_ttl(),
+            data,
+            deadline: now + settings.record_max_buffered_time(),
+            expiry: now + settings.record_ttl(),
             ready_since: now,
             attempts: Vec::new(),
             sink: sink.clone(),
         })
+    }
+
+    fn settings_for(&self, stream: &str) -> &Arc<StreamSettings> {
+        self.stream_settings
+            .get(stream)
+            .unwrap_or(&self.default_settings)
     }
 
     /// Sends validated records to their streams' actors.
@@ -600,6 +646,8 @@ enum MapState {
 struct StreamActor {
     inner: Arc<Inner>,
     name: Arc<str>,
+    settings: Arc<StreamSettings>,
+    api: Arc<dyn KinesisApi>,
     tx: mpsc::UnboundedSender<StreamMsg>,
     map: MapState,
     map_gen: u64,
@@ -634,9 +682,13 @@ impl StreamActor {
             max_bytes: inner.cfg.collection_max_size as usize,
         };
         let draining = inner.draining.load(Ordering::Acquire);
+        let settings = inner.settings_for(&name).clone();
+        let api = inner.stream_apis.get(&*name).unwrap_or(&inner.api).clone();
         let actor = StreamActor {
             inner,
             name,
+            settings,
+            api,
             tx: tx.clone(),
             map: MapState::Loading,
             map_gen: 0,
@@ -807,13 +859,13 @@ impl StreamActor {
         };
         let idx = map.index_of(u.hash);
         let now = Instant::now();
-        if !self.inner.cfg.aggregation_enabled {
+        if !self.settings.aggregation_enabled {
             let b = &self.buffers[idx];
             let k = single(b.shard_id.clone(), self.map_gen, u);
             return self.admit(idx, k, now);
         }
-        let max_size = self.inner.cfg.aggregation_max_size as usize;
-        let max_count = self.inner.cfg.aggregation_max_count;
+        let max_size = self.settings.aggregation_max_size as usize;
+        let max_count = self.settings.aggregation_max_count;
         let b = &mut self.buffers[idx];
         let size_with = b.builder.size_with(
             &u.partition_key,
@@ -918,7 +970,7 @@ impl StreamActor {
                         if u.expiry <= now {
                             let msg = format!(
                                 "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
-                                self.inner.cfg.record_ttl_ms, k.shard_id, self.inner.cfg.rate_limit
+                                self.settings.record_ttl_ms, k.shard_id, self.settings.rate_limit
                             );
                             self.inner.finish(u, Err((codes::EXPIRED, msg)));
                         } else {
@@ -989,7 +1041,7 @@ impl StreamActor {
     fn spawn_send(&mut self, batch: Vec<KinesisRecord>) {
         self.in_flight += 1;
         let permits = self.inner.send_permits.clone();
-        let api = self.inner.api.clone();
+        let api = self.api.clone();
         let abort = self.inner.abort.clone();
         let tx = self.tx.clone();
         let stream = self.name.clone();
@@ -1189,7 +1241,7 @@ impl StreamActor {
         let now = Instant::now();
         let fail_now = self.aborted
             || class == ErrorClass::Fatal
-            || (class == ErrorClass::Throttled && self.inner.cfg.fail_if_throttled);
+            || (class == ErrorClass::Throttled && self.settings.fail_if_throttled);
         for mut u in records {
             u.attempts
                 .push(attempt(&u, false, code, message, started, ended));
@@ -1204,7 +1256,7 @@ impl StreamActor {
             if at >= u.expiry {
                 let msg = format!(
                     "record_ttl_ms ({} ms) ran out after {n} attempts; last error {code}: {message}",
-                    self.inner.cfg.record_ttl_ms
+                    self.settings.record_ttl_ms
                 );
                 self.inner.finish(u, Err((codes::EXPIRED, msg)));
                 continue;
@@ -1222,7 +1274,7 @@ impl StreamActor {
         self.loading = true;
         self.reload_at = None;
         Counters::add(&self.inner.counters.shard_map_loads, 1);
-        let api = self.inner.api.clone();
+        let api = self.api.clone();
         let tx = self.tx.clone();
         let name = self.name.clone();
         tokio::spawn(async move {
@@ -1276,7 +1328,7 @@ impl StreamActor {
                             deadline: None,
                             generation: 0,
                             held: VecDeque::new(),
-                            limiter: ShardLimiter::new(self.inner.cfg.rate_limit, now),
+                            limiter: ShardLimiter::new(self.settings.rate_limit, now),
                         })
                         .collect();
                 }
@@ -1325,7 +1377,7 @@ impl StreamActor {
         for u in expired {
             let msg = format!(
                 "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
-                self.inner.cfg.record_ttl_ms, self.name
+                self.settings.record_ttl_ms, self.name
             );
             self.inner.finish(u, Err((codes::EXPIRED, msg)));
         }

@@ -5,7 +5,7 @@
 //! TTLs). A PutRecords that answers HTTP 200 with failed entries is data
 //! (`Ok` with per-entry errors), not an `Err`.
 
-use crate::config::Config;
+use crate::config::{Config, StreamSettings};
 use crate::retry::{classify_code, classify_http, ErrorClass};
 use crate::shard_map::Shard;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
@@ -77,11 +77,47 @@ pub enum SdkSetupError {
 }
 
 impl SdkKinesis {
-    /// Builds the client from the config and the standard AWS chain
+    /// Builds the default client from the config and the standard AWS chain
     /// (region, credentials, AWS_ENDPOINT_URL_KINESIS).
     pub async fn new(cfg: &Config) -> Result<(Self, aws_config::SdkConfig), SdkSetupError> {
         let shared = load_shared_config(cfg).await?;
-        let mut b = aws_sdk_kinesis::config::Builder::from(&shared)
+        let me = Self::from_shared(cfg, &shared, cfg.kinesis_endpoint.as_deref());
+        Ok((me, shared))
+    }
+
+    /// A client for a stream whose settings name another region, endpoint
+    /// or IAM role (assumed through the standard chain, for cross-account
+    /// streams).
+    pub async fn for_stream(
+        cfg: &Config,
+        shared: &aws_config::SdkConfig,
+        s: &StreamSettings,
+    ) -> Result<Self, SdkSetupError> {
+        let mut b = shared.to_builder();
+        if let Some(r) = &s.region {
+            b = b.region(aws_config::Region::new(r.clone()));
+        }
+        if let Some(role) = &s.role_arn {
+            let mut p = aws_config::sts::AssumeRoleProvider::builder(role.clone())
+                .session_name("kpld")
+                .configure(shared);
+            if let Some(r) = &s.region {
+                p = p.region(aws_config::Region::new(r.clone()));
+            }
+            b = b.credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(p.build().await),
+            );
+        }
+        let own = b.build();
+        let endpoint = s
+            .kinesis_endpoint
+            .as_deref()
+            .or(cfg.kinesis_endpoint.as_deref());
+        Ok(Self::from_shared(cfg, &own, endpoint))
+    }
+
+    fn from_shared(cfg: &Config, shared: &aws_config::SdkConfig, endpoint: Option<&str>) -> Self {
+        let mut b = aws_sdk_kinesis::config::Builder::from(shared)
             .retry_config(aws_config::retry::RetryConfig::disabled())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
@@ -89,17 +125,13 @@ impl SdkKinesis {
                     .operation_attempt_timeout(cfg.request_timeout())
                     .build(),
             );
-        if let Some(ep) = &cfg.kinesis_endpoint {
+        if let Some(ep) = endpoint {
             b = b.endpoint_url(ep);
         }
-        let client = aws_sdk_kinesis::Client::from_conf(b.build());
-        Ok((
-            SdkKinesis {
-                client,
-                shard_filter_supported: Arc::new(AtomicBool::new(true)),
-            },
-            shared,
-        ))
+        SdkKinesis {
+            client: aws_sdk_kinesis::Client::from_conf(b.build()),
+            shard_filter_supported: Arc::new(AtomicBool::new(true)),
+        }
     }
 }
 

@@ -125,6 +125,18 @@ impl ResultSink for ConnSink {
     }
 }
 
+fn unsupported_compression(id: u64, value: i32) -> RecordResult {
+    RecordResult {
+        id,
+        success: false,
+        error_code: "UnsupportedCompression".into(),
+        error_message: format!(
+            "compression value {value} is not known to this kpld (1 none, 2 gzip, 3 zlib)"
+        ),
+        ..Default::default()
+    }
+}
+
 fn error_frame(code: &str, message: String, fatal: bool) -> ServerMessage {
     ServerMessage {
         msg: Some(server_message::Msg::Error(ErrorFrame {
@@ -246,21 +258,43 @@ async fn read_loop(
         }
         match msg {
             client_message::Msg::Put(req) => {
+                let n = req.records.len() as u64;
+                if n == 0 {
+                    continue;
+                }
+                let _ = tx.send(ConnEvent::Accepted(n));
                 let records: Vec<RecordInput> = req
                     .records
                     .into_iter()
-                    .map(|r| RecordInput {
-                        id: r.id,
-                        stream: r.stream,
-                        partition_key: r.partition_key,
-                        explicit_hash_key: r.explicit_hash_key,
-                        data: r.data,
+                    .filter_map(|r| {
+                        let compression = match crate::ipc::Compression::try_from(r.compression) {
+                            Ok(crate::ipc::Compression::Default) => None,
+                            Ok(crate::ipc::Compression::None) => {
+                                Some(crate::config::Compression::None)
+                            }
+                            Ok(crate::ipc::Compression::Gzip) => {
+                                Some(crate::config::Compression::Gzip)
+                            }
+                            Ok(crate::ipc::Compression::Zlib) => {
+                                Some(crate::config::Compression::Zlib)
+                            }
+                            Err(_) => {
+                                // Sending it uncompressed would leave its
+                                // consumer guessing: refuse it.
+                                sink.deliver(epoch, unsupported_compression(r.id, r.compression));
+                                return None;
+                            }
+                        };
+                        Some(RecordInput {
+                            id: r.id,
+                            stream: r.stream,
+                            partition_key: r.partition_key,
+                            explicit_hash_key: r.explicit_hash_key,
+                            data: r.data,
+                            compression,
+                        })
                     })
                     .collect();
-                if records.is_empty() {
-                    continue;
-                }
-                let _ = tx.send(ConnEvent::Accepted(records.len() as u64));
                 // Waits while the buffers are full: the socket stops being
                 // read and the client blocks (backpressure).
                 producer
