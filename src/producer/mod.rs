@@ -1,0 +1,593 @@
+//! The pipeline: validation, per-stream routing, aggregation, collection,
+//! sending, retries and one final result per record.
+//!
+//! ```text
+//! put() ──validate──▶ budget ──▶ stream actor ──▶ shard buffer (aggregate)
+//!                                   │  ▲                 │ size/count/deadline
+//!                                   │  │                 ▼
+//!                                   │  └── results ◀── send task ◀── ready queue
+//!                                   ▼                 (max_connections permits)
+//!                               ResultSink
+//! ```
+//!
+//! Invariants:
+//! - Every record accepted by [`Producer::put`] gets exactly one result
+//!   through its [`ResultSink`], and releases its budget exactly then.
+//! - One stream actor task per stream owns that stream's shard map, buffers
+//!   and retry queue; nothing else touches them, so there are no locks on
+//!   the record path.
+//! - A shard buffer only ever holds records that hash into its shard in the
+//!   current map; when the map changes, everything not yet sent is
+//!   re-routed, so no aggregate mixes shards.
+//! - An aggregate that lands on a shard other than the predicted one is
+//!   judged against the refreshed map: if every record in it hashes into
+//!   the shard it landed on (what the KCL checks), it succeeded; otherwise
+//!   its records are sent again (attempt error `WrongShard`).
+
+mod actor;
+
+use crate::config::{Compression, Config, StreamSettings};
+use crate::ipc::{Attempt, RecordResult};
+use crate::retry::Backoff;
+use crate::send::KinesisApi;
+use crate::shard_map::{hash_partition_key, parse_explicit_hash_key};
+use actor::{StreamActor, StreamMsg};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Error codes kpld itself puts in results (Kinesis codes pass through).
+pub mod codes {
+    pub const RECORD_TOO_LARGE: &str = "RecordTooLarge";
+    pub const INVALID_PARTITION_KEY: &str = "InvalidPartitionKey";
+    pub const INVALID_EXPLICIT_HASH_KEY: &str = "InvalidExplicitHashKey";
+    pub const INVALID_STREAM_NAME: &str = "InvalidStreamName";
+    pub const BUSY: &str = "Busy";
+    pub const EXPIRED: &str = "Expired";
+    pub const SHUTTING_DOWN: &str = "ShuttingDown";
+    pub const WRONG_SHARD: &str = "WrongShard";
+    pub const STREAM_NOT_ALLOWED: &str = "StreamNotAllowed";
+}
+
+/// A record as an application hands it over. Text fields arrive as bytes so
+/// that invalid UTF-8 is a per-record error.
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    /// Chosen by the caller, echoed in the result.
+    pub id: u64,
+    pub stream: Bytes,
+    pub partition_key: Bytes,
+    pub explicit_hash_key: Option<Bytes>,
+    pub data: Bytes,
+    /// None: the stream's `compression` setting.
+    pub compression: Option<Compression>,
+}
+
+/// Where a record's final result goes. `tag` is the caller's, given to
+/// [`Producer::put`]; the socket server uses it to track flushes.
+pub trait ResultSink: Send + Sync + 'static {
+    fn deliver(&self, tag: u64, result: RecordResult);
+}
+
+/// What [`Producer::shutdown`] left undelivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Records that got a `ShuttingDown` error because the grace period ran out.
+    pub undelivered: u64,
+}
+
+/// The KPL pipeline as a library type. Cheap to clone.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) cfg: Arc<Config>,
+    pub(crate) api: Arc<dyn KinesisApi>,
+    /// Streams with a Kinesis client of their own (region, endpoint, role).
+    pub(crate) stream_apis: HashMap<String, Arc<dyn KinesisApi>>,
+    /// Settings of the streams that have a `[streams."NAME"]` table.
+    pub(crate) stream_settings: HashMap<String, Arc<StreamSettings>>,
+    pub(crate) default_settings: Arc<StreamSettings>,
+    pub(crate) backoff: Backoff,
+    pub(crate) streams: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<StreamMsg>>>,
+    /// Buffered bytes (data + keys of records not yet final): the memory bound.
+    pub(crate) bytes_budget: Semaphore,
+    /// Records not yet final: the count bound.
+    pub(crate) records_budget: Semaphore,
+    /// PutRecords calls in flight, across all streams (`max_connections`).
+    pub(crate) send_permits: Arc<Semaphore>,
+    pub(crate) outstanding: AtomicU64,
+    pub(crate) idle: Notify,
+    pub(crate) draining: AtomicBool,
+    /// Cancelled when the shutdown grace period runs out.
+    pub(crate) abort: CancellationToken,
+    pub(crate) counters: Counters,
+}
+
+/// Totals since start, for `stats` and the tests' reports.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub user_records_received: AtomicU64,
+    pub user_records_put: AtomicU64,
+    pub user_records_failed: AtomicU64,
+    pub kinesis_records_put: AtomicU64,
+    pub put_records_calls: AtomicU64,
+    pub entries_throttled: AtomicU64,
+    pub entries_failed: AtomicU64,
+    pub requests_failed: AtomicU64,
+    pub retries: AtomicU64,
+    pub expired: AtomicU64,
+    pub wrong_shard: AtomicU64,
+    pub shard_map_loads: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> serde_json::Value {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "user_records_received": g(&self.user_records_received),
+            "user_records_put": g(&self.user_records_put),
+            "user_records_failed": g(&self.user_records_failed),
+            "kinesis_records_put": g(&self.kinesis_records_put),
+            "put_records_calls": g(&self.put_records_calls),
+            "entries_throttled": g(&self.entries_throttled),
+            "entries_failed": g(&self.entries_failed),
+            "requests_failed": g(&self.requests_failed),
+            "retries": g(&self.retries),
+            "expired": g(&self.expired),
+            "wrong_shard": g(&self.wrong_shard),
+            "shard_map_loads": g(&self.shard_map_loads),
+        })
+    }
+}
+
+impl Producer {
+    /// A producer that sends through `api`. Must be called within a Tokio
+    /// runtime; stream actors start on the first record of each stream.
+    pub fn new(cfg: Config, api: Arc<dyn KinesisApi>) -> Producer {
+        Self::with_stream_apis(cfg, api, HashMap::new())
+    }
+
+    /// Like [`new`](Self::new), with other Kinesis clients for the streams
+    /// whose settings name another region, endpoint or role.
+    pub fn with_stream_apis(
+        cfg: Config,
+        api: Arc<dyn KinesisApi>,
+        stream_apis: HashMap<String, Arc<dyn KinesisApi>>,
+    ) -> Producer {
+        let backoff = Backoff::new(
+            Duration::from_millis(cfg.retry_backoff_base_ms),
+            Duration::from_millis(cfg.retry_backoff_max_ms),
+        )
+        .expect("the config validated the backoff bounds");
+        let permits_max = Semaphore::MAX_PERMITS as u64;
+        Producer {
+            inner: Arc::new(Inner {
+                bytes_budget: Semaphore::new(cfg.max_buffered_bytes.min(permits_max) as usize),
+                records_budget: Semaphore::new(
+                    cfg.max_outstanding_records.min(permits_max) as usize
+                ),
+                send_permits: Arc::new(Semaphore::new(cfg.max_connections as usize)),
+                stream_settings: cfg
+                    .streams
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                    .collect(),
+                default_settings: Arc::new(cfg.default_stream_settings()),
+                cfg: Arc::new(cfg),
+                api,
+                stream_apis,
+                backoff,
+                streams: Mutex::new(HashMap::new()),
+                outstanding: AtomicU64::new(0),
+                idle: Notify::new(),
+                draining: AtomicBool::new(false),
+                abort: CancellationToken::new(),
+                counters: Counters::default(),
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+
+    /// A JSON snapshot of the daemon's state for `stats`.
+    pub fn stats_json(&self) -> serde_json::Value {
+        let streams: Vec<String> = self
+            .inner
+            .streams
+            .lock()
+            .expect("streams lock")
+            .keys()
+            .map(|s| s.to_string())
+            .collect();
+        serde_json::json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "outstanding_records": self.outstanding(),
+            "buffered_bytes_available": self.inner.bytes_budget.available_permits(),
+            "streams": streams,
+            "counters": self.inner.counters.snapshot(),
+        })
+    }
+
+    /// Records accepted and not yet final.
+    pub fn outstanding(&self) -> u64 {
+        self.inner.outstanding.load(Ordering::Acquire)
+    }
+
+    /// Hands records over. Invalid records get their error result at once.
+    /// When the buffers are full this waits for room (backpressure), unless
+    /// `busy_if_full` is set: then the records fail at once with `Busy`.
+    pub async fn put(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        busy_if_full: bool,
+    ) {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut valid: Vec<UserRecord> = Vec::with_capacity(records.len());
+        for r in records {
+            match inner.validate(r, now, tag, &sink) {
+                Ok(u) => valid.push(u),
+                Err((id, code, message)) => {
+                    sink.deliver(tag, failure(id, code, message, Vec::new()))
+                }
+            }
+        }
+        if valid.is_empty() {
+            return;
+        }
+        if inner.draining.load(Ordering::Acquire) {
+            for u in valid {
+                sink.deliver(
+                    tag,
+                    failure(
+                        u.id,
+                        codes::SHUTTING_DOWN,
+                        "kpld is shutting down and accepts no new records".into(),
+                        Vec::new(),
+                    ),
+                );
+            }
+            return;
+        }
+        // Take budget in chunks that fit the bounds, so a huge batch from an
+        // embedding program cannot wait forever.
+        let max_bytes = inner.bytes_budget_total();
+        let max_records = inner.records_budget_total();
+        let mut rest = valid;
+        while !rest.is_empty() {
+            let mut bytes = 0u64;
+            let mut n = 0usize;
+            for u in &rest {
+                if n > 0 && (bytes + u.cost as u64 > max_bytes || n as u64 >= max_records) {
+                    break;
+                }
+                bytes += u.cost as u64;
+                n += 1;
+            }
+            let tail = rest.split_off(n);
+            let chunk = std::mem::replace(&mut rest, tail);
+            // max_record_size <= max_frame_size <= max_buffered_bytes (checked
+            // by the config), so one record always fits the byte budget.
+            let bytes = bytes as u32;
+            let count = n as u32;
+            if busy_if_full {
+                let ok = match inner.bytes_budget.try_acquire_many(bytes) {
+                    Ok(b) => match inner.records_budget.try_acquire_many(count) {
+                        Ok(r) => {
+                            b.forget();
+                            r.forget();
+                            true
+                        }
+                        Err(_) => false,
+                    },
+                    Err(_) => false,
+                };
+                if !ok {
+                    for u in chunk.into_iter().chain(rest.drain(..)) {
+                        sink.deliver(
+                            tag,
+                            failure(u.id, codes::BUSY, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into(), Vec::new()),
+                        );
+                    }
+                    return;
+                }
+            } else {
+                let (Ok(b), Ok(r)) = (
+                    inner.bytes_budget.acquire_many(bytes).await,
+                    inner.records_budget.acquire_many(count).await,
+                ) else {
+                    unreachable!("the budget semaphores are never closed")
+                };
+                b.forget();
+                r.forget();
+            }
+            inner
+                .outstanding
+                .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+            Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
+            inner.dispatch(chunk);
+        }
+    }
+
+    /// Sends everything buffered now instead of at its deadline.
+    pub fn flush(&self) {
+        for tx in self.inner.streams.lock().expect("streams lock").values() {
+            let _ = tx.send(StreamMsg::Flush);
+        }
+    }
+
+    /// Drains: refuses new records, sends everything now, waits up to
+    /// `grace` for every record to be final, then fails the rest with
+    /// `ShuttingDown`.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let inner = &self.inner;
+        inner.draining.store(true, Ordering::Release);
+        for tx in inner.streams.lock().expect("streams lock").values() {
+            let _ = tx.send(StreamMsg::Drain);
+        }
+        let drained = tokio::time::timeout(grace, inner.wait_idle()).await.is_ok();
+        let undelivered = if drained { 0 } else { self.outstanding() };
+        inner.abort.cancel();
+        // Actors fail what is left and in-flight calls are cancelled, so
+        // this ends quickly.
+        let _ = tokio::time::timeout(Duration::from_secs(10), inner.wait_idle()).await;
+        ShutdownReport { undelivered }
+    }
+}
+
+impl Inner {
+    fn bytes_budget_total(&self) -> u64 {
+        self.cfg.max_buffered_bytes.min(u32::MAX as u64)
+    }
+
+    fn records_budget_total(&self) -> u64 {
+        self.cfg.max_outstanding_records.min(u32::MAX as u64)
+    }
+
+    async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.outstanding.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn validate(
+        &self,
+        r: RecordInput,
+        now: Instant,
+        tag: u64,
+        sink: &Arc<dyn ResultSink>,
+    ) -> Result<UserRecord, (u64, &'static str, String)> {
+        let id = r.id;
+        let stream = std::str::from_utf8(&r.stream)
+            .ok()
+            .filter(|s| valid_stream_name(s))
+            .ok_or_else(|| {
+                (
+                    id,
+                    codes::INVALID_STREAM_NAME,
+                    format!(
+                        "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
+                        String::from_utf8_lossy(&r.stream[..r.stream.len().min(200)])
+                    ),
+                )
+            })?;
+        if !self.cfg.stream_allowed(stream) {
+            return Err((
+                id,
+                codes::STREAM_NOT_ALLOWED,
+                format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
+            ));
+        }
+        let settings = self.settings_for(stream);
+        let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
+            (
+                id,
+                codes::INVALID_PARTITION_KEY,
+                "partition key is not valid UTF-8".to_string(),
+            )
+        })?;
+        let chars = pk.chars().count();
+        if chars == 0 {
+            return Err((
+                id,
+                codes::INVALID_PARTITION_KEY,
+                "partition key is empty; it must have 1 to 256 Unicode characters".into(),
+            ));
+        }
+        if chars > 256 {
+            return Err((
+                id,
+                codes::INVALID_PARTITION_KEY,
+                format!("partition key has {chars} characters; at most 256 are allowed"),
+            ));
+        }
+        let how = r.compression.unwrap_or(settings.compression);
+        let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
+            Some(c) => Bytes::from(c),
+            None => r.data,
+        };
+        // Limits apply to what is sent: the compressed size.
+        let size = data.len() + r.partition_key.len();
+        if size as u64 > settings.max_record_size {
+            return Err((
+                id,
+                codes::RECORD_TOO_LARGE,
+                format!(
+                    "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
+                    data.len(),
+                    if how == Compression::None { "" } else { " after compression" },
+                    r.partition_key.len(),
+                    settings.max_record_size
+                ),
+            ));
+        }
+        let (hash, ehk) = match &r.explicit_hash_key {
+            None => (hash_partition_key(pk), None),
+            Some(k) => {
+                let s = std::str::from_utf8(k).map_err(|_| {
+                    (
+                        id,
+                        codes::INVALID_EXPLICIT_HASH_KEY,
+                        "explicit hash key is not valid UTF-8".to_string(),
+                    )
+                })?;
+                let h = parse_explicit_hash_key(s)
+                    .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
+                (h, Some(s.to_string()))
+            }
+        };
+        Ok(UserRecord {
+            id,
+            tag,
+            stream: stream.into(),
+            partition_key: pk.to_string(),
+            explicit_hash_key: ehk,
+            hash,
+            cost: size.max(1) as u32,
+            data,
+            deadline: now + settings.record_max_buffered_time(),
+            expiry: now + settings.record_ttl(),
+            ready_since: now,
+            attempts: Vec::new(),
+            sink: sink.clone(),
+        })
+    }
+
+    pub(crate) fn settings_for(&self, stream: &str) -> &Arc<StreamSettings> {
+        self.stream_settings
+            .get(stream)
+            .unwrap_or(&self.default_settings)
+    }
+
+    /// Sends validated records to their streams' actors.
+    fn dispatch(self: &Arc<Self>, records: Vec<UserRecord>) {
+        let mut streams = self.streams.lock().expect("streams lock");
+        let mut by_stream: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
+        for u in records {
+            match by_stream.iter_mut().find(|(s, _)| *s == u.stream) {
+                Some((_, v)) => v.push(u),
+                None => by_stream.push((u.stream.clone(), vec![u])),
+            }
+        }
+        for (name, recs) in by_stream {
+            let tx = streams
+                .entry(name.clone())
+                .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
+            if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) =
+                tx.send(StreamMsg::Records(recs))
+            {
+                // The actor is gone only after an abort.
+                for u in recs {
+                    self.finish(
+                        u,
+                        Err((codes::SHUTTING_DOWN, "kpld is shutting down".into())),
+                    );
+                }
+            }
+        }
+    }
+
+    /// Delivers a record's one final result and gives back its budget.
+    pub(crate) fn finish(&self, u: UserRecord, outcome: Outcome<'_>) {
+        let c = &self.counters;
+        match &outcome {
+            Ok(_) => Counters::add(&c.user_records_put, 1),
+            Err((code, _)) => {
+                Counters::add(&c.user_records_failed, 1);
+                if *code == codes::EXPIRED {
+                    Counters::add(&c.expired, 1);
+                }
+            }
+        }
+        let result = match outcome {
+            Ok((shard, seq, sub)) => RecordResult {
+                id: u.id,
+                success: true,
+                shard_id: shard.to_string(),
+                sequence_number: seq.to_string(),
+                sub_sequence_number: sub,
+                attempts: u.attempts,
+                error_code: String::new(),
+                error_message: String::new(),
+            },
+            Err((code, message)) => failure(u.id, code, message, u.attempts),
+        };
+        u.sink.deliver(u.tag, result);
+        self.bytes_budget.add_permits(u.cost as usize);
+        self.records_budget.add_permits(1);
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+pub(crate) fn failure(
+    id: u64,
+    code: &str,
+    message: String,
+    attempts: Vec<Attempt>,
+) -> RecordResult {
+    RecordResult {
+        id,
+        success: false,
+        attempts,
+        error_code: code.to_string(),
+        error_message: message,
+        ..Default::default()
+    }
+}
+
+fn valid_stream_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A record's end: (shard id, sequence number, sub-sequence number) or
+/// (error code, message).
+pub(crate) type Outcome<'a> = Result<(Arc<str>, Arc<str>, u64), (&'a str, String)>;
+
+/// A record inside the pipeline.
+pub(crate) struct UserRecord {
+    pub(crate) id: u64,
+    pub(crate) tag: u64,
+    pub(crate) stream: Arc<str>,
+    pub(crate) partition_key: String,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) hash: u128,
+    pub(crate) data: Bytes,
+    /// Budget bytes held until the result.
+    pub(crate) cost: u32,
+    /// When it must be sent (arrival + record_max_buffered_time; now for retries).
+    pub(crate) deadline: Instant,
+    /// record_ttl_ms after arrival: no attempt starts after this.
+    pub(crate) expiry: Instant,
+    /// Arrival, or the end of the previous attempt: the start of `delay_ms`.
+    pub(crate) ready_since: Instant,
+    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) sink: Arc<dyn ResultSink>,
+}
