@@ -14,9 +14,11 @@
 //!   routing, aggregation, collection, sending, retries, results.
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
 //! - [`shutdown`]: signals and the drain sequence.
+//! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
+pub mod client;
 pub mod collect;
 pub mod compress;
 pub mod config;
