@@ -140,14 +140,12 @@ impl IdSetting {
 
 /// The id (third field) of `name` in a passwd- or group-format file.
 fn lookup_id(db: &str, name: &str) -> Option<u32> {
-    db.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let mut f = l.split(':');
-            (f.next()? == name).then_some(())?;
-            f.next()?;
-            f.next()?.trim().parse().ok()
-        })
+    db.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let mut f = l.split(':');
+        (f.next()? == name).then_some(())?;
+        f.next()?;
+        f.next()?.trim().parse().ok()
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -275,7 +273,11 @@ fn parse_status_groups(status: &str) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| g.split_whitespace().filter_map(|x| x.parse().ok()).collect())
+        .map(|g| {
+            g.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -343,7 +345,7 @@ pub fn bind_with_perms(path: &Path, perms: &SocketPerms) -> io::Result<(UnixList
         let _ = std::fs::remove_file(&staged);
         let _ = std::fs::remove_dir(&staging);
         std::fs::DirBuilder::new().mode(0o700).create(&staging)?;
-        let bound = (|| {
+        let bound = (|| -> io::Result<UnixListener> {
             let l = UnixListener::bind(&staged)?;
             set_perms(&staged, perms)?;
             std::fs::rename(&staged, path)?;
@@ -403,14 +405,17 @@ mod tests {
     fn open_policy_lets_everyone_in_without_looking_at_groups() {
         let p = AccessPolicy::default();
         assert!(p.is_open());
-        p.check(&peer(1234, 1234), || panic!("groups not needed")).unwrap();
+        p.check(&peer(1234, 1234), || panic!("groups not needed"))
+            .unwrap();
     }
 
     #[test]
     fn listed_uid_or_primary_gid_is_enough() {
         let p = AccessPolicy::new(vec![1000], vec![2000]);
-        p.check(&peer(1000, 1), || panic!("groups not needed")).unwrap();
-        p.check(&peer(5, 2000), || panic!("groups not needed")).unwrap();
+        p.check(&peer(1000, 1), || panic!("groups not needed"))
+            .unwrap();
+        p.check(&peer(5, 2000), || panic!("groups not needed"))
+            .unwrap();
     }
 
     #[test]
@@ -425,13 +430,18 @@ mod tests {
         let e = p.check(&peer(4242, 4243), || vec![7]).unwrap_err();
         assert_eq!(e.peer.uid, 4242);
         let msg = e.to_string();
-        assert!(msg.contains("uid 4242") && msg.contains("gid 4243") && msg.contains("pid 99"), "{msg}");
+        assert!(
+            msg.contains("uid 4242") && msg.contains("gid 4243") && msg.contains("pid 99"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn uid_list_alone_does_not_read_groups() {
         let p = AccessPolicy::new(vec![1000], vec![]);
-        assert!(p.check(&peer(5, 5), || panic!("groups not needed")).is_err());
+        assert!(p
+            .check(&peer(5, 5), || panic!("groups not needed"))
+            .is_err());
     }
 
     #[test]
@@ -459,7 +469,10 @@ mod tests {
         let t: T = toml::from_str("mode = 0o640\nmode2 = \"0600\"\nids = [0, \"root\"]").unwrap();
         assert_eq!(t.mode.resolve(), Ok(0o640));
         assert_eq!(t.mode2.resolve(), Ok(0o600));
-        assert_eq!(t.ids, vec![IdSetting::Id(0), IdSetting::Name("root".into())]);
+        assert_eq!(
+            t.ids,
+            vec![IdSetting::Id(0), IdSetting::Name("root".into())]
+        );
         assert_eq!(t.ids[1].resolve_user().unwrap(), 0);
         assert_eq!(t.ids[1].resolve_group().unwrap(), 0);
     }
@@ -469,8 +482,13 @@ mod tests {
         let db = "# comment\nroot:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/home/app:/bin/sh\n";
         assert_eq!(lookup_id(db, "app"), Some(1001));
         assert_eq!(lookup_id(db, "ap"), None);
-        assert_eq!(IdSetting::Name("4321".into()).resolve_group().unwrap(), 4321);
-        let e = IdSetting::Name("no-such-group-kpld".into()).resolve_group().unwrap_err();
+        assert_eq!(
+            IdSetting::Name("4321".into()).resolve_group().unwrap(),
+            4321
+        );
+        let e = IdSetting::Name("no-such-group-kpld".into())
+            .resolve_group()
+            .unwrap_err();
         assert!(e.to_string().contains("/etc/group"), "{e}");
     }
 
@@ -495,7 +513,10 @@ mod tests {
         let m = std::fs::symlink_metadata(&path).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o640);
         // The staging directory is gone; only the socket is left.
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("kpld.sock")]);
         // It accepts connections under its final name.
         let _c = std::os::unix::net::UnixStream::connect(&path).unwrap();

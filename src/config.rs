@@ -218,6 +218,7 @@ pub struct Config {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub streams_allowed: Option<Vec<String>>,
     /// Per-stream settings, fully resolved (kept last: TOML tables follow values).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub streams: BTreeMap<String, StreamSettings>,
 }
 
@@ -324,7 +325,9 @@ impl Config {
             kinesis_endpoint: raw.kinesis_endpoint.filter(|e| !e.is_empty()),
             aggregation_enabled: raw.aggregation_enabled.unwrap_or(true),
             aggregation_max_count: raw.aggregation_max_count.unwrap_or(4_294_967_295),
-            aggregation_max_size: raw.aggregation_max_size.unwrap_or(51_200),
+            aggregation_max_size: raw
+                .aggregation_max_size
+                .unwrap_or(51_200.min(max_record_size)),
             collection_max_count: raw.collection_max_count.unwrap_or(500),
             collection_max_size: raw.collection_max_size.unwrap_or(5 * MIB),
             record_max_buffered_time_ms: raw.record_max_buffered_time_ms.unwrap_or(100),
@@ -414,7 +417,10 @@ impl Config {
         let s = StreamSettings {
             aggregation_enabled: r.aggregation_enabled.unwrap_or(d.aggregation_enabled),
             aggregation_max_count: r.aggregation_max_count.unwrap_or(d.aggregation_max_count),
-            aggregation_max_size: r.aggregation_max_size.unwrap_or(d.aggregation_max_size),
+            aggregation_max_size: r.aggregation_max_size.unwrap_or(
+                d.aggregation_max_size
+                    .min(r.max_record_size.unwrap_or(d.max_record_size)),
+            ),
             record_max_buffered_time_ms: r
                 .record_max_buffered_time_ms
                 .unwrap_or(d.record_max_buffered_time_ms),

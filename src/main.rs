@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 /// environment variables KPLD_<KEY> (e.g. KPLD_RECORD_TTL_MS=60000) which
 /// override the file. Region and credentials come from the standard AWS
 /// chain (AWS_REGION, profiles, container and instance roles); the endpoint
-/// also from AWS_ENDPOINT_URL_KINESIS. See README.md for every key.
+/// also from AWS_ENDPOINT_URL_KINESIS. Every key: docs/configuration.md.
 #[derive(Parser, Debug)]
 #[command(name = "kpld", version, about, long_about)]
 struct Cli {
@@ -139,7 +139,13 @@ fn mask(s: &str) -> String {
 }
 
 async fn run(cfg: Config) -> anyhow::Result<u8> {
-    let (api, shared) = SdkKinesis::new(&cfg).await.context("AWS setup")?;
+    let (api, shared) = match SdkKinesis::new(&cfg).await {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("kpld: configuration error: {e}");
+            return Ok(2);
+        }
+    };
     let mut stream_apis: HashMap<String, Arc<dyn KinesisApi>> = HashMap::new();
     for (name, s) in cfg.streams.iter().filter(|(_, s)| s.has_own_client()) {
         let api = SdkKinesis::for_stream(&cfg, &shared, s)
@@ -183,7 +189,8 @@ async fn run(cfg: Config) -> anyhow::Result<u8> {
     if report.undelivered > 0 {
         tracing::error!(
             undelivered = report.undelivered,
-            "shutdown_grace_ms ran out: records failed with ShuttingDown"
+            arrived_during_drain = report.refused_during_drain,
+            "records failed with ShuttingDown (shutdown_grace_ms ran out, or they arrived after the drain began)"
         );
         return Ok(1);
     }

@@ -18,9 +18,10 @@ use futures_util::{SinkExt, StreamExt};
 use prost::Message;
 use std::collections::VecDeque;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -116,12 +117,53 @@ enum ConnEvent {
     Send(ServerMessage),
 }
 
-struct ConnSink(mpsc::UnboundedSender<ConnEvent>);
+/// Results waiting to be written to one client. A client that sends but
+/// never reads would otherwise make the daemon hold its results without
+/// bound: past [`MAX_UNWRITTEN_RESULTS`] the reader stops taking its requests.
+#[derive(Default)]
+struct Backlog {
+    unwritten: AtomicUsize,
+    writer_gone: AtomicBool,
+    changed: Notify,
+}
+
+const MAX_UNWRITTEN_RESULTS: usize = 16 * 1024;
+
+impl Backlog {
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.unwritten.load(Ordering::Acquire) < MAX_UNWRITTEN_RESULTS
+                || self.writer_gone.load(Ordering::Acquire)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn written(&self, n: usize) {
+        if n > 0 && self.unwritten.fetch_sub(n, Ordering::AcqRel) >= MAX_UNWRITTEN_RESULTS {
+            self.changed.notify_waiters();
+        }
+    }
+
+    fn gone(&self) {
+        self.writer_gone.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+struct ConnSink {
+    tx: mpsc::UnboundedSender<ConnEvent>,
+    backlog: Arc<Backlog>,
+}
 
 impl ResultSink for ConnSink {
     fn deliver(&self, tag: u64, result: RecordResult) {
+        self.backlog.unwritten.fetch_add(1, Ordering::AcqRel);
         // A vanished client no longer reads; its records still count as done.
-        let _ = self.0.send(ConnEvent::Result(tag, result));
+        let _ = self.tx.send(ConnEvent::Result(tag, result));
     }
 }
 
@@ -153,18 +195,21 @@ pub async fn handle_connection(
     stop_reading: CancellationToken,
 ) {
     let (rd, wr) = stream.into_split();
-    let max_frame = producer.config().max_frame_size as usize;
-    let codec = || {
+    let codec = |max_frame: usize| {
         LengthDelimitedCodec::builder()
             .big_endian()
             .length_field_length(4)
             .max_frame_length(max_frame)
             .new_codec()
     };
-    let mut frames = FramedRead::new(rd, codec());
+    let mut frames = FramedRead::new(rd, codec(producer.config().max_frame_size as usize));
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(FramedWrite::new(wr, codec()), rx));
-    read_loop(&mut frames, &tx, &producer, &stop_reading).await;
+    let backlog = Arc::new(Backlog::default());
+    // Outgoing frames are kept near RESULTS_FRAME_TARGET; the limit only
+    // guards against a bug, never against the client.
+    let out = FramedWrite::new(wr, codec(u32::MAX as usize));
+    let writer = tokio::spawn(write_loop(out, rx, backlog.clone()));
+    read_loop(&mut frames, &tx, &producer, &stop_reading, &backlog).await;
     drop(tx);
     let _ = writer.await;
 }
@@ -174,8 +219,12 @@ async fn read_loop(
     tx: &mpsc::UnboundedSender<ConnEvent>,
     producer: &Producer,
     stop_reading: &CancellationToken,
+    backlog: &Arc<Backlog>,
 ) {
-    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink(tx.clone()));
+    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink {
+        tx: tx.clone(),
+        backlog: backlog.clone(),
+    });
     let fatal = |code: &str, message: String| {
         let _ = tx.send(ConnEvent::Send(error_frame(code, message, true)));
     };
@@ -187,7 +236,7 @@ async fn read_loop(
                 if hello_done {
                     let _ = tx.send(ConnEvent::Send(error_frame(
                         crate::producer::codes::SHUTTING_DOWN,
-                        "kpld is shutting down; results of records already sent follow".into(),
+                        "kpld is shutting down and reads no more requests".into(),
                         true,
                     )));
                 }
@@ -228,6 +277,7 @@ async fn read_loop(
             match msg {
                 client_message::Msg::Hello(h) if h.protocol_version == PROTOCOL_VERSION => {
                     hello_done = true;
+                    tracing::debug!(client = %h.client_name, "client connected");
                     let cfg = producer.config();
                     let _ = tx.send(ConnEvent::Send(ServerMessage {
                         msg: Some(server_message::Msg::Hello(HelloReply {
@@ -258,6 +308,7 @@ async fn read_loop(
         }
         match msg {
             client_message::Msg::Put(req) => {
+                backlog.wait_for_room().await;
                 let n = req.records.len() as u64;
                 if n == 0 {
                     continue;
@@ -371,8 +422,18 @@ impl FlushTracker {
 }
 
 async fn write_loop(
+    out: FramedWrite<tokio::net::unix::OwnedWriteHalf, LengthDelimitedCodec>,
+    rx: mpsc::UnboundedReceiver<ConnEvent>,
+    backlog: Arc<Backlog>,
+) {
+    write_frames(out, rx, &backlog).await;
+    backlog.gone();
+}
+
+async fn write_frames(
     mut out: FramedWrite<tokio::net::unix::OwnedWriteHalf, LengthDelimitedCodec>,
     mut rx: mpsc::UnboundedReceiver<ConnEvent>,
+    backlog: &Backlog,
 ) {
     let mut flushes = FlushTracker::default();
     let mut results: Vec<RecordResult> = Vec::new();
@@ -415,6 +476,13 @@ async fn write_loop(
                 msg: Some(server_message::Msg::Flushed(FlushReply { id })),
             });
         }
+        let n_results: usize = frames
+            .iter()
+            .map(|m| match &m.msg {
+                Some(server_message::Msg::Results(r)) => r.results.len(),
+                _ => 0,
+            })
+            .sum();
         for m in frames {
             let mut buf = BytesMut::with_capacity(m.encoded_len());
             m.encode(&mut buf).expect("BytesMut grows");
@@ -426,6 +494,7 @@ async fn write_loop(
             // The client is gone; its records still finish in the producer.
             return;
         }
+        backlog.written(n_results);
     }
     let _ = SinkExt::<bytes::Bytes>::close(&mut out).await;
 }

@@ -54,21 +54,31 @@ fn passed_fd_count(
     listen_pid: Option<&str>,
     listen_fds: Option<&str>,
 ) -> Result<Option<usize>, ListenFdsError> {
-    let Some(fds) = listen_fds else { return Ok(None) };
+    let Some(fds) = listen_fds else {
+        return Ok(None);
+    };
     // sd_listen_fds: LISTEN_PID is required; one that names another process
     // means the variables were inherited, not meant for us.
-    let Some(pid) = listen_pid else { return Ok(None) };
-    let pid: u32 = pid.trim().parse().map_err(|_| ListenFdsError::BadVariable {
-        name: "LISTEN_PID",
-        value: pid.to_string(),
-    })?;
+    let Some(pid) = listen_pid else {
+        return Ok(None);
+    };
+    let pid: u32 = pid
+        .trim()
+        .parse()
+        .map_err(|_| ListenFdsError::BadVariable {
+            name: "LISTEN_PID",
+            value: pid.to_string(),
+        })?;
     if pid != our_pid {
         return Ok(None);
     }
-    let n: usize = fds.trim().parse().map_err(|_| ListenFdsError::BadVariable {
-        name: "LISTEN_FDS",
-        value: fds.to_string(),
-    })?;
+    let n: usize = fds
+        .trim()
+        .parse()
+        .map_err(|_| ListenFdsError::BadVariable {
+            name: "LISTEN_FDS",
+            value: fds.to_string(),
+        })?;
     match n {
         0 => Ok(None),
         1 => Ok(Some(1)),
@@ -98,14 +108,21 @@ pub fn listen_fds() -> Result<Option<UnixListener>, ListenFdsError> {
     for name in ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
         std::env::remove_var(name);
     }
-    let count = passed_fd_count(std::process::id(), listen_pid.as_deref(), listen_fds.as_deref())?;
+    let count = passed_fd_count(
+        std::process::id(),
+        listen_pid.as_deref(),
+        listen_fds.as_deref(),
+    )?;
     if count.is_none() || TAKEN.swap(true, Ordering::SeqCst) {
         return Ok(None);
     }
     let fd = take_passed_fd();
     check_listening_unix_stream(&fd)?;
-    nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))
-        .map_err(io::Error::from)?;
+    nix::fcntl::fcntl(
+        &fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    )
+    .map_err(io::Error::from)?;
     let listener = UnixListener::from(fd);
     // std refuses a non-AF_UNIX address here ("not a Unix socket").
     listener
@@ -131,7 +148,9 @@ fn check_listening_unix_stream(fd: &OwnedFd) -> Result<(), ListenFdsError> {
     let ty = getsockopt(&fd.as_fd(), sockopt::SockType)
         .map_err(|e| ListenFdsError::NotUnixStreamListener(format!("not a socket: {e}")))?;
     if ty != SockType::Stream {
-        return Err(ListenFdsError::NotUnixStreamListener(format!("socket type {ty:?}")));
+        return Err(ListenFdsError::NotUnixStreamListener(format!(
+            "socket type {ty:?}"
+        )));
     }
     let listening = getsockopt(&fd.as_fd(), sockopt::AcceptConn).map_err(io::Error::from)?;
     if !listening {
@@ -169,7 +188,10 @@ pub fn notify(state: &str) -> io::Result<bool> {
 /// `STATUS=<text>` (one line: newlines become spaces). Ignores errors: a
 /// status line is informational.
 pub fn status(text: &str) {
-    let line: String = text.chars().map(|c| if c == '\n' { ' ' } else { c }).collect();
+    let line: String = text
+        .chars()
+        .map(|c| if c == '\n' { ' ' } else { c })
+        .collect();
     let _ = notify(&format!("STATUS={line}"));
 }
 
@@ -194,7 +216,10 @@ pub fn notify_to(addr: &std::ffi::OsStr, state: &str) -> io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     let sent = sock.send_to_addr(state.as_bytes(), &target)?;
     if sent != state.len() {
-        return Err(io::Error::new(io::ErrorKind::WriteZero, "short notification datagram"));
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short notification datagram",
+        ));
     }
     Ok(())
 }
@@ -258,27 +283,45 @@ mod tests {
 
     #[test]
     fn more_than_one_fd_is_refused_with_the_unit_setting_to_fix() {
-        let e = passed_fd_count(42, Some("42"), Some("2")).unwrap_err().to_string();
-        assert!(e.contains("2 file descriptors") && e.contains("ListenStream"), "{e}");
+        let e = passed_fd_count(42, Some("42"), Some("2"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("2 file descriptors") && e.contains("ListenStream"),
+            "{e}"
+        );
     }
 
     #[test]
     fn garbage_variables_are_named() {
-        let e = passed_fd_count(42, Some("x"), Some("1")).unwrap_err().to_string();
+        let e = passed_fd_count(42, Some("x"), Some("1"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LISTEN_PID"), "{e}");
-        let e = passed_fd_count(42, Some("42"), Some("one")).unwrap_err().to_string();
+        let e = passed_fd_count(42, Some("42"), Some("one"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("LISTEN_FDS"), "{e}");
     }
 
     #[test]
     fn watchdog_needs_a_positive_interval_for_this_process() {
-        assert_eq!(parse_watchdog(7, Some("2000000"), None), Some(Duration::from_secs(2)));
-        assert_eq!(parse_watchdog(7, Some("2000000"), Some("7")), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_watchdog(7, Some("2000000"), None),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            parse_watchdog(7, Some("2000000"), Some("7")),
+            Some(Duration::from_secs(2))
+        );
         assert_eq!(parse_watchdog(7, Some("2000000"), Some("8")), None);
         assert_eq!(parse_watchdog(7, Some("0"), None), None);
         assert_eq!(parse_watchdog(7, Some("soon"), None), None);
         assert_eq!(parse_watchdog(7, None, Some("7")), None);
-        assert_eq!(watchdog_ping_period(Duration::from_secs(2)), Duration::from_secs(1));
+        assert_eq!(
+            watchdog_ping_period(Duration::from_secs(2)),
+            Duration::from_secs(1)
+        );
     }
 
     #[test]

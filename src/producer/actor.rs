@@ -48,6 +48,8 @@ pub(crate) enum StreamMsg {
         ended: Instant,
     },
     MapLoaded(Result<ShardMap, ApiError>),
+    /// Part of a batch not sent because a record in it expired first.
+    Unsent(Vec<KinesisRecord>),
 }
 
 /// Records waiting for one shard, being aggregated.
@@ -208,6 +210,7 @@ impl StreamActor {
                 self.on_sent(batch, outcome, started, ended);
             }
             StreamMsg::MapLoaded(r) => self.on_map_loaded(r),
+            StreamMsg::Unsent(batch) => self.on_unsent(batch),
         }
     }
 
@@ -297,24 +300,35 @@ impl StreamActor {
             let k = single(b.shard_id.clone(), self.map_gen, u);
             return self.admit(idx, k, now);
         }
-        let max_size = self.settings.aggregation_max_size as usize;
         let max_count = self.settings.aggregation_max_count;
-        let b = &mut self.buffers[idx];
+        // The PutRecords entry of an aggregate is its bytes plus the first
+        // record's partition key, and must stay within max_record_size.
+        let (agg_max, record_max) = (
+            self.settings.aggregation_max_size as usize,
+            self.settings.max_record_size as usize,
+        );
+        let limit = |outer_key: &str| agg_max.min(record_max.saturating_sub(outer_key.len()));
+        let b = &self.buffers[idx];
+        let outer_key = b
+            .records
+            .first()
+            .map_or(u.partition_key.as_str(), |f| &f.partition_key);
         let size_with = b.builder.size_with(
             &u.partition_key,
             u.explicit_hash_key.as_deref(),
             u.data.len(),
         );
-        if size_with > max_size && !b.records.is_empty() {
+        if size_with > limit(outer_key) && !b.records.is_empty() {
             self.flush_buffer(idx, now);
         }
+        let alone_limit = limit(&u.partition_key);
         let b = &mut self.buffers[idx];
         if b.records.is_empty()
             && b.builder.size_with(
                 &u.partition_key,
                 u.explicit_hash_key.as_deref(),
                 u.data.len(),
-            ) > max_size
+            ) > alone_limit
         {
             // Too big to aggregate with anything: sent on its own.
             let k = single(b.shard_id.clone(), self.map_gen, u);
@@ -481,34 +495,46 @@ impl StreamActor {
         // A safety net over the SDK's own attempt timeout.
         let hard_timeout = self.inner.cfg.request_timeout() + Duration::from_secs(2);
         tokio::spawn(async move {
-            let send = async {
-                let _permit = permits.acquire_owned().await.expect("permits never close");
-                let started = Instant::now();
+            let cancelled = || {
+                ApiError {
+                class: ErrorClass::Fatal,
+                code: codes::SHUTTING_DOWN.into(),
+                message: "kpld shut down while the record was waiting to be sent or in flight; it may or may not be in the stream".into(),
+            }
+            };
+            let permit = tokio::select! {
+                p = permits.acquire_owned() => p.expect("permits never close"),
+                _ = abort.cancelled() => {
+                    let now = Instant::now();
+                    let _ = tx.send(StreamMsg::Sent { batch, outcome: Err(cancelled()), started: now, ended: now });
+                    return;
+                }
+            };
+            // No attempt may start after a record's TTL, however long the
+            // wait for a free connection was.
+            let now = Instant::now();
+            let (batch, expired): (Vec<_>, Vec<_>) = batch
+                .into_iter()
+                .partition(|k| k.records.iter().all(|u| u.expiry > now));
+            if !expired.is_empty() {
+                let _ = tx.send(StreamMsg::Unsent(expired));
+            }
+            let started = Instant::now();
+            let outcome = if batch.is_empty() {
+                Ok(Vec::new())
+            } else {
                 let entries = batch.iter().map(|k| k.entry.clone()).collect();
-                let outcome =
-                    match tokio::time::timeout(hard_timeout, api.put_records(&stream, entries))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(ApiError {
-                            class: ErrorClass::Retryable,
-                            code: "RequestTimeout".into(),
-                            message: "no answer within request_timeout_ms".into(),
-                        }),
-                    };
-                (outcome, started)
+                let call = tokio::time::timeout(hard_timeout, api.put_records(&stream, entries));
+                tokio::select! {
+                    r = call => r.unwrap_or_else(|_| Err(ApiError {
+                        class: ErrorClass::Retryable,
+                        code: "RequestTimeout".into(),
+                        message: "no answer within request_timeout_ms".into(),
+                    })),
+                    _ = abort.cancelled() => Err(cancelled()),
+                }
             };
-            let (outcome, started) = tokio::select! {
-                r = send => r,
-                _ = abort.cancelled() => (
-                    Err(ApiError {
-                        class: ErrorClass::Fatal,
-                        code: codes::SHUTTING_DOWN.into(),
-                        message: "kpld shut down while the record was waiting to be sent or in flight; it may or may not be in the stream".into(),
-                    }),
-                    Instant::now(),
-                ),
-            };
+            drop(permit);
             let _ = tx.send(StreamMsg::Sent {
                 batch,
                 outcome,
@@ -518,6 +544,25 @@ impl StreamActor {
         });
     }
 
+    /// Kinesis records that waited for a connection past a record's TTL:
+    /// the expired records fail, the others are routed again.
+    fn on_unsent(&mut self, batch: Vec<KinesisRecord>) {
+        let now = Instant::now();
+        for k in batch {
+            for u in k.records {
+                if u.expiry <= now {
+                    let msg = format!(
+                        "record_ttl_ms ({} ms) ran out while the record waited for a free connection (max_connections = {})",
+                        self.settings.record_ttl_ms, self.inner.cfg.max_connections
+                    );
+                    self.inner.finish(u, Err((codes::EXPIRED, msg)));
+                } else {
+                    self.route(u);
+                }
+            }
+        }
+    }
+
     fn on_sent(
         &mut self,
         batch: Vec<KinesisRecord>,
@@ -525,6 +570,9 @@ impl StreamActor {
         started: Instant,
         ended: Instant,
     ) {
+        if batch.is_empty() {
+            return;
+        }
         let inner = self.inner.clone();
         let c = &inner.counters;
         Counters::add(&c.put_records_calls, 1);

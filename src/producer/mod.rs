@@ -77,8 +77,11 @@ pub trait ResultSink: Send + Sync + 'static {
 /// What [`Producer::shutdown`] left undelivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Records that got a `ShuttingDown` error because the grace period ran out.
+    /// Records that got a `ShuttingDown` error: left when the grace period
+    /// ran out, or handed over after the drain began.
     pub undelivered: u64,
+    /// Of those, the ones handed over after the drain began.
+    pub refused_during_drain: u64,
 }
 
 /// The KPL pipeline as a library type. Cheap to clone.
@@ -109,6 +112,8 @@ pub(crate) struct Inner {
     /// Cancelled when the shutdown grace period runs out.
     pub(crate) abort: CancellationToken,
     pub(crate) counters: Counters,
+    /// Records refused with ShuttingDown because they arrived during the drain.
+    pub(crate) refused_at_shutdown: AtomicU64,
 }
 
 /// Totals since start, for `stats` and the tests' reports.
@@ -195,6 +200,7 @@ impl Producer {
                 draining: AtomicBool::new(false),
                 abort: CancellationToken::new(),
                 counters: Counters::default(),
+                refused_at_shutdown: AtomicU64::new(0),
             }),
         }
     }
@@ -256,6 +262,9 @@ impl Producer {
             return;
         }
         if inner.draining.load(Ordering::Acquire) {
+            inner
+                .refused_at_shutdown
+                .fetch_add(valid.len() as u64, Ordering::AcqRel);
             for u in valid {
                 sink.deliver(
                     tag,
@@ -346,12 +355,16 @@ impl Producer {
             let _ = tx.send(StreamMsg::Drain);
         }
         let drained = tokio::time::timeout(grace, inner.wait_idle()).await.is_ok();
-        let undelivered = if drained { 0 } else { self.outstanding() };
+        let left = if drained { 0 } else { self.outstanding() };
         inner.abort.cancel();
         // Actors fail what is left and in-flight calls are cancelled, so
         // this ends quickly.
         let _ = tokio::time::timeout(Duration::from_secs(10), inner.wait_idle()).await;
-        ShutdownReport { undelivered }
+        let refused = inner.refused_at_shutdown.load(Ordering::Acquire);
+        ShutdownReport {
+            undelivered: left + refused,
+            refused_during_drain: refused,
+        }
     }
 }
 
@@ -457,7 +470,9 @@ impl Inner {
                 })?;
                 let h = parse_explicit_hash_key(s)
                     .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
-                (h, Some(s.to_string()))
+                // Normalised ("007" -> "7"): Kinesis refuses leading zeros,
+                // and would fail the whole PutRecords call for it.
+                (h, Some(h.to_string()))
             }
         };
         Ok(UserRecord {
