@@ -15,6 +15,8 @@
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
 //! - [`shutdown`]: signals and the drain sequence.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
+//! - [`fake_kinesis`]: a programmable Kinesis double over real HTTP, for the
+//!   tests and the benchmark (not used by the daemon).
 #![forbid(unsafe_code)]
 
 pub mod aggregate;
@@ -22,6 +24,7 @@ pub mod client;
 pub mod collect;
 pub mod compress;
 pub mod config;
+pub mod fake_kinesis;
 pub mod limit;
 pub mod producer;
 pub mod retry;

@@ -2,6 +2,8 @@
 //! talk to it with the protocol client, collect every result.
 #![allow(dead_code)]
 
+pub mod verify;
+
 use kpld::client::{self, Receiver, Sender};
 use kpld::ipc::{server_message, RecordResult};
 use std::collections::HashMap;
@@ -50,7 +52,11 @@ impl Daemon {
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while tokio::net::UnixStream::connect(&d.socket).await.is_err() {
-            assert!(Instant::now() < deadline, "kpld did not start:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "kpld did not start:\n{}",
+                d.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         d
@@ -84,7 +90,11 @@ impl Daemon {
                 let log = self.log_text();
                 return (st, log);
             }
-            assert!(Instant::now() < deadline, "kpld did not exit:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "kpld did not exit:\n{}",
+                self.log_text()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
