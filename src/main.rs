@@ -50,7 +50,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    init_logging(&cfg);
+    let log_level = init_logging(&cfg);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,7 +64,7 @@ fn main() -> std::process::ExitCode {
     let result = if cli.check {
         rt.block_on(check(cfg, path))
     } else {
-        rt.block_on(run(cfg))
+        rt.block_on(run(cfg, path, log_level))
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
@@ -76,21 +76,30 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// Sets up logging; the returned handle changes the level on SIGHUP.
+fn init_logging(cfg: &Config) -> LogLevelHandle {
+    use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::new(&cfg.log_level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (filter, handle) = reload::Layer::new(filter);
+    let out = fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(filter);
     match cfg.log_format {
-        LogFormat::Json => b.json().init(),
-        LogFormat::Text => b.init(),
+        LogFormat::Json => registry.with(out.json()).init(),
+        LogFormat::Text => registry.with(out).init(),
     }
+    Box::new(move |level: &str| {
+        handle
+            .reload(EnvFilter::new(level))
+            .map_err(|e| e.to_string())
+    })
 }
+
+type LogLevelHandle = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 async fn check(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     use aws_credential_types::provider::ProvideCredentials;
@@ -129,6 +138,61 @@ async fn check(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     Ok(0)
 }
 
+/// SIGHUP: re-reads the config file and applies what can change live.
+fn reload(
+    producer: &kpld::Producer,
+    current: &mut Config,
+    path: Option<&std::path::Path>,
+    log_level: &LogLevelHandle,
+) {
+    let new = match Config::load(path, std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("SIGHUP: the configuration is not valid, keeping the running one: {e}");
+            return;
+        }
+    };
+    let report = producer.reconfigure(current, &new);
+    if new.log_level != current.log_level && std::env::var("RUST_LOG").is_err() {
+        if let Err(e) = log_level(&new.log_level) {
+            tracing::error!("SIGHUP: cannot change log_level: {e}");
+        }
+    }
+    if report.changed.is_empty() && report.restart_needed.is_empty() {
+        tracing::info!("SIGHUP: configuration re-read, nothing changed");
+    }
+    for c in &report.changed {
+        tracing::info!(change = %c, "SIGHUP: applied");
+    }
+    for c in &report.restart_needed {
+        tracing::warn!(change = %c, "SIGHUP: changed in the file, takes effect after a restart");
+    }
+    // Keep what runs: live keys from the file, the others as they were.
+    let mut applied = new;
+    for_restart_keys(current, &mut applied);
+    *current = applied;
+}
+
+/// Copies the keys that only a restart changes from `running` into `next`,
+/// so the next reload compares against what really runs.
+fn for_restart_keys(running: &Config, next: &mut Config) {
+    next.socket_path = running.socket_path.clone();
+    next.region = running.region.clone();
+    next.kinesis_endpoint = running.kinesis_endpoint.clone();
+    next.collection_max_count = running.collection_max_count;
+    next.collection_max_size = running.collection_max_size;
+    next.max_connections = running.max_connections;
+    next.request_timeout_ms = running.request_timeout_ms;
+    next.connect_timeout_ms = running.connect_timeout_ms;
+    next.max_frame_size = running.max_frame_size;
+    next.max_buffered_bytes = running.max_buffered_bytes;
+    next.max_outstanding_records = running.max_outstanding_records;
+    next.retry_backoff_base_ms = running.retry_backoff_base_ms;
+    next.retry_backoff_max_ms = running.retry_backoff_max_ms;
+    next.shutdown_grace_ms = running.shutdown_grace_ms;
+    next.log_format = running.log_format;
+}
+
 fn mask(s: &str) -> String {
     let n = s.chars().count();
     if n <= 8 {
@@ -138,7 +202,8 @@ fn mask(s: &str) -> String {
     }
 }
 
-async fn run(cfg: Config) -> anyhow::Result<u8> {
+async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> anyhow::Result<u8> {
+    let mut current = cfg.clone();
     let (api, shared) = match SdkKinesis::new(&cfg).await {
         Ok(x) => x,
         Err(e) => {
@@ -169,7 +234,16 @@ async fn run(cfg: Config) -> anyhow::Result<u8> {
         stop_reading.clone(),
         connections.clone(),
     ));
-    let sig = kpld::shutdown::signal().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("SIGHUP handler")?;
+    let stop = kpld::shutdown::signal();
+    tokio::pin!(stop);
+    let sig = loop {
+        tokio::select! {
+            s = &mut stop => break s,
+            _ = hup.recv() => reload(&producer, &mut current, path.as_deref(), &log_level),
+        }
+    };
     tracing::info!(
         signal = sig,
         outstanding = producer.outstanding(),

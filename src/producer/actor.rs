@@ -50,6 +50,8 @@ pub(crate) enum StreamMsg {
     MapLoaded(Result<ShardMap, ApiError>),
     /// Part of a batch not sent because a record in it expired first.
     Unsent(Vec<KinesisRecord>),
+    /// New settings from a reload.
+    Settings(Arc<StreamSettings>),
 }
 
 /// Records waiting for one shard, being aggregated.
@@ -117,7 +119,7 @@ impl StreamActor {
             max_bytes: inner.cfg.collection_max_size as usize,
         };
         let draining = inner.draining.load(Ordering::Acquire);
-        let settings = inner.settings_for(&name).clone();
+        let settings = inner.live.load().settings_for(&name).clone();
         let api = inner.stream_apis.get(&*name).unwrap_or(&inner.api).clone();
         let actor = StreamActor {
             inner,
@@ -211,6 +213,15 @@ impl StreamActor {
             }
             StreamMsg::MapLoaded(r) => self.on_map_loaded(r),
             StreamMsg::Unsent(batch) => self.on_unsent(batch),
+            StreamMsg::Settings(s) => {
+                if s.rate_limit != self.settings.rate_limit {
+                    let now = Instant::now();
+                    for b in &mut self.buffers {
+                        b.limiter = ShardLimiter::new(s.rate_limit, now);
+                    }
+                }
+                self.settings = s;
+            }
         }
     }
 

@@ -32,6 +32,7 @@ use crate::retry::Backoff;
 use crate::send::KinesisApi;
 use crate::shard_map::{hash_partition_key, parse_explicit_hash_key};
 use actor::{StreamActor, StreamMsg};
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +75,36 @@ pub trait ResultSink: Send + Sync + 'static {
     fn deliver(&self, tag: u64, result: RecordResult);
 }
 
+/// Keys SIGHUP applies without a restart (besides `log_level`, which the
+/// binary applies, and the `[streams.*]` tables).
+const LIVE_KEYS: &[&str] = &[
+    "aggregation_enabled",
+    "aggregation_max_count",
+    "aggregation_max_size",
+    "record_max_buffered_time_ms",
+    "record_ttl_ms",
+    "rate_limit",
+    "fail_if_throttled",
+    "max_record_size",
+    "compression",
+    "compression_level",
+    "streams_allowed",
+    "log_level",
+];
+
+/// What a reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reload {
+    /// Applied now: `key: old -> new`, or `streams.NAME`.
+    pub changed: Vec<String>,
+    /// Changed in the file but kept until a restart.
+    pub restart_needed: Vec<String>,
+}
+
+fn toml_table(c: &Config) -> toml::Table {
+    c.to_toml().parse().expect("our own TOML parses")
+}
+
 /// What [`Producer::shutdown`] left undelivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
@@ -95,9 +126,8 @@ pub(crate) struct Inner {
     pub(crate) api: Arc<dyn KinesisApi>,
     /// Streams with a Kinesis client of their own (region, endpoint, role).
     pub(crate) stream_apis: HashMap<String, Arc<dyn KinesisApi>>,
-    /// Settings of the streams that have a `[streams."NAME"]` table.
-    pub(crate) stream_settings: HashMap<String, Arc<StreamSettings>>,
-    pub(crate) default_settings: Arc<StreamSettings>,
+    /// The settings that SIGHUP can change while records flow.
+    pub(crate) live: ArcSwap<Live>,
     pub(crate) backoff: Backoff,
     pub(crate) streams: Mutex<HashMap<Arc<str>, mpsc::UnboundedSender<StreamMsg>>>,
     /// Buffered bytes (data + keys of records not yet final): the memory bound.
@@ -184,12 +214,7 @@ impl Producer {
                     cfg.max_outstanding_records.min(permits_max) as usize
                 ),
                 send_permits: Arc::new(Semaphore::new(cfg.max_connections as usize)),
-                stream_settings: cfg
-                    .streams
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
-                    .collect(),
-                default_settings: Arc::new(cfg.default_stream_settings()),
+                live: ArcSwap::from_pointee(Live::from_config(&cfg)),
                 cfg: Arc::new(cfg),
                 api,
                 stream_apis,
@@ -249,9 +274,11 @@ impl Producer {
     ) {
         let inner = &self.inner;
         let now = Instant::now();
+        let live = inner.live.load();
+        let mut cache = StreamCache::default();
         let mut valid: Vec<UserRecord> = Vec::with_capacity(records.len());
         for r in records {
-            match inner.validate(r, now, tag, &sink) {
+            match inner.validate(r, now, tag, &sink, &live, &mut cache) {
                 Ok(u) => valid.push(u),
                 Err((id, code, message)) => {
                     sink.deliver(tag, failure(id, code, message, Vec::new()))
@@ -338,6 +365,66 @@ impl Producer {
         }
     }
 
+    /// Applies a re-read configuration (SIGHUP). Stream settings and
+    /// `streams_allowed` change at once, for records already buffered too;
+    /// returns the keys that changed live and those that need a restart.
+    pub fn reconfigure(&self, old_cfg: &Config, new: &Config) -> Reload {
+        let mut report = Reload::default();
+        let old = toml_table(old_cfg);
+        let fresh = toml_table(new);
+        let keys: std::collections::BTreeSet<&String> = old.keys().chain(fresh.keys()).collect();
+        for k in keys {
+            if old.get(k) == fresh.get(k) {
+                continue;
+            }
+            let live_key = LIVE_KEYS.contains(&k.as_str());
+            let change = match (k.as_str(), old.get(k), fresh.get(k)) {
+                ("streams", _, _) => {
+                    let (o, f) = (old_cfg.streams.clone(), new.streams.clone());
+                    let names: std::collections::BTreeSet<&String> =
+                        o.keys().chain(f.keys()).collect();
+                    for n in names {
+                        if o.get(n) == f.get(n) {
+                            continue;
+                        }
+                        let own_client = |s: Option<&StreamSettings>| {
+                            s.map(|s| {
+                                (
+                                    s.region.clone(),
+                                    s.kinesis_endpoint.clone(),
+                                    s.role_arn.clone(),
+                                )
+                            })
+                        };
+                        if own_client(o.get(n)) != own_client(f.get(n)) {
+                            report
+                                .restart_needed
+                                .push(format!("streams.{n} region/kinesis_endpoint/role_arn"));
+                        }
+                        report.changed.push(format!("streams.{n}"));
+                    }
+                    continue;
+                }
+                (_, o, f) => format!(
+                    "{k}: {} -> {}",
+                    o.map_or("unset".into(), |v| v.to_string()),
+                    f.map_or("unset".into(), |v| v.to_string())
+                ),
+            };
+            if live_key {
+                report.changed.push(change);
+            } else {
+                report.restart_needed.push(change);
+            }
+        }
+        let live = Live::from_config(new);
+        for (name, tx) in self.inner.streams.lock().expect("streams lock").iter() {
+            let _ = tx.send(StreamMsg::Settings(live.settings_for(name).clone()));
+        }
+        self.inner.live.store(Arc::new(live));
+        report
+    }
+
     /// Sends everything buffered now instead of at its deadline.
     pub fn flush(&self) {
         for tx in self.inner.streams.lock().expect("streams lock").values() {
@@ -393,12 +480,26 @@ impl Inner {
         now: Instant,
         tag: u64,
         sink: &Arc<dyn ResultSink>,
+        live: &Live,
+        cache: &mut StreamCache,
     ) -> Result<UserRecord, (u64, &'static str, String)> {
         let id = r.id;
-        let stream = std::str::from_utf8(&r.stream)
-            .ok()
-            .filter(|s| valid_stream_name(s))
-            .ok_or_else(|| {
+        // Records of one request nearly always share a stream: check its
+        // name, permission and settings once.
+        if cache.name.as_deref() != Some(&r.stream[..]) {
+            cache.name = Some(r.stream.clone());
+            cache.entry = std::str::from_utf8(&r.stream)
+                .ok()
+                .filter(|s| valid_stream_name(s))
+                .map(|s| {
+                    (
+                        Arc::<str>::from(s),
+                        live.allowed(s),
+                        live.settings_for(s).clone(),
+                    )
+                });
+        }
+        let (stream, allowed, settings) = cache.entry.clone().ok_or_else(|| {
                 (
                     id,
                     codes::INVALID_STREAM_NAME,
@@ -408,14 +509,13 @@ impl Inner {
                     ),
                 )
             })?;
-        if !self.cfg.stream_allowed(stream) {
+        if !allowed {
             return Err((
                 id,
                 codes::STREAM_NOT_ALLOWED,
                 format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
             ));
         }
-        let settings = self.settings_for(stream);
         let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
             (
                 id,
@@ -478,7 +578,7 @@ impl Inner {
         Ok(UserRecord {
             id,
             tag,
-            stream: stream.into(),
+            stream,
             partition_key: pk.to_string(),
             explicit_hash_key: ehk,
             hash,
@@ -490,12 +590,6 @@ impl Inner {
             attempts: Vec::new(),
             sink: sink.clone(),
         })
-    }
-
-    pub(crate) fn settings_for(&self, stream: &str) -> &Arc<StreamSettings> {
-        self.stream_settings
-            .get(stream)
-            .unwrap_or(&self.default_settings)
     }
 
     /// Sends validated records to their streams' actors.
@@ -580,6 +674,45 @@ fn valid_stream_name(s: &str) -> bool {
     (1..=128).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// The settings SIGHUP can change: swapped whole, read once per request.
+pub(crate) struct Live {
+    default: Arc<StreamSettings>,
+    streams: HashMap<String, Arc<StreamSettings>>,
+    allowed: Option<Vec<String>>,
+}
+
+impl Live {
+    fn from_config(cfg: &Config) -> Live {
+        Live {
+            default: Arc::new(cfg.default_stream_settings()),
+            streams: cfg
+                .streams
+                .iter()
+                .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+                .collect(),
+            allowed: cfg.streams_allowed.clone(),
+        }
+    }
+
+    pub(crate) fn settings_for(&self, stream: &str) -> &Arc<StreamSettings> {
+        self.streams.get(stream).unwrap_or(&self.default)
+    }
+
+    fn allowed(&self, stream: &str) -> bool {
+        match &self.allowed {
+            None => true,
+            Some(p) => p.iter().any(|p| crate::config::glob_match(p, stream)),
+        }
+    }
+}
+
+/// The last stream name seen in a request, checked.
+#[derive(Default)]
+struct StreamCache {
+    name: Option<Bytes>,
+    entry: Option<(Arc<str>, bool, Arc<StreamSettings>)>,
 }
 
 /// A record's end: (shard id, sequence number, sub-sequence number) or
