@@ -106,6 +106,8 @@ pub(crate) struct StreamActor {
     /// Aggregates that landed on an unexpected shard, judged after the next map load.
     misrouted: Vec<(KinesisRecord, Arc<str>, Arc<str>)>,
     in_flight: usize,
+    /// A flush came while records waited for the shard map.
+    flush_after_load: bool,
     draining: bool,
     aborted: bool,
     limits: BatchLimits,
@@ -144,6 +146,7 @@ impl StreamActor {
             retry_seq: 0,
             misrouted: Vec::new(),
             in_flight: 0,
+            flush_after_load: false,
             draining,
             aborted: false,
             limits,
@@ -197,7 +200,11 @@ impl StreamActor {
                     self.route(u);
                 }
             }
-            StreamMsg::Flush => self.flush_all(Instant::now()),
+            StreamMsg::Flush => {
+                // Records waiting for the shard map go out as soon as it is there.
+                self.flush_after_load = !self.waiting.is_empty();
+                self.flush_all(Instant::now());
+            }
             StreamMsg::Drain => {
                 self.draining = true;
                 self.flush_all(Instant::now());
@@ -831,6 +838,9 @@ impl StreamActor {
                 self.map = MapState::Ready(map);
                 for u in reroute {
                     self.route(u);
+                }
+                if std::mem::take(&mut self.flush_after_load) {
+                    self.flush_all(now);
                 }
             }
             Err(e) => {

@@ -1,0 +1,697 @@
+//! `kpld-bench`: measures the real `kpld` daemon end to end.
+//!
+//! It starts the Kinesis double (count-only, or enforcing the service's
+//! shard limits), starts `kpld` with a generated config, drives it over N
+//! socket connections from a load generator that allocates nothing per
+//! record, waits for every result, and prints one `name: value` line per
+//! figure (see BENCHMARKS.md for what each means and how they were made).
+//!
+//! ```text
+//! kpld-bench [OPTIONS]            one measured run (the default)
+//! kpld-bench floor [OPTIONS]      MD5 of the key + KPL aggregate encoding, alone
+//! kpld-bench serve-fake [OPTIONS] the double as a process, for other producers
+//! ```
+//!
+//! # Layout
+//! - `wire`: PutRequest frames written by hand, Results frames scanned in place.
+//! - `load`: one task per connection: pacing, reading, latency, duplicates.
+//! - `daemon`: config file, start, readiness, SIGTERM.
+//! - `procfs`: CPU time and memory from /proc.
+//! - `floor`: the per-record floor.
+//! - `serve`: `serve-fake`.
+//!
+//! Exit status: 0 when every record sent got exactly one result and all of
+//! them succeeded; 1 otherwise (the reason is printed); 2 on bad usage.
+
+mod daemon;
+mod floor;
+mod load;
+mod procfs;
+mod serve;
+mod wire;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kpld::fake_kinesis::{Counters, FakeKinesis};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One PUT payload unit: 25 KB of a Kinesis record (data + partition key).
+const PUT_PAYLOAD_UNIT: u64 = 25 * 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kpld-bench",
+    version,
+    about = "Benchmark the kpld daemon end to end against the Kinesis double",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Measure the floor alone: MD5 of the partition key plus encoding the
+    /// record into a KPL aggregate, in ns per record.
+    Floor(FloorArgs),
+    /// Run the Kinesis double as a process of its own and print its endpoint.
+    ServeFake(serve::ServeArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct FloorArgs {
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// aggregation_max_size of the aggregates built.
+    #[arg(long, default_value_t = 51_200)]
+    aggregation_max_size: usize,
+    /// Records per measured round (5 rounds, the fastest is kept).
+    #[arg(long, default_value_t = 1_000_000)]
+    records: usize,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Args, Debug, Clone)]
+struct RunArgs {
+    /// The kpld binary. Default: `kpld` next to this program.
+    #[arg(long, value_name = "PATH")]
+    kpld: Option<PathBuf>,
+    /// Run kpld under this command, e.g. "valgrind --tool=callgrind".
+    #[arg(long, value_name = "CMD")]
+    kpld_prefix: Option<String>,
+    /// Use this Kinesis endpoint (e.g. a `serve-fake`) instead of starting a
+    /// double; the stream must exist there. Kinesis figures then come from
+    /// the daemon's own counters.
+    #[arg(long, value_name = "URL")]
+    endpoint: Option<String>,
+    #[arg(long, default_value = "bench")]
+    stream: String,
+    /// Bytes of data per user record.
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    /// Distinct partition keys (20 characters each), used in turn.
+    #[arg(long, default_value_t = 1000)]
+    keys: usize,
+    /// Shards of the stream in the double.
+    #[arg(long, default_value_t = 16)]
+    shards: usize,
+    /// Socket connections to the daemon.
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Records per PutRequest frame (at most; paced runs use smaller frames
+    /// so that one goes out about every millisecond per connection).
+    #[arg(long, default_value_t = 256)]
+    batch: u64,
+    /// Offered rate in user records/s over all connections; 0: as fast as
+    /// the daemon takes them (its backpressure sets the pace).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Seconds of sending (ignored with --records).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Send exactly this many records in all, then stop.
+    #[arg(long)]
+    records: Option<u64>,
+    /// KPL aggregation in the daemon.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    aggregation: OnOff,
+    /// Passed to the daemon as `metrics_level` when this kpld knows that key.
+    #[arg(long)]
+    metrics_level: Option<String>,
+    /// The double enforces the service's shard limits (1000 records/s and
+    /// 1 MiB/s per shard, 1 s burst); kpld keeps its rate_limit default.
+    #[arg(long)]
+    limits: bool,
+    /// The double keeps its accepted-entry log (exact PUT payload units;
+    /// memory grows with the data sent). Implied by --limits.
+    #[arg(long)]
+    keep_log: bool,
+    /// record_max_buffered_time_ms of the daemon.
+    #[arg(long, default_value_t = 100)]
+    buffered_ms: u64,
+    /// kpld's rate_limit (percent of the shard limits). Default: kpld's own
+    /// (150) with --limits, else 100000 (the count-only double has no limits
+    /// for kpld to respect).
+    #[arg(long)]
+    rate_limit: Option<u64>,
+    /// Any other config line, KEY=VALUE (VALUE in TOML; bare words are quoted).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Seconds excluded from the start of the steady-state figures.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Threads of the load generator's runtime.
+    #[arg(long, default_value_t = 1)]
+    gen_threads: usize,
+    /// Worker threads of the double's runtime.
+    #[arg(long, default_value_t = 2)]
+    fake_threads: usize,
+    /// Seconds to wait for the remaining results once sending has ended.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Skip the floor measurement.
+    #[arg(long)]
+    no_floor: bool,
+    /// Keep the scratch directory (config, socket, daemon log).
+    #[arg(long)]
+    keep: bool,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Some(Cmd::Floor(a)) => {
+            floor_cmd(&a);
+            Ok(0)
+        }
+        Some(Cmd::ServeFake(a)) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(serve::serve(a)))
+            .map(|()| 0),
+        None => run_cmd(cli.run),
+    };
+    match code {
+        Ok(c) => std::process::ExitCode::from(c),
+        Err(e) => {
+            eprintln!("kpld-bench: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn make_keys(n: usize) -> Vec<Vec<u8>> {
+    (0..n.max(1))
+        .map(|i| format!("partition-key-{i:06}").into_bytes())
+        .collect()
+}
+
+fn floor_cmd(a: &FloorArgs) {
+    let f = floor::measure(
+        &make_keys(a.keys),
+        a.record_size,
+        a.aggregation_max_size,
+        a.records,
+    );
+    println!(
+        "# floor: {}-byte records, {} keys, aggregates of at most {} bytes, one thread",
+        a.record_size, a.keys, a.aggregation_max_size
+    );
+    print_floor(&f);
+}
+
+fn print_floor(f: &floor::Floor) {
+    println!("floor_md5_key_ns_per_record: {:.1}", f.md5_ns);
+    println!("floor_aggregate_ns_per_record: {:.1}", f.aggregate_ns);
+    println!("floor_ns_per_record: {:.1}", f.floor_ns);
+    println!(
+        "floor_records_per_aggregate: {:.1}",
+        f.records_per_aggregate
+    );
+}
+
+/// The daemon's config lines, `key -> TOML value`.
+fn daemon_config(a: &RunArgs, endpoint: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut c = BTreeMap::new();
+    let q = |s: &str| format!("{s:?}");
+    c.insert("region".into(), q("us-east-1"));
+    c.insert("kinesis_endpoint".into(), q(endpoint));
+    c.insert(
+        "aggregation_enabled".into(),
+        (a.aggregation == OnOff::On).to_string(),
+    );
+    c.insert(
+        "record_max_buffered_time_ms".into(),
+        a.buffered_ms.to_string(),
+    );
+    let rate_limit = a.rate_limit.unwrap_or(if a.limits || a.endpoint.is_some() {
+        150
+    } else {
+        100_000
+    });
+    c.insert("rate_limit".into(), rate_limit.to_string());
+    c.insert("log_level".into(), q("warn"));
+    for kv in &a.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set {kv:?}: expected KEY=VALUE"))?;
+        let v = v.trim();
+        let is_toml = format!("x = {v}").parse::<toml::Table>().is_ok();
+        c.insert(k.trim().into(), if is_toml { v.into() } else { q(v) });
+    }
+    Ok(c)
+}
+
+fn config_text(c: &BTreeMap<String, String>) -> String {
+    c.iter().map(|(k, v)| format!("{k} = {v}\n")).collect()
+}
+
+fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
+    if a.connections == 0 || a.batch == 0 || a.record_size > 1 << 20 {
+        anyhow::bail!("--connections and --batch must be at least 1, --record-size at most 1 MiB");
+    }
+    let kpld = match &a.kpld {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("kpld"))
+            .ok_or_else(|| anyhow::anyhow!("cannot locate kpld next to kpld-bench; use --kpld"))?,
+    };
+    if !kpld.exists() {
+        anyhow::bail!("{} does not exist; build it or pass --kpld", kpld.display());
+    }
+    let keys = make_keys(a.keys);
+    let fl = (!a.no_floor).then(|| floor::measure(&keys, a.record_size, 51_200, 300_000));
+    let rt = if a.gen_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(a.gen_threads)
+            .enable_all()
+            .build()?
+    };
+    rt.block_on(run(a, kpld, keys, fl))
+}
+
+struct Snapshot {
+    at: Instant,
+    daemon_cpu: Duration,
+    gen_cpu: Duration,
+    double_cpu: Duration,
+    machine: (u64, u64),
+    double: Option<Counters>,
+}
+
+fn snapshot(pid: u32, tck: u64, fake: Option<&FakeKinesis>) -> Snapshot {
+    let (gen_cpu, double_cpu) = procfs::own_threads_cpu(tck);
+    Snapshot {
+        at: Instant::now(),
+        daemon_cpu: procfs::process_cpu(pid, tck).unwrap_or_default(),
+        gen_cpu,
+        double_cpu,
+        machine: procfs::machine_jiffies(),
+        double: fake.map(FakeKinesis::counters),
+    }
+}
+
+async fn run(
+    a: RunArgs,
+    kpld: PathBuf,
+    keys: Vec<Vec<u8>>,
+    fl: Option<floor::Floor>,
+) -> anyhow::Result<u8> {
+    let tck = procfs::clock_ticks();
+    let fake = match &a.endpoint {
+        Some(_) => None,
+        None => Some(
+            FakeKinesis::start(serve::options(
+                &a.stream,
+                a.shards,
+                a.limits,
+                a.keep_log,
+                a.fake_threads,
+            ))
+            .await,
+        ),
+    };
+    let endpoint = a
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| fake.as_ref().expect("started").endpoint());
+    let dir = daemon::scratch_dir()?;
+    let mut cfg = daemon_config(&a, &endpoint)?;
+    let mut notes: Vec<String> = Vec::new();
+    if let Some(level) = &a.metrics_level {
+        cfg.insert("metrics_level".into(), format!("{level:?}"));
+        if let Err(e) = daemon::check_config(&kpld, &dir, &config_text(&cfg)) {
+            cfg.remove("metrics_level");
+            notes.push(format!(
+                "metrics_level {level:?} not accepted by this kpld, run without it: {}",
+                e.lines().next().unwrap_or("")
+            ));
+        }
+    }
+    let prefix: Vec<String> = a
+        .kpld_prefix
+        .as_deref()
+        .map(|p| p.split_whitespace().map(String::from).collect())
+        .unwrap_or_default();
+    let mut d = daemon::Daemon::start(&kpld, &prefix, dir, &config_text(&cfg), a.keep)?;
+    let start_timeout = Duration::from_secs(if prefix.is_empty() { 30 } else { 300 });
+    d.wait_ready(start_timeout)
+        .await
+        .map_err(anyhow::Error::msg)?;
+
+    let mut socks = Vec::with_capacity(a.connections);
+    for _ in 0..a.connections {
+        socks.push(load::connect(&d.socket).await?);
+    }
+    // Let start-up work settle before reading the idle footprint.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let idle_rss = procfs::status_kib(d.pid, "VmRSS");
+
+    let stream: Arc<[u8]> = a.stream.as_bytes().into();
+    let keys = Arc::new(keys);
+    let data: Arc<[u8]> = (0..a.record_size)
+        .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36])
+        .collect::<Vec<u8>>()
+        .into();
+    let conns = a.connections as u64;
+    let rate_per_conn = (a.rate > 0.0).then(|| a.rate / conns as f64);
+    // Paced: about one frame per millisecond per connection.
+    let batch = match rate_per_conn {
+        Some(r) => ((r / 1000.0).ceil() as u64).clamp(1, a.batch),
+        None => a.batch,
+    };
+    let before = snapshot(d.pid, tck, fake.as_ref());
+    let epoch = before.at;
+    let send_until = epoch + Duration::from_secs_f64(a.duration);
+    let mut tasks = Vec::new();
+    for (i, s) in socks.into_iter().enumerate() {
+        let i = i as u64;
+        let records = a.records.map(|n| n / conns + u64::from(i < n % conns));
+        let spec = load::LoadSpec {
+            stream: stream.clone(),
+            keys: keys.clone(),
+            data: data.clone(),
+            batch,
+            records,
+            send_until,
+            rate: rate_per_conn,
+            key_offset: i * 7919,
+            epoch,
+            drain_timeout: Duration::from_secs_f64(a.timeout),
+        };
+        tasks.push(tokio::spawn(load::drive(s, spec)));
+    }
+    let mut rep = load::ConnReport::new();
+    rep.flush_answered = true;
+    for t in tasks {
+        rep.merge(t.await?);
+    }
+    let after = snapshot(d.pid, tck, fake.as_ref());
+    let peak_rss = procfs::status_kib(d.pid, "VmHWM");
+    let after_rss = procfs::status_kib(d.pid, "VmRSS");
+    let stats = daemon_stats(&d.socket).await;
+    let exit = d.stop(Duration::from_secs(60)).await;
+
+    // ---- figures ----
+    let end = rep.last_result.unwrap_or(after.at);
+    let secs = end.saturating_duration_since(epoch).as_secs_f64().max(1e-9);
+    let ok = rep.ok as f64;
+    println!(
+        "# kpld-bench {}: {}-byte records, {} keys, {} shards, {} connections, frames of {} records, rate {}, {}, aggregation {}, double {}",
+        env!("CARGO_PKG_VERSION"),
+        a.record_size,
+        a.keys,
+        a.shards,
+        a.connections,
+        batch,
+        if a.rate > 0.0 { format!("{} records/s", a.rate) } else { "max".into() },
+        match a.records {
+            Some(n) => format!("{n} records"),
+            None => format!("{} s", a.duration),
+        },
+        if a.aggregation == OnOff::On { "on" } else { "off" },
+        match (&a.endpoint, a.limits, a.keep_log) {
+            (Some(e), _, _) => format!("external ({e})"),
+            (None, true, _) => "with shard limits".into(),
+            (None, false, true) => "no limits, log kept".into(),
+            (None, false, false) => "count-only".into(),
+        }
+    );
+    println!(
+        "# machine: {} CPUs ({}), {:.1} GiB; daemon config: {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        procfs::cpu_model(),
+        procfs::status_kib_meminfo().unwrap_or(0) as f64 / MIB,
+        config_text(&cfg).trim().replace('\n', "; ")
+    );
+    for n in &notes {
+        println!("# note: {n}");
+    }
+    println!("records_sent: {}", rep.sent);
+    println!("records_acknowledged: {}", rep.acknowledged());
+    println!("records_succeeded: {}", rep.ok);
+    println!("records_failed: {}", rep.failed);
+    for (code, n) in &rep.errors {
+        println!("records_failed_{code}: {n}");
+    }
+    if rep.unexpected > 0 {
+        println!("results_unexpected: {}", rep.unexpected);
+    }
+    println!("elapsed_s: {secs:.3}");
+    println!("throughput_records_per_s: {:.0}", ok / secs);
+    println!(
+        "throughput_user_mb_per_s: {:.2}",
+        ok * a.record_size as f64 / secs / 1e6
+    );
+    let steady = steady_rate(&rep, epoch, a.warmup);
+    match steady {
+        Some(r) => println!("throughput_steady_records_per_s: {r:.0}"),
+        None => println!("throughput_steady_records_per_s: n/a (run too short after --warmup)"),
+    }
+    let dcpu = after.daemon_cpu.saturating_sub(before.daemon_cpu);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / ok.max(1.0);
+    println!("daemon_cpu_s: {:.2}", dcpu.as_secs_f64());
+    println!("daemon_cpu_us_per_record: {:.3}", per(dcpu));
+    if let Some(f) = &fl {
+        print_floor(f);
+        println!(
+            "daemon_cpu_vs_floor: {:.1}x",
+            per(dcpu) * 1000.0 / f.floor_ns
+        );
+    }
+    let mib = |k: Option<u64>| k.map_or("n/a".into(), |k| format!("{:.1}", k as f64 / 1024.0));
+    println!("daemon_idle_rss_mib: {}", mib(idle_rss));
+    println!("daemon_peak_rss_mib: {}", mib(peak_rss));
+    println!("daemon_rss_after_load_mib: {}", mib(after_rss));
+    println!(
+        "latency_offered_rate_records_per_s: {}",
+        if a.rate > 0.0 {
+            format!("{}", a.rate)
+        } else {
+            "max (closed loop: backpressure)".into()
+        }
+    );
+    let q = |p: f64| rep.latency.value_at_quantile(p) as f64 / 1000.0;
+    println!("latency_p50_ms: {:.1}", q(0.5));
+    println!("latency_p99_ms: {:.1}", q(0.99));
+    println!("latency_p999_ms: {:.1}", q(0.999));
+    println!("latency_max_ms: {:.1}", rep.latency.max() as f64 / 1000.0);
+    kinesis_figures(
+        &a,
+        &rep,
+        &before,
+        &after,
+        fake.as_ref(),
+        stats.as_ref(),
+        secs,
+        steady,
+    );
+    let gen = after.gen_cpu.saturating_sub(before.gen_cpu);
+    println!("generator_cpu_us_per_record: {:.3}", per(gen));
+    if fake.is_some() {
+        let dbl = after.double_cpu.saturating_sub(before.double_cpu);
+        println!("double_cpu_us_per_record: {:.3}", per(dbl));
+    }
+    let (busy0, tot0) = before.machine;
+    let (busy1, tot1) = after.machine;
+    println!(
+        "machine_cpu_busy_pct: {:.0}",
+        100.0 * (busy1 - busy0) as f64 / (tot1 - tot0).max(1) as f64
+    );
+    if let Some(s) = &stats {
+        if let Some(c) = s.get("counters") {
+            println!("daemon_counters: {c}");
+        }
+    }
+    match &exit {
+        Ok(st) => println!(
+            "daemon_exit: {}",
+            st.code().map_or("signal".into(), |c| c.to_string())
+        ),
+        Err(e) => println!("daemon_exit: {e}"),
+    }
+    for p in rep.problems.iter().take(10) {
+        println!("# problem: {p}");
+    }
+    let all = rep.acknowledged() == rep.sent && rep.unexpected == 0;
+    let good = all && rep.failed == 0 && rep.sent > 0 && rep.problems.is_empty();
+    println!(
+        "verdict: {}",
+        if good {
+            "every record acknowledged once, all succeeded".to_string()
+        } else if all {
+            format!("every record acknowledged once, {} failed", rep.failed)
+        } else {
+            format!(
+                "{} of {} records acknowledged ({} unexpected results)",
+                rep.acknowledged(),
+                rep.sent,
+                rep.unexpected
+            )
+        }
+    );
+    if !good {
+        eprintln!("daemon log tail:\n{}", d.log_tail());
+    }
+    Ok(if good { 0 } else { 1 })
+}
+
+/// Acknowledgements per second between `warmup` and the end of sending.
+fn steady_rate(rep: &load::ConnReport, epoch: Instant, warmup: f64) -> Option<f64> {
+    let step = load::TIMELINE_STEP.as_secs_f64();
+    let send_end = rep
+        .last_send?
+        .saturating_duration_since(epoch)
+        .as_secs_f64();
+    let first = (warmup / step).ceil() as usize;
+    let last = ((send_end / step).floor() as usize).min(rep.timeline.len());
+    if last < first + 5 {
+        return None;
+    }
+    let n: u64 = rep.timeline[first..last].iter().sum();
+    Some(n as f64 / ((last - first) as f64 * step))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn kinesis_figures(
+    a: &RunArgs,
+    rep: &load::ConnReport,
+    before: &Snapshot,
+    after: &Snapshot,
+    fake: Option<&FakeKinesis>,
+    stats: Option<&serde_json::Value>,
+    secs: f64,
+    steady: Option<f64>,
+) {
+    let counter = |k: &str| {
+        stats
+            .and_then(|s| s.get("counters"))
+            .and_then(|c| c.get(k))
+            .and_then(serde_json::Value::as_u64)
+    };
+    // The double's counters when it is ours, else the daemon's own.
+    let (entries, calls, bytes, throttled) = match (&before.double, &after.double) {
+        (Some(b), Some(x)) => (
+            Some(x.entries_accepted - b.entries_accepted),
+            Some(x.put_requests - b.put_requests),
+            Some(x.bytes_accepted - b.bytes_accepted),
+            Some(x.entries_throttled - b.entries_throttled),
+        ),
+        _ => (
+            counter("kinesis_records_put"),
+            counter("put_records_calls"),
+            None,
+            counter("entries_throttled"),
+        ),
+    };
+    let ok = rep.ok as f64;
+    let user_gb = ok * a.record_size as f64 / 1e9;
+    if let Some(e) = entries {
+        println!("kinesis_records_per_s: {:.0}", e as f64 / secs);
+        println!(
+            "user_records_per_kinesis_record: {:.1}",
+            ok / (e as f64).max(1.0)
+        );
+    }
+    if let Some(c) = calls {
+        println!("put_records_calls_per_s: {:.1}", c as f64 / secs);
+    }
+    if let (Some(e), Some(t)) = (entries, throttled) {
+        println!(
+            "kinesis_entries_throttled_pct: {:.2}",
+            100.0 * t as f64 / ((e + t) as f64).max(1.0)
+        );
+    }
+    let ideal = 1e9 / PUT_PAYLOAD_UNIT as f64;
+    let log_units = fake.filter(|_| a.limits || a.keep_log).map(|f| {
+        f.log()
+            .iter()
+            .map(|e| {
+                let size = (e.data.len() + e.partition_key.len()) as u64;
+                size.div_ceil(PUT_PAYLOAD_UNIT).max(1)
+            })
+            .sum::<u64>()
+    });
+    match (log_units, entries, bytes) {
+        (Some(u), _, _) => println!(
+            "put_payload_units_per_gb: {:.0} (ideal {ideal:.0})",
+            u as f64 / user_gb.max(1e-12)
+        ),
+        (None, Some(e), Some(b)) => {
+            // Count-only: only totals are known, so bound the sum of
+            // ceil(size / unit) over the entries.
+            let lo = e.max(b.div_ceil(PUT_PAYLOAD_UNIT)) as f64;
+            let hi = (e + b / PUT_PAYLOAD_UNIT) as f64;
+            println!(
+                "put_payload_units_per_gb: {:.0}..{:.0} (bounds; --keep-log for the exact figure; ideal {ideal:.0})",
+                lo / user_gb.max(1e-12),
+                hi / user_gb.max(1e-12)
+            );
+        }
+        _ => println!("put_payload_units_per_gb: n/a (external double)"),
+    }
+    if a.limits {
+        if let Some(f) = fake {
+            let shards = f
+                .open_shards(&a.stream)
+                .map(|v| v.len())
+                .unwrap_or(a.shards) as f64;
+            let rate = steady.unwrap_or(ok / secs);
+            let goodput = rate * a.record_size as f64 / shards;
+            println!(
+                "goodput_per_shard_user_bytes_per_s: {goodput:.0} ({:.1}% of 1 MiB/s)",
+                100.0 * goodput / MIB
+            );
+            println!("goodput_per_shard_records_per_s: {:.0}", rate / shards);
+            if let Some(b) = bytes {
+                let wire = b as f64 / secs / shards;
+                println!(
+                    "accepted_bytes_per_shard_per_s: {wire:.0} ({:.1}% of 1 MiB/s, whole run, incl. aggregation overhead and the first second's burst)",
+                    100.0 * wire / MIB
+                );
+            }
+        }
+    }
+}
+
+/// The daemon's `stats` JSON, through the library's protocol client.
+async fn daemon_stats(socket: &std::path::Path) -> Option<serde_json::Value> {
+    let (mut tx, mut rx, _) = kpld::client::connect(socket, "kpld-bench-stats")
+        .await
+        .ok()?;
+    tx.stats(1).await.ok()?;
+    let deadline = Duration::from_secs(10);
+    tokio::time::timeout(deadline, async {
+        loop {
+            match rx.next().await.ok()?.msg {
+                Some(kpld::ipc::server_message::Msg::Stats(s)) => {
+                    return serde_json::from_str(&s.json).ok();
+                }
+                Some(_) => continue,
+                None => return None,
+            }
+        }
+    })
+    .await
+    .ok()
+    .flatten()
+}
