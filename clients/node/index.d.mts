@@ -1,0 +1,25 @@
+// Type declarations of kpld's ESM entry point (index.mjs): the same as the CommonJS one.
+import kpld from './index.js';
+
+export {
+  Producer,
+  DEFAULT_SOCKET_PATH,
+  KpldError,
+  ConnectionError,
+  RecordFailedError,
+  BusyError,
+  ProtocolError,
+} from './index.js';
+export type {
+  ProducerOptions,
+  RecordData,
+  Compression,
+  PutRecordInput,
+  BatchRecord,
+  Attempt,
+  PutRecordResult,
+  PutRecordSettled,
+  ServerInfo,
+  ProducerCounters,
+} from './index.js';
+export default kpld;

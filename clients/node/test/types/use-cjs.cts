@@ -1,0 +1,31 @@
+// Compiled (not run) by producer.test.js: typical CommonJS use of the declarations.
+import { Producer, RecordFailedError, ConnectionError, BusyError, KpldError, PutRecordResult, PutRecordSettled } from 'kpld';
+
+async function main(): Promise<void> {
+  const p = new Producer({ socketPath: '/tmp/kpld.sock', busyIfFull: true, connectTimeoutMs: 5000 });
+  p.on('error', (err) => console.error(err.code, err.message));
+  p.on('recordFailed', (err, record, stream) => console.error(err.code, err.attempts.length, record?.partitionKey, stream));
+  p.on('connect', (info) => console.log(info.serverVersion, info.maxFrameSize));
+  try {
+    const r: PutRecordResult = await p.putRecord({ stream: 's', partitionKey: 'k', data: Buffer.from('x') });
+    console.log(r.shardId, r.sequenceNumber, r.subSequenceNumber, r.attempts[0].delayMs, r.attempts[0].durationMs);
+  } catch (e) {
+    if (e instanceof BusyError) console.log('busy', e.attempts);
+    else if (e instanceof RecordFailedError) console.log(e.code, e.attempts.map((a) => a.errorCode));
+    else if (e instanceof ConnectionError || e instanceof KpldError) console.log(e.code);
+  }
+  const rs: PutRecordSettled[] = await p.putRecords('s', [
+    { partitionKey: 'a', data: 'text' },
+    { partitionKey: 'b', data: new Uint8Array([1, 2]), explicitHashKey: '12345' },
+  ]);
+  for (const r of rs) {
+    if (r.status === 'fulfilled') console.log(r.value.shardId);
+    else console.log(r.reason.code);
+  }
+  p.send('s', [{ partitionKey: 'c', data: 'fire and forget' }]);
+  console.log(p.outstanding, p.counters.failed, p.connected, p.serverInfo?.maxRecordSize);
+  await p.flush();
+  await p.stats();
+  await p.close();
+}
+void main;

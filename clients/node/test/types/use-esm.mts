@@ -1,0 +1,10 @@
+// Compiled (not run) by producer.test.js: ESM use of the declarations.
+import kpld, { Producer, ConnectionError, DEFAULT_SOCKET_PATH, type PutRecordResult } from 'kpld';
+
+const p: Producer = new kpld.Producer({ socketPath: DEFAULT_SOCKET_PATH });
+const r: Promise<PutRecordResult> = p.putRecord({ stream: 's', partitionKey: 'k', data: 'x' });
+r.catch((e: unknown) => {
+  if (e instanceof ConnectionError) console.log(e.code);
+});
+// @ts-expect-error data must be bytes or a string
+p.putRecord({ stream: 's', partitionKey: 'k', data: 5 });
