@@ -1,0 +1,246 @@
+"""The sync Producer against the real kpld daemon and a real local Kinesis
+server (kinesalite). Skipped without $KPLD_BIN and $KPLD_TEST_KINESIS_ENDPOINT
+(failed under CI=true); see kpld_harness.py."""
+
+from __future__ import annotations
+
+import gzip
+import threading
+
+import pytest
+
+import kpld
+from kpld import Busy, Producer, RecordFailed, Result
+from kpld_harness import RESULT_TIMEOUT_S, all_results, create_stream, read_back, shard_ranges
+
+#: record_max_buffered_time_ms of the tests that need records to stay in
+#: flight for a while: a generous margin for what follows the put (a kill,
+#: a SIGTERM); their flushes send the records at once.
+HOLD_MS = 10_000
+
+
+def test_contract_example_with_the_socket_from_the_environment(daemon, stream, kinesis, monkeypatch):
+    monkeypatch.setenv("KPLD_SOCKET", daemon.socket_path)
+    with Producer(socket_path=None) as p:
+        fut = p.put_record(stream, b"data", partition_key="k", explicit_hash_key=None)
+        r = fut.result(timeout=RESULT_TIMEOUT_S)
+        p.flush()
+    assert isinstance(r, Result)
+    assert r.shard_id in shard_ranges(kinesis, stream)
+    assert r.sequence_number.isdigit()
+    assert r.attempts and r.attempts[-1].success
+    assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == ("k", b"data")
+
+
+def test_put_records_accepts_every_input_shape_and_data_type(daemon, stream, kinesis):
+    ehk = 2**127 + 12345
+    records = [
+        ("bytes", b"\x00\x01binary\xff"),
+        ("bytearray", bytearray(b"ba")),
+        ("memoryview", memoryview(b"mv")),
+        ("str", "text ✓"),
+        ["list", b"l"],
+        {"partition_key": "dict", "data": b"d"},
+        {"partition_key": "dict-ehk", "data": b"e", "explicit_hash_key": str(ehk)},
+        ("tuple-ehk", b"t", ehk),
+    ]
+    expected_data = [b"\x00\x01binary\xff", b"ba", b"mv", "text ✓".encode(), b"l", b"d", b"e", b"t"]
+    with Producer(daemon.socket_path) as p:
+        futures = p.put_records(stream, records)
+        results = all_results(futures)
+    assert len(results) == len(records)
+    ranges = shard_ranges(kinesis, stream)
+    for r in results[6:]:
+        lo, hi = ranges[r.shard_id]
+        assert lo <= ehk <= hi
+    for rec, data, r in zip(records, expected_data, results):
+        pk = rec["partition_key"] if isinstance(rec, dict) else rec[0]
+        assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == (pk, data)
+
+
+def test_empty_partition_key_fails_with_invalid_partition_key(daemon, stream):
+    with Producer(daemon.socket_path) as p:
+        fut = p.put_record(stream, b"x", partition_key="")
+        with pytest.raises(RecordFailed) as info:
+            fut.result(timeout=RESULT_TIMEOUT_S)
+    assert info.value.code == "InvalidPartitionKey"
+    assert info.value.attempts == []
+    assert not isinstance(info.value, Busy)
+
+
+def test_unknown_stream_fails_with_the_kinesis_error_code(daemon):
+    with Producer(daemon.socket_path) as p:
+        fut = p.put_record("kpld-py-no-such-stream", b"x", partition_key="k")
+        with pytest.raises(RecordFailed) as info:
+            fut.result(timeout=RESULT_TIMEOUT_S)
+    assert info.value.code == "ResourceNotFoundException"
+    assert info.value.message
+
+
+def test_one_bad_record_fails_alone_in_its_batch(daemon, stream):
+    with Producer(daemon.socket_path) as p:
+        futures = p.put_records(stream, [("a", b"1"), ("", b"2"), ("c", b"3"), ("x" * 257, b"4")])
+        p.flush()
+    assert isinstance(futures[0].result(), Result) and isinstance(futures[2].result(), Result)
+    for f in (futures[1], futures[3]):
+        assert isinstance(f.exception(), RecordFailed)
+        assert f.exception().code == "InvalidPartitionKey"
+
+
+def test_flush_returns_when_every_record_has_its_result(daemon, stream):
+    with Producer(daemon.socket_path) as p:
+        futures = [p.put_record(stream, b"r%d" % i, partition_key=str(i)) for i in range(300)]
+        futures += p.put_records(stream, [(str(i), b"b") for i in range(2000)])
+        p.flush()
+        assert all(f.done() for f in futures)
+        assert all(f.exception() is None for f in futures)
+        stats = p.stats()
+    assert (stats.records_put, stats.records_succeeded, stats.records_failed, stats.records_in_flight) == (
+        2300,
+        2300,
+        0,
+        0,
+    )
+
+
+def test_many_threads_put_at_once(daemon, stream):
+    n_threads, per_thread = 8, 150
+    futures_by_thread = [[] for _ in range(n_threads)]
+    errors = []
+    start = threading.Barrier(n_threads)
+
+    with Producer(daemon.socket_path) as p:
+
+        def work(t):
+            try:
+                start.wait()
+                for i in range(per_thread):
+                    futures_by_thread[t].append(p.put_record(stream, b"%d-%d" % (t, i), partition_key=f"{t}-{i}"))
+                    if i % 50 == 0:
+                        futures_by_thread[t].extend(
+                            p.put_records(stream, [(f"{t}-{i}-{j}", b"batch") for j in range(100)])
+                        )
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        p.flush()
+    assert errors == []
+    results = [r for fs in futures_by_thread for r in all_results(fs)]
+    assert len(results) == n_threads * (per_thread + 300)
+    identities = {(r.shard_id, r.sequence_number, r.sub_sequence_number) for r in results}
+    assert len(identities) == len(results)
+
+
+def test_batches_are_split_under_the_daemons_frame_limit(make_daemon, stream, kinesis):
+    d = make_daemon(max_record_size=1024, max_frame_size=4096, aggregation_max_size=1024)
+    with Producer(d.socket_path) as p:
+        assert p.connect().max_frame_size == 4096
+        futures = p.put_records(stream, [(f"k{i}", bytes([i % 256]) * 100) for i in range(5000)])
+        too_big_for_daemon = p.put_record(stream, b"x" * 2000, partition_key="big")
+        too_big_for_frame = p.put_record(stream, b"y" * 5000, partition_key="bigger")
+        after = p.put_record(stream, b"z", partition_key="after")
+        results = all_results(futures)
+        p.flush()
+    assert len(results) == 5000
+    r = results[3777]
+    assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == (
+        "k3777",
+        bytes([3777 % 256]) * 100,
+    )
+    for fut in (too_big_for_daemon, too_big_for_frame):
+        assert isinstance(fut.exception(), RecordFailed)
+        assert fut.exception().code == "RecordTooLarge"
+    assert isinstance(after.result(), Result)
+
+
+def test_busy_if_full_fails_records_instead_of_waiting(make_daemon, stream):
+    d = make_daemon(max_outstanding_records=10, record_max_buffered_time_ms=HOLD_MS)
+    with Producer(d.socket_path, busy_if_full=True) as p:
+        futures = p.put_records(stream, [(str(i), b"x") for i in range(30)])
+        p.flush()
+    busy = [f.exception() for f in futures if isinstance(f.exception(), Busy)]
+    ok = [f.result() for f in futures if f.exception() is None]
+    assert len(ok) == 10 and len(busy) == 20
+    assert all(isinstance(e, RecordFailed) and e.code == "Busy" for e in busy)
+
+
+def test_records_in_flight_fail_with_connection_error_and_the_next_put_reconnects(make_daemon, stream):
+    d = make_daemon(record_max_buffered_time_ms=HOLD_MS)  # records stay buffered until flushed
+    with Producer(d.socket_path) as p:
+        in_flight = p.put_records(stream, [(str(i), b"lost?") for i in range(5)])
+        d.kill()
+        for f in in_flight:
+            with pytest.raises(kpld.ConnectionError) as info:
+                f.result(timeout=RESULT_TIMEOUT_S)
+            assert isinstance(info.value, kpld.KpldError)
+        with pytest.raises(kpld.ConnectionError, match="cannot connect"):
+            p.put_record(stream, b"while down", partition_key="k")
+        d.start()
+        fut = p.put_record(stream, b"after restart", partition_key="k")
+        p.flush()
+        assert isinstance(fut.result(timeout=0), Result)
+        stats = p.stats()
+    assert (stats.records_put, stats.records_succeeded, stats.records_failed) == (6, 1, 5)
+
+
+def test_sigterm_drains_buffered_records_before_closing(make_daemon, stream):
+    d = make_daemon(record_max_buffered_time_ms=HOLD_MS)
+    with Producer(d.socket_path) as p:
+        futures = p.put_records(stream, [(str(i), b"drained") for i in range(20)])
+        # A round trip after the put: the daemon reads a connection's frames
+        # in order, so once it answers, it has accepted the records (records
+        # still unread at SIGTERM would rightly fail with ShuttingDown).
+        p.daemon_stats()
+        assert p.stats().records_in_flight == 20
+        assert d.stop() == 0
+        assert all(isinstance(r, Result) for r in all_results(futures))
+        with pytest.raises(kpld.ConnectionError):
+            p.put_record(stream, b"x", partition_key="k")
+
+
+def test_compression_is_applied_per_record(daemon, stream, kinesis):
+    payload = b"compress me " * 50
+    with Producer(daemon.socket_path) as p:
+        gz = p.put_record(stream, payload, partition_key="gz", compression="gzip").result(timeout=RESULT_TIMEOUT_S)
+        plain = p.put_record(stream, payload, partition_key="plain", compression=kpld.Compression.NONE).result(
+            timeout=RESULT_TIMEOUT_S
+        )
+    _, stored = read_back(kinesis, stream, gz.shard_id, gz.sequence_number, gz.sub_sequence_number)
+    assert gzip.decompress(stored) == payload
+    assert read_back(kinesis, stream, plain.shard_id, plain.sequence_number, plain.sub_sequence_number)[1] == payload
+
+
+def test_close_is_idempotent_and_puts_after_close_raise(daemon, stream):
+    p = Producer(daemon.socket_path)
+    fut = p.put_record(stream, b"x", partition_key="k")
+    p.close()
+    assert fut.done() and isinstance(fut.result(), Result)
+    p.close()
+    assert p.closed
+    with pytest.raises(kpld.ConnectionError, match="closed"):
+        p.put_record(stream, b"x", partition_key="k")
+
+
+def test_daemon_stats_and_server_info(daemon):
+    with Producer(daemon.socket_path) as p:
+        assert p.server_info is None
+        info = p.connect()
+        assert info.protocol_version == 1 and info.server_version.startswith("kpld")
+        assert info.max_frame_size > info.max_record_size > 0
+        assert isinstance(p.daemon_stats(), dict)
+
+
+def test_a_stream_with_many_shards_gets_records_on_every_shard(make_daemon, kinesis):
+    name = create_stream(kinesis, 16)
+    try:
+        d = make_daemon()
+        with Producer(d.socket_path) as p:
+            results = all_results(p.put_records(name, [(f"key-{i}", b"v") for i in range(2000)]))
+        assert {r.shard_id for r in results} == set(shard_ranges(kinesis, name))
+    finally:
+        kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
