@@ -400,6 +400,23 @@ async fn run(
         };
         tasks.push(tokio::spawn(load::drive(s, spec)));
     }
+    // The double's counters over the steady window (after --warmup, before
+    // the end of sending), for the shard figures.
+    let mut window = None;
+    let from = epoch + Duration::from_secs_f64(a.warmup);
+    if let Some(f) = fake
+        .as_ref()
+        .filter(|_| a.records.is_none() && from < send_until)
+    {
+        tokio::time::sleep_until(from.into()).await;
+        let c0 = f.counters();
+        tokio::time::sleep_until(send_until.into()).await;
+        window = Some((
+            c0,
+            f.counters(),
+            send_until.duration_since(from).as_secs_f64(),
+        ));
+    }
     let mut rep = load::ConnReport::new();
     rep.flush_answered = true;
     for t in tasks {
@@ -443,6 +460,11 @@ async fn run(
         procfs::status_kib_meminfo().unwrap_or(0) as f64 / MIB,
         config_text(&cfg).trim().replace('\n', "; ")
     );
+    if let Some(p) = &a.kpld_prefix {
+        notes.push(format!(
+            "kpld ran under `{p}`: its CPU and memory figures are not kpld's alone"
+        ));
+    }
     for n in &notes {
         println!("# note: {n}");
     }
@@ -498,12 +520,11 @@ async fn run(
     kinesis_figures(
         &a,
         &rep,
-        &before,
-        &after,
+        (&before, &after),
         fake.as_ref(),
         stats.as_ref(),
         secs,
-        steady,
+        window,
     );
     let gen = after.gen_cpu.saturating_sub(before.gen_cpu);
     println!("generator_cpu_us_per_record: {:.3}", per(gen));
@@ -571,16 +592,16 @@ fn steady_rate(rep: &load::ConnReport, epoch: Instant, warmup: f64) -> Option<f6
     Some(n as f64 / ((last - first) as f64 * step))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The Kinesis-side figures; `window` holds the double's counters at the
+/// start and end of the steady window, and its length in seconds.
 fn kinesis_figures(
     a: &RunArgs,
     rep: &load::ConnReport,
-    before: &Snapshot,
-    after: &Snapshot,
+    (before, after): (&Snapshot, &Snapshot),
     fake: Option<&FakeKinesis>,
     stats: Option<&serde_json::Value>,
     secs: f64,
-    steady: Option<f64>,
+    window: Option<(Counters, Counters, f64)>,
 ) {
     let counter = |k: &str| {
         stats
@@ -649,27 +670,45 @@ fn kinesis_figures(
         }
         _ => println!("put_payload_units_per_gb: n/a (external double)"),
     }
+    if let Some(b) = bytes {
+        println!(
+            "kinesis_bytes_per_user_byte: {:.3}",
+            b as f64 / (ok * a.record_size as f64).max(1.0)
+        );
+    }
+    let shards = fake
+        .and_then(|f| f.open_shards(&a.stream).ok())
+        .map_or(a.shards, |v| v.len()) as f64;
+    if let Some((c0, c1, w)) = window {
+        let bytes = (c1.bytes_accepted - c0.bytes_accepted) as f64;
+        let acc = (c1.entries_accepted - c0.entries_accepted) as f64;
+        let thr = (c1.entries_throttled - c0.entries_throttled) as f64;
+        println!(
+            "steady_window_s: {w:.1} (after --warmup {} s, until the end of sending)",
+            a.warmup
+        );
+        println!(
+            "steady_kinesis_bytes_per_shard_per_s: {:.0} ({:.1}% of 1 MiB/s)",
+            bytes / w / shards,
+            100.0 * bytes / w / shards / MIB
+        );
+        println!(
+            "steady_kinesis_records_per_shard_per_s: {:.0}",
+            acc / w / shards
+        );
+        println!(
+            "steady_kinesis_entries_throttled_pct: {:.2}",
+            100.0 * thr / (acc + thr).max(1.0)
+        );
+    }
     if a.limits {
-        if let Some(f) = fake {
-            let shards = f
-                .open_shards(&a.stream)
-                .map(|v| v.len())
-                .unwrap_or(a.shards) as f64;
-            let rate = steady.unwrap_or(ok / secs);
-            let goodput = rate * a.record_size as f64 / shards;
-            println!(
-                "goodput_per_shard_user_bytes_per_s: {goodput:.0} ({:.1}% of 1 MiB/s)",
-                100.0 * goodput / MIB
-            );
-            println!("goodput_per_shard_records_per_s: {:.0}", rate / shards);
-            if let Some(b) = bytes {
-                let wire = b as f64 / secs / shards;
-                println!(
-                    "accepted_bytes_per_shard_per_s: {wire:.0} ({:.1}% of 1 MiB/s, whole run, incl. aggregation overhead and the first second's burst)",
-                    100.0 * wire / MIB
-                );
-            }
-        }
+        let rate = steady_rate(rep, before.at, a.warmup).unwrap_or(ok / secs);
+        let goodput = rate * a.record_size as f64 / shards;
+        println!(
+            "goodput_per_shard_user_bytes_per_s: {goodput:.0} ({:.1}% of 1 MiB/s)",
+            100.0 * goodput / MIB
+        );
+        println!("goodput_per_shard_records_per_s: {:.0}", rate / shards);
     }
 }
 

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# scripts/bench.sh: the measurements behind BENCHMARKS.md, with the exact commands.
+#
+# Usage: scripts/bench.sh [SUITE...]   (default: all of them, in this order)
+#   floor       kpld-bench floor: MD5 of the key + KPL aggregate encoding, alone
+#   throughput  max rate, 100-byte records, 1000 keys, 16 shards, count-only double;
+#               then a fixed-size run with the double's log kept (exact PUT payload units)
+#   latency     paced at half the max rate measured by `throughput` (or BENCH_MAX_RATE)
+#   limits      the double enforces shard limits: goodput per shard, % throttled
+#   scaling     1/64/1024 shards, 1/16/256 connections, aggregation off
+#   peers       one serve-fake double; kpld, aiokpl and boto3+aws-kinesis-agg against it
+#
+# Environment: BENCH_DURATION (s per run, default 10), BENCH_PEER_RECORDS (records for
+# kpld and boto3, default 2000000), BENCH_AIOKPL_RECORDS (default 200000), BENCH_MAX_RATE (skip reading it from the throughput run),
+# BENCH_OUT (default .work/bench). Each run's output goes to $BENCH_OUT/NAME.txt.
+# Builds the release binaries first. Background processes are stopped by PID on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+trap stop_all_bg EXIT
+
+OUT=${BENCH_OUT:-$ROOT/.work/bench}
+DURATION=${BENCH_DURATION:-10}
+PEER_RECORDS=${BENCH_PEER_RECORDS:-2000000}
+AIOKPL_RECORDS=${BENCH_AIOKPL_RECORDS:-200000}
+BENCH=$ROOT/target/release/kpld-bench
+PEERS=$ROOT/scripts/bench_peers
+mkdir -p "$OUT"
+
+SUITES=("$@")
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(floor throughput latency limits scaling peers)
+
+# run NAME ARGS...: one kpld-bench run, output kept in $OUT/NAME.txt.
+run() {
+  local name=$1
+  shift
+  log "$name: kpld-bench $*"
+  printf '$ kpld-bench %s\n' "$*" >"$OUT/$name.txt"
+  "$BENCH" "$@" >>"$OUT/$name.txt" 2>&1 || log "$name: kpld-bench exited $? (see $OUT/$name.txt)"
+  grep -E '^(throughput_records_per_s|throughput_steady|daemon_cpu_us|latency_p99_ms|verdict)' \
+    "$OUT/$name.txt" | sed 's/^/    /' >&2 || true
+}
+
+# figure FILE NAME: the value of a `NAME: value` line.
+figure() { sed -n "s/^$2: \([0-9.]*\).*/\1/p" "$1" | head -n1; }
+
+# ensure_peer_venv NAME REQUIREMENTS: .work/bench-NAME with exactly those packages.
+ensure_peer_venv() {
+  local venv=$ROOT/.work/bench-$1 req=$2 stamp want
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed"
+  stamp=$venv/.kpld-bench-stamp
+  want=$(hash_files "$req")
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing $1 peer into ${venv#"$ROOT"/}"
+    "$venv/bin/pip" install -q -r "$req" || die "pip install -r $req failed"
+    printf '%s\n' "$want" >"$stamp"
+  fi
+}
+
+machine() {
+  {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "nproc: $(nproc)"
+    echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+    echo "memory: $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "kernel: $(uname -sr)"
+    echo "rustc: $(rustc --version)"
+    echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  } >"$OUT/machine.txt"
+  sed 's/^/    /' "$OUT/machine.txt" >&2
+}
+
+log "building release binaries"
+cargo build --release --bin kpld --bin kpld-bench 2>&1 | tail -n 2 >&2
+machine
+
+# The figures of the headline load (100-byte records, 1000 keys, 16 shards).
+BASE=(--record-size 100 --keys 1000 --shards 16)
+
+for suite in "${SUITES[@]}"; do
+  case $suite in
+    floor)
+      log "floor: kpld-bench floor"
+      "$BENCH" floor --record-size 100 --keys 1000 | tee "$OUT/floor.txt" | sed 's/^/    /' >&2
+      ;;
+    throughput)
+      run throughput "${BASE[@]}" --connections 4 --duration "$DURATION"
+      run units "${BASE[@]}" --connections 4 --records 2000000 --keep-log --no-floor
+      ;;
+    latency)
+      max=${BENCH_MAX_RATE:-$(figure "$OUT/throughput.txt" throughput_steady_records_per_s)}
+      [ -n "$max" ] || die "no max rate: run the throughput suite first or set BENCH_MAX_RATE"
+      half=$(awk -v m="$max" 'BEGIN { printf "%d", m / 2 }')
+      run latency "${BASE[@]}" --connections 4 --duration "$DURATION" --rate "$half" --no-floor
+      ;;
+    limits)
+      # 4 shards with the service's limits. Offered: 12,000 records/s per shard (more
+      # than a shard takes: the shards set the pace) and 9,000 (about what fits). kpld's
+      # default rate_limit (150) and rate_limit = 100. The first 5 s (the buckets'
+      # initial burst) are left out of the steady figures.
+      LIM=(--record-size 100 --keys 1000 --shards 4 --connections 4 --limits --duration 20
+        --warmup 5 --no-floor)
+      run limits-rl150-48k "${LIM[@]}" --rate 48000
+      run limits-rl100-48k "${LIM[@]}" --rate 48000 --rate-limit 100
+      run limits-rl100-36k "${LIM[@]}" --rate 36000 --rate-limit 100
+      ;;
+    scaling)
+      for s in 1 64 1024; do
+        run "scaling-shards-$s" --record-size 100 --keys 1000 --shards "$s" --connections 4 \
+          --duration "$DURATION" --no-floor
+      done
+      for c in 1 16 256; do
+        run "scaling-connections-$c" "${BASE[@]}" --connections "$c" --duration "$DURATION" \
+          --no-floor
+      done
+      run aggregation-off "${BASE[@]}" --connections 4 --duration "$DURATION" \
+        --aggregation off --no-floor
+      ;;
+    peers)
+      ensure_peer_venv aiokpl "$PEERS/requirements-aiokpl.txt"
+      ensure_peer_venv boto3 "$PEERS/requirements-boto3.txt"
+      start_bg serve-fake "$OUT/serve-fake.log" "$BENCH" serve-fake --shards 16
+      for _ in $(seq 100); do
+        grep -q '^endpoint: ' "$OUT/serve-fake.log" 2>/dev/null && break
+        sleep 0.1
+      done
+      endpoint=$(sed -n 's/^endpoint: //p' "$OUT/serve-fake.log")
+      [ -n "$endpoint" ] || die "serve-fake printed no endpoint: $(cat "$OUT/serve-fake.log")"
+      log "peers: double at $endpoint"
+      run peers-kpld "${BASE[@]}" --endpoint "$endpoint" --connections 4 \
+        --records "$PEER_RECORDS" --rate-limit 100000 --no-floor
+      for peer in aiokpl boto3; do
+        script=$PEERS/aiokpl_peer.py n=$AIOKPL_RECORDS
+        [ "$peer" = boto3 ] && script=$PEERS/boto3_agg_peer.py n=$PEER_RECORDS
+        log "peers-$peer: $(basename "$script") --records $n"
+        (cd "$PEERS" && "$ROOT/.work/bench-$peer/bin/python" "$script" --endpoint "$endpoint" \
+          --records "$n" --record-size 100 --keys 1000) >"$OUT/peers-$peer.txt" 2>&1 ||
+          log "peers-$peer failed (see $OUT/peers-$peer.txt)"
+        grep -E '^(throughput_records_per_s|cpu_us_per_record)' "$OUT/peers-$peer.txt" |
+          sed 's/^/    /' >&2 || true
+      done
+      stop_all_bg
+      cat "$OUT/serve-fake.log" >"$OUT/peers-double.txt"
+      ;;
+    *) die "unknown suite $suite (floor throughput latency limits scaling peers)" ;;
+  esac
+done
+log "done: results in ${OUT#"$ROOT"/}"
