@@ -11,6 +11,9 @@ use std::io::Write;
 
 /// Compresses `data`; `Compression::None` returns it unchanged.
 pub fn compress(data: &[u8], how: Compression, level: u32) -> Option<Vec<u8>> {
+    if how == Compression::None {
+        return None;
+    }
     let level = flate2::Compression::new(level.min(9));
     let out = Vec::with_capacity(data.len() / 2 + 32);
     match how {

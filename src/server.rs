@@ -10,11 +10,11 @@
 
 use crate::ipc::{
     client_message, server_message, ClientMessage, Error as ErrorFrame, FlushReply, HelloReply,
-    RecordResult, Results, ServerMessage, StatsReply,
+    RecordResult, ServerMessage, StatsReply,
 };
 use crate::producer::{Producer, RecordInput, ResultSink};
 use bytes::BytesMut;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use prost::Message;
 use std::collections::VecDeque;
 use std::path::Path;
@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, Notify};
-use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -205,9 +205,7 @@ pub async fn handle_connection(
     let mut frames = FramedRead::new(rd, codec(producer.config().max_frame_size as usize));
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
-    // Outgoing frames are kept near RESULTS_FRAME_TARGET; the limit only
-    // guards against a bug, never against the client.
-    let out = FramedWrite::new(wr, codec(u32::MAX as usize));
+    let out = wr;
     let writer = tokio::spawn(write_loop(out, rx, backlog.clone()));
     read_loop(&mut frames, &tx, &producer, &stop_reading, &backlog).await;
     drop(tx);
@@ -422,7 +420,7 @@ impl FlushTracker {
 }
 
 async fn write_loop(
-    out: FramedWrite<tokio::net::unix::OwnedWriteHalf, LengthDelimitedCodec>,
+    out: tokio::net::unix::OwnedWriteHalf,
     rx: mpsc::UnboundedReceiver<ConnEvent>,
     backlog: Arc<Backlog>,
 ) {
@@ -430,81 +428,90 @@ async fn write_loop(
     backlog.gone();
 }
 
+/// Encodes what is queued into one buffer (results straight into
+/// `Results` frames, each result encoded once) and writes it in one call.
 async fn write_frames(
-    mut out: FramedWrite<tokio::net::unix::OwnedWriteHalf, LengthDelimitedCodec>,
+    mut out: tokio::net::unix::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<ConnEvent>,
     backlog: &Backlog,
 ) {
+    use bytes::BufMut;
+    use tokio::io::AsyncWriteExt;
     let mut flushes = FlushTracker::default();
-    let mut results: Vec<RecordResult> = Vec::new();
-    let mut results_size = 0usize;
+    let mut buf = BytesMut::with_capacity(2 * RESULTS_FRAME_TARGET);
+    let mut body = BytesMut::with_capacity(RESULTS_FRAME_TARGET + 4096);
+    let mut n_body = 0usize;
     while let Some(first) = rx.recv().await {
         let mut ev = Some(first);
-        let mut frames: Vec<ServerMessage> = Vec::new();
-        // Take everything queued now, so results go out in few large frames.
+        let mut n_results = 0usize;
+        let mut frames = 0usize;
         while let Some(e) = ev.take().or_else(|| rx.try_recv().ok()) {
             match e {
                 ConnEvent::Accepted(n) => flushes.accepted(n),
                 ConnEvent::Flush(id) => flushes.flush(id),
                 ConnEvent::Result(epoch, r) => {
                     flushes.finished(epoch);
-                    results_size += r.encoded_len();
-                    results.push(r);
-                    if results_size >= RESULTS_FRAME_TARGET {
-                        frames.push(results_frame(&mut results));
-                        results_size = 0;
+                    body.put_u8(0x0A);
+                    r.encode_length_delimited(&mut body)
+                        .expect("BytesMut grows");
+                    n_body += 1;
+                    if body.len() >= RESULTS_FRAME_TARGET {
+                        close_results(&mut buf, &mut body);
+                        n_results += std::mem::take(&mut n_body);
+                        frames += 1;
                     }
                 }
                 ConnEvent::Send(m) => {
-                    if !results.is_empty() {
-                        frames.push(results_frame(&mut results));
-                        results_size = 0;
+                    if n_body > 0 {
+                        close_results(&mut buf, &mut body);
+                        n_results += std::mem::take(&mut n_body);
                     }
-                    frames.push(m);
+                    put_frame(&mut buf, &m);
+                    frames += 1;
                 }
             }
-            if frames.len() >= 64 {
+            if frames >= 64 {
                 break;
             }
         }
-        if !results.is_empty() {
-            frames.push(results_frame(&mut results));
-            results_size = 0;
+        if n_body > 0 {
+            close_results(&mut buf, &mut body);
+            n_results += std::mem::take(&mut n_body);
         }
         for id in flushes.answerable() {
-            frames.push(ServerMessage {
-                msg: Some(server_message::Msg::Flushed(FlushReply { id })),
-            });
+            put_frame(
+                &mut buf,
+                &ServerMessage {
+                    msg: Some(server_message::Msg::Flushed(FlushReply { id })),
+                },
+            );
         }
-        let n_results: usize = frames
-            .iter()
-            .map(|m| match &m.msg {
-                Some(server_message::Msg::Results(r)) => r.results.len(),
-                _ => 0,
-            })
-            .sum();
-        for m in frames {
-            let mut buf = BytesMut::with_capacity(m.encoded_len());
-            m.encode(&mut buf).expect("BytesMut grows");
-            if out.feed(buf.freeze()).await.is_err() {
-                return;
-            }
-        }
-        if SinkExt::<bytes::Bytes>::flush(&mut out).await.is_err() {
-            // The client is gone; its records still finish in the producer.
+        if out.write_all(&buf).await.is_err() {
             return;
         }
+        buf.clear();
         backlog.written(n_results);
     }
-    let _ = SinkExt::<bytes::Bytes>::close(&mut out).await;
+    let _ = out.shutdown().await;
 }
 
-fn results_frame(results: &mut Vec<RecordResult>) -> ServerMessage {
-    ServerMessage {
-        msg: Some(server_message::Msg::Results(Results {
-            results: std::mem::take(results),
-        })),
-    }
+fn put_frame(buf: &mut BytesMut, m: &ServerMessage) {
+    use bytes::BufMut;
+    buf.put_u32(m.encoded_len() as u32);
+    m.encode(buf).expect("BytesMut grows");
+}
+
+/// Appends a ServerMessage{results: Results{..}} frame around `body`, which
+/// holds the already-encoded `results` fields.
+fn close_results(buf: &mut BytesMut, body: &mut BytesMut) {
+    use bytes::BufMut;
+    let inner = body.len() as u64;
+    let msg_len = 1 + prost::encoding::encoded_len_varint(inner) + body.len();
+    buf.put_u32(msg_len as u32);
+    buf.put_u8(0x12);
+    prost::encoding::encode_varint(inner, buf);
+    buf.extend_from_slice(body);
+    body.clear();
 }
 
 #[cfg(test)]

@@ -49,7 +49,9 @@ async fn every_record_has_one_result_and_every_success_is_in_the_stream_under_fa
     });
     let daemon = Daemon::start(
         &fake.endpoint(),
-        "request_timeout_ms = 700\nretry_backoff_base_ms = 20\nretry_backoff_max_ms = 1000\nrecord_max_buffered_time_ms = 50",
+        // Small aggregates and calls: many requests, so every fault shows up.
+        "request_timeout_ms = 700\nretry_backoff_base_ms = 20\nretry_backoff_max_ms = 1000\n\
+         record_max_buffered_time_ms = 50\naggregation_max_size = 4096\ncollection_max_count = 5",
     )
     .await;
 

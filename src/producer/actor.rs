@@ -23,8 +23,10 @@ use tokio::time::Instant;
 
 /// One PutRecords entry: an aggregate or a single raw record.
 pub(crate) struct KinesisRecord {
-    /// The shard it was predicted for, and the map generation that did it.
+    /// The shard it was predicted for (id and index in the map), and the map
+    /// generation that did it.
     shard_id: Arc<str>,
+    shard_idx: usize,
     map_gen: u64,
     aggregated: bool,
     entry: PutEntry,
@@ -35,6 +37,12 @@ impl RequestSize for KinesisRecord {
     fn request_bytes(&self) -> usize {
         self.entry.data.len() + self.entry.partition_key.len()
     }
+}
+
+/// A retry waiting out its backoff.
+enum Retry {
+    Whole(KinesisRecord),
+    Loose(Vec<UserRecord>),
 }
 
 pub(crate) enum StreamMsg {
@@ -101,7 +109,10 @@ pub(crate) struct StreamActor {
     held_shards: Vec<usize>,
     held_wake: Option<Instant>,
     ready_due: Option<Instant>,
-    retries: BTreeMap<(Instant, u64), UserRecord>,
+    /// Records waiting out their backoff: whole Kinesis records (so an
+    /// aggregate stays whole and is metered again by its shard's limit), or
+    /// loose user records to route again.
+    retries: BTreeMap<(Instant, u64), Retry>,
     retry_seq: u64,
     /// Aggregates that landed on an unexpected shard, judged after the next map load.
     misrouted: Vec<(KinesisRecord, Arc<str>, Arc<str>)>,
@@ -266,14 +277,28 @@ impl StreamActor {
                 self.start_load();
             }
         }
-        // Retries that are due go through routing again, with the current map.
+        // Retries that are due: a whole Kinesis record goes back to its
+        // shard's rate limit if the map has not changed since it was built;
+        // anything else is routed again with the current map.
         while let Some(entry) = self.retries.first_entry() {
             if entry.key().0 > now {
                 break;
             }
-            let mut u = entry.remove();
-            u.deadline = now;
-            self.route(u);
+            let loose = match entry.remove() {
+                Retry::Whole(k)
+                    if k.map_gen == self.map_gen && matches!(self.map, MapState::Ready(_)) =>
+                {
+                    let idx = k.shard_idx;
+                    self.admit(idx, k, now);
+                    continue;
+                }
+                Retry::Whole(k) => k.records,
+                Retry::Loose(v) => v,
+            };
+            for mut u in loose {
+                u.deadline = now;
+                self.route(u);
+            }
         }
         // Buffers whose oldest record reached its deadline.
         while let Some(Reverse((d, idx, gen))) = self.timers.peek().copied() {
@@ -315,7 +340,7 @@ impl StreamActor {
         let now = Instant::now();
         if !self.settings.aggregation_enabled {
             let b = &self.buffers[idx];
-            let k = single(b.shard_id.clone(), self.map_gen, u);
+            let k = single(b.shard_id.clone(), idx, self.map_gen, u);
             return self.admit(idx, k, now);
         }
         let max_count = self.settings.aggregation_max_count;
@@ -349,7 +374,7 @@ impl StreamActor {
             ) > alone_limit
         {
             // Too big to aggregate with anything: sent on its own.
-            let k = single(b.shard_id.clone(), self.map_gen, u);
+            let k = single(b.shard_id.clone(), idx, self.map_gen, u);
             return self.admit(idx, k, now);
         }
         b.builder.add(
@@ -375,17 +400,19 @@ impl StreamActor {
         if b.records.is_empty() {
             return;
         }
-        let records = std::mem::take(&mut b.records);
+        let cap = b.records.len();
+        let records = std::mem::replace(&mut b.records, Vec::with_capacity(cap));
         let k = if records.len() == 1 {
             b.builder.clear();
             let u = records.into_iter().next().expect("one record");
-            single(b.shard_id.clone(), self.map_gen, u)
+            single(b.shard_id.clone(), idx, self.map_gen, u)
         } else {
             let data = b.builder.encode(records.iter().map(|u| u.data.as_ref()));
             b.builder.clear();
             let first = &records[0];
             KinesisRecord {
                 shard_id: b.shard_id.clone(),
+                shard_idx: idx,
                 map_gen: self.map_gen,
                 aggregated: true,
                 // The first record's key (not the KPL's fixed "a", which
@@ -621,7 +648,7 @@ impl StreamActor {
                         }
                         EntryResult::Err { code, message } => {
                             let class = crate::retry::classify_code(&code);
-                            self.fail_or_retry(k.records, class, &code, &message, started, ended);
+                            self.retry_or_fail(k, class, &code, &message, started, ended);
                         }
                     }
                 }
@@ -637,7 +664,7 @@ impl StreamActor {
                     };
                 }
                 for k in batch {
-                    self.fail_or_retry(k.records, e.class, &e.code, &e.message, started, ended);
+                    self.retry_or_fail(k, e.class, &e.code, &e.message, started, ended);
                 }
             }
         }
@@ -702,14 +729,10 @@ impl StreamActor {
             ),
         };
         Counters::add(&self.inner.counters.wrong_shard, 1);
-        self.fail_or_retry(
-            k.records,
-            ErrorClass::Retryable,
-            codes::WRONG_SHARD,
-            &msg,
-            now,
-            now,
-        );
+        // Never resend this aggregate as it is: its records are routed anew.
+        let mut k = k;
+        k.map_gen = u64::MAX;
+        self.retry_or_fail(k, ErrorClass::Retryable, codes::WRONG_SHARD, &msg, now, now);
     }
 
     fn succeed(
@@ -728,9 +751,13 @@ impl StreamActor {
         }
     }
 
-    fn fail_or_retry(
+    /// After a failed attempt: fail the records (fatal error, throttled
+    /// with `fail_if_throttled`, shutting down, or TTL reached before the
+    /// next try) or schedule the Kinesis record again, whole, after one
+    /// full-jitter backoff.
+    fn retry_or_fail(
         &mut self,
-        records: Vec<UserRecord>,
+        mut k: KinesisRecord,
         class: ErrorClass,
         code: &str,
         message: &str,
@@ -738,32 +765,51 @@ impl StreamActor {
         ended: Instant,
     ) {
         let now = Instant::now();
-        let fail_now = self.aborted
-            || class == ErrorClass::Fatal
-            || (class == ErrorClass::Throttled && self.settings.fail_if_throttled);
-        for mut u in records {
-            u.attempts
-                .push(attempt(&u, false, code, message, started, ended));
+        for u in &mut k.records {
+            let a = attempt(u, false, code, message, started, ended);
+            u.attempts.push(a);
             u.ready_since = ended;
-            if fail_now {
-                self.inner.finish(u, Err((code, message.to_string())));
-                continue;
-            }
-            let n = u.attempts.len() as u32;
-            let delay = self.inner.backoff.delay(n, rand::random::<f64>());
-            let at = now + delay;
-            if at >= u.expiry {
-                let msg = format!(
-                    "record_ttl_ms ({} ms) ran out after {n} attempts; last error {code}: {message}",
-                    self.settings.record_ttl_ms
-                );
-                self.inner.finish(u, Err((codes::EXPIRED, msg)));
-                continue;
-            }
-            self.retry_seq += 1;
-            Counters::add(&self.inner.counters.retries, 1);
-            self.retries.insert((at, self.retry_seq), u);
         }
+        if self.aborted
+            || class == ErrorClass::Fatal
+            || (class == ErrorClass::Throttled && self.settings.fail_if_throttled)
+        {
+            for u in k.records {
+                self.inner.finish(u, Err((code, message.to_string())));
+            }
+            return;
+        }
+        let n = k
+            .records
+            .iter()
+            .map(|u| u.attempts.len())
+            .max()
+            .unwrap_or(1) as u32;
+        let at = now + self.inner.backoff.delay(n, rand::random::<f64>());
+        if k.records.iter().all(|u| at < u.expiry) {
+            Counters::add(&self.inner.counters.retries, k.records.len() as u64);
+            return self.schedule(at, Retry::Whole(k));
+        }
+        // Some records would expire before the next try: they fail now and
+        // the others are aggregated anew.
+        let (expired, rest): (Vec<_>, Vec<_>) = k.records.into_iter().partition(|u| at >= u.expiry);
+        for u in expired {
+            let msg = format!(
+                "record_ttl_ms ({} ms) ran out after {} attempts; last error {code}: {message}",
+                self.settings.record_ttl_ms,
+                u.attempts.len()
+            );
+            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+        }
+        if !rest.is_empty() {
+            Counters::add(&self.inner.counters.retries, rest.len() as u64);
+            self.schedule(at, Retry::Loose(rest));
+        }
+    }
+
+    fn schedule(&mut self, at: Instant, r: Retry) {
+        self.retry_seq += 1;
+        self.retries.insert((at, self.retry_seq), r);
     }
 
     fn start_load(&mut self) {
@@ -905,8 +951,11 @@ impl StreamActor {
         for k in self.ready.drain(..) {
             all.extend(k.records);
         }
-        for (_, u) in std::mem::take(&mut self.retries) {
-            all.push(u);
+        for (_, r) in std::mem::take(&mut self.retries) {
+            match r {
+                Retry::Whole(k) => all.extend(k.records),
+                Retry::Loose(v) => all.extend(v),
+            }
         }
         for (k, _, _) in std::mem::take(&mut self.misrouted) {
             all.extend(k.records);
@@ -917,9 +966,10 @@ impl StreamActor {
     }
 }
 
-fn single(shard_id: Arc<str>, map_gen: u64, u: UserRecord) -> KinesisRecord {
+fn single(shard_id: Arc<str>, shard_idx: usize, map_gen: u64, u: UserRecord) -> KinesisRecord {
     KinesisRecord {
         shard_id,
+        shard_idx,
         map_gen,
         aggregated: false,
         entry: PutEntry {

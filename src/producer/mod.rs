@@ -587,7 +587,7 @@ impl Inner {
             deadline: now + settings.record_max_buffered_time(),
             expiry: now + settings.record_ttl(),
             ready_since: now,
-            attempts: Vec::new(),
+            attempts: Vec::with_capacity(1),
             sink: sink.clone(),
         })
     }
@@ -596,10 +596,16 @@ impl Inner {
     fn dispatch(self: &Arc<Self>, records: Vec<UserRecord>) {
         let mut streams = self.streams.lock().expect("streams lock");
         let mut by_stream: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
+        let n = records.len();
         for u in records {
             match by_stream.iter_mut().find(|(s, _)| *s == u.stream) {
                 Some((_, v)) => v.push(u),
-                None => by_stream.push((u.stream.clone(), vec![u])),
+                None => {
+                    let mut v = Vec::with_capacity(n);
+                    let s = u.stream.clone();
+                    v.push(u);
+                    by_stream.push((s, v));
+                }
             }
         }
         for (name, recs) in by_stream {
@@ -636,8 +642,8 @@ impl Inner {
             Ok((shard, seq, sub)) => RecordResult {
                 id: u.id,
                 success: true,
-                shard_id: shard.to_string(),
-                sequence_number: seq.to_string(),
+                shard_id: String::from(&*shard),
+                sequence_number: String::from(&*seq),
                 sub_sequence_number: sub,
                 attempts: u.attempts,
                 error_code: String::new(),
