@@ -6,6 +6,7 @@
 //! [`Config::from_raw`], which applies the KPL defaults and checks every value,
 //! naming the key in any error.
 
+use crate::access::{AccessPolicy, IdSetting, ModeSetting, SocketMode, SocketPerms};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,10 @@ use std::time::Duration;
 /// Every key a config file may hold, in the order `--check` prints them.
 pub const KEYS: &[&str] = &[
     "socket_path",
+    "socket_mode",
+    "socket_group",
+    "allowed_uids",
+    "allowed_gids",
     "region",
     "kinesis_endpoint",
     "aggregation_enabled",
@@ -66,6 +71,14 @@ pub const STREAM_KEYS: &[&str] = &[
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub socket_path: Option<PathBuf>,
+    /// Octal string ("0660") or integer (TOML 0o660).
+    pub socket_mode: Option<ModeSetting>,
+    /// Group name (from /etc/group) or gid.
+    pub socket_group: Option<IdSetting>,
+    /// User names (from /etc/passwd) or uids.
+    pub allowed_uids: Option<Vec<IdSetting>>,
+    /// Group names (from /etc/group) or gids.
+    pub allowed_gids: Option<Vec<IdSetting>>,
     pub region: Option<String>,
     pub kinesis_endpoint: Option<String>,
     pub aggregation_enabled: Option<bool>,
@@ -185,6 +198,15 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Serialize)]
 pub struct Config {
     pub socket_path: PathBuf,
+    /// Mode of the socket file kpld creates (not used when systemd passes the socket).
+    pub socket_mode: SocketMode,
+    /// Group of the socket file kpld creates; None: kpld's own group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
+    /// Who may connect (SO_PEERCRED): a listed uid, or a listed primary or
+    /// supplementary gid. Both empty: anyone who can open the socket file.
+    pub allowed_uids: Vec<u32>,
+    pub allowed_gids: Vec<u32>,
     /// None: from the AWS chain (AWS_REGION, profile, IMDS).
     pub region: Option<String>,
     /// None: the AWS default, or AWS_ENDPOINT_URL_KINESIS.
@@ -317,10 +339,37 @@ impl Config {
     /// Applies the defaults and checks every value.
     pub fn from_raw(raw: RawConfig) -> Result<Config, ConfigError> {
         let max_record_size = raw.max_record_size.unwrap_or(MIB);
+        let invalid =
+            |key: &'static str| move |message: String| ConfigError::Invalid { key, message };
+        let ids = |key: &'static str, v: &Option<Vec<IdSetting>>, group: bool| {
+            v.iter()
+                .flatten()
+                .map(|id| {
+                    if group {
+                        id.resolve_group()
+                    } else {
+                        id.resolve_user()
+                    }
+                })
+                .collect::<Result<Vec<u32>, _>>()
+                .map_err(|e| invalid(key)(e.to_string()))
+        };
         let c = Config {
             socket_path: raw
                 .socket_path
                 .unwrap_or_else(|| PathBuf::from("/run/kpld/kpld.sock")),
+            socket_mode: match &raw.socket_mode {
+                None => SocketMode::default(),
+                Some(m) => SocketMode(m.resolve().map_err(invalid("socket_mode"))?),
+            },
+            socket_group: raw
+                .socket_group
+                .as_ref()
+                .map(|g| g.resolve_group())
+                .transpose()
+                .map_err(|e| invalid("socket_group")(e.to_string()))?,
+            allowed_uids: ids("allowed_uids", &raw.allowed_uids, false)?,
+            allowed_gids: ids("allowed_gids", &raw.allowed_gids, true)?,
             region: raw.region.filter(|r| !r.is_empty()),
             kinesis_endpoint: raw.kinesis_endpoint.filter(|e| !e.is_empty()),
             aggregation_enabled: raw.aggregation_enabled.unwrap_or(true),
@@ -600,6 +649,19 @@ impl Config {
         Ok(())
     }
 
+    /// Who may connect: `allowed_uids` / `allowed_gids`.
+    pub fn access_policy(&self) -> AccessPolicy {
+        AccessPolicy::new(self.allowed_uids.clone(), self.allowed_gids.clone())
+    }
+
+    /// Mode and group of the socket file kpld creates.
+    pub fn socket_perms(&self) -> SocketPerms {
+        SocketPerms {
+            mode: self.socket_mode.0,
+            group: self.socket_group,
+        }
+    }
+
     /// The effective configuration as TOML, as `--check` prints it.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("the config serialises")
@@ -731,6 +793,10 @@ impl RawConfig {
             ($($f:ident),*) => { $( if o.$f.is_some() { self.$f = o.$f; } )* };
         }
         take!(
+            socket_mode,
+            socket_group,
+            allowed_uids,
+            allowed_gids,
             compression,
             compression_level,
             streams_allowed,
@@ -797,7 +863,15 @@ mod tests {
     fn every_key_is_accepted_and_printed() {
         let printed = load("", &[]).unwrap().to_toml();
         for key in KEYS {
-            if ["region", "kinesis_endpoint", "streams_allowed", "streams"].contains(key) {
+            if [
+                "region",
+                "kinesis_endpoint",
+                "streams_allowed",
+                "streams",
+                "socket_group",
+            ]
+            .contains(key)
+            {
                 continue; // unset options are not printed
             }
             assert!(
@@ -890,5 +964,52 @@ mod tests {
             e.contains("KPLD_RECORD_TTL_MS") && e.contains("record_ttl_ms"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn socket_access_keys_take_octal_modes_and_names_or_ids() {
+        let c = load(
+            "socket_mode = \"0640\"\nsocket_group = \"root\"\n\
+             allowed_uids = [0, 4242]\nallowed_gids = [\"root\", 7]",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.socket_mode, SocketMode(0o640));
+        assert_eq!(c.socket_group, Some(0));
+        assert_eq!(c.allowed_uids, vec![0, 4242]);
+        assert_eq!(c.allowed_gids, vec![0, 7]);
+        let printed = c.to_toml();
+        assert!(printed.contains("socket_mode = \"0640\""), "{printed}");
+        assert!(printed.contains("allowed_uids = [0, 4242]"), "{printed}");
+        let d = load("socket_mode = 0o600", &[("KPLD_ALLOWED_UIDS", "[1000]")]).unwrap();
+        assert_eq!(d.socket_mode, SocketMode(0o600));
+        assert_eq!(d.allowed_uids, vec![1000]);
+        let e = load("", &[("KPLD_SOCKET_MODE", "0660")]).unwrap();
+        assert_eq!(e.socket_mode, SocketMode(0o660));
+        let dflt = load("", &[]).unwrap();
+        assert_eq!(dflt.socket_mode, SocketMode(0o660));
+        assert!(dflt.access_policy().is_open());
+    }
+
+    #[test]
+    fn bad_socket_access_values_name_the_key() {
+        let e = load("socket_mode = 660", &[]).unwrap_err().to_string();
+        assert!(e.contains("`socket_mode`") && e.contains("decimal"), "{e}");
+        let e = load("socket_group = \"no-such-group-kpld\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`socket_group`") && e.contains("no-such-group-kpld"),
+            "{e}"
+        );
+        let e = load("allowed_uids = [\"no-such-user-kpld\"]", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`allowed_uids`") && e.contains("/etc/passwd"),
+            "{e}"
+        );
+        let e = load("allowed_uids = 5", &[]).unwrap_err().to_string();
+        assert!(e.contains("`allowed_uids`"), "{e}");
     }
 }

@@ -14,11 +14,18 @@
 //!   routing, aggregation, collection, sending, retries, results.
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
 //! - [`shutdown`]: signals and the drain sequence.
+//! - [`access`]: the socket file's mode and group, and `allowed_uids` /
+//!   `allowed_gids` checked with SO_PEERCRED on every connection.
+//! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
+//!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
 //! - [`fake_kinesis`]: a programmable Kinesis double over real HTTP, for the
 //!   tests and the benchmark (not used by the daemon).
-#![forbid(unsafe_code)]
+// One audited exception: taking the socket systemd passes as fd 3
+// (`systemd::take_passed_fd`: `#[allow(unsafe_code)]` with its SAFETY note).
+#![deny(unsafe_code)]
 
+pub mod access;
 pub mod aggregate;
 pub mod client;
 pub mod collect;
@@ -32,6 +39,7 @@ pub mod send;
 pub mod server;
 pub mod shard_map;
 pub mod shutdown;
+pub mod systemd;
 
 /// The socket protocol's messages, generated from proto/kpld.proto.
 pub mod ipc {

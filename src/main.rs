@@ -8,6 +8,7 @@ use kpld::send::{KinesisApi, SdkKinesis};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -51,6 +52,18 @@ fn main() -> std::process::ExitCode {
         }
     };
     let log_level = init_logging(&cfg);
+    // Before the runtime starts threads: this unsets the LISTEN_* variables.
+    let inherited = if cli.check {
+        None
+    } else {
+        match kpld::systemd::listen_fds() {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("kpld: socket activation: {e}");
+                return std::process::ExitCode::from(1);
+            }
+        }
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -64,7 +77,7 @@ fn main() -> std::process::ExitCode {
     let result = if cli.check {
         rt.block_on(check(cfg, path))
     } else {
-        rt.block_on(run(cfg, path, log_level))
+        rt.block_on(run(cfg, path, log_level, inherited))
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
@@ -103,39 +116,43 @@ type LogLevelHandle = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
 async fn check(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
     use aws_credential_types::provider::ProvideCredentials;
-    println!(
-        "# kpld {} effective configuration (from {}; KPLD_* variables applied)",
+    use std::fmt::Write;
+    let mut out = format!(
+        "# kpld {} effective configuration (from {}; KPLD_* variables applied)\n{}",
         env!("CARGO_PKG_VERSION"),
         path.as_ref()
-            .map_or("built-in defaults".to_string(), |p| p.display().to_string())
+            .map_or("built-in defaults".to_string(), |p| p.display().to_string()),
+        cfg.to_toml()
     );
-    print!("{}", cfg.to_toml());
-    let shared = kpld::send::load_shared_config(&cfg).await;
-    match shared {
-        Ok(shared) => {
-            println!(
-                "# resolved region: {}",
-                shared.region().map_or("-".into(), |r| r.to_string())
-            );
-            match shared.credentials_provider() {
-                Some(p) => match p.provide_credentials().await {
-                    Ok(c) => println!(
-                        "# credentials: found (access key id {}; secret not shown)",
-                        mask(c.access_key_id())
-                    ),
-                    Err(e) => println!(
-                        "# credentials: NOT found yet ({e}); kpld will keep trying at run time"
-                    ),
-                },
-                None => println!("# credentials: no provider configured"),
-            }
-        }
+    let shared = match kpld::send::load_shared_config(&cfg).await {
+        Ok(s) => s,
         Err(e) => {
+            print_out(&out);
             eprintln!("kpld: configuration error: {e}");
             return Ok(2);
         }
-    }
+    };
+    let region = shared.region().map_or("-".into(), |r| r.to_string());
+    let _ = writeln!(out, "# resolved region: {region}");
+    let creds = match shared.credentials_provider() {
+        Some(p) => match p.provide_credentials().await {
+            Ok(c) => format!(
+                "found (access key id {}; secret not shown)",
+                mask(c.access_key_id())
+            ),
+            Err(e) => format!("NOT found yet ({e}); kpld will keep trying at run time"),
+        },
+        None => "no provider configured".into(),
+    };
+    let _ = writeln!(out, "# credentials: {creds}");
+    print_out(&out);
     Ok(0)
+}
+
+/// Writes to stdout, ignoring a closed pipe (`kpld --check | head`).
+fn print_out(s: &str) {
+    use std::io::Write;
+    let _ = std::io::stdout().lock().write_all(s.as_bytes());
 }
 
 /// SIGHUP: re-reads the config file and applies what can change live.
@@ -144,6 +161,7 @@ fn reload(
     current: &mut Config,
     path: Option<&std::path::Path>,
     log_level: &LogLevelHandle,
+    policy: &arc_swap::ArcSwap<kpld::access::AccessPolicy>,
 ) {
     let new = match Config::load(path, std::env::vars()) {
         Ok(c) => c,
@@ -153,6 +171,19 @@ fn reload(
         }
     };
     let report = producer.reconfigure(current, &new);
+    if new.allowed_uids != current.allowed_uids || new.allowed_gids != current.allowed_gids {
+        policy.store(Arc::new(new.access_policy()));
+        tracing::info!(
+            allowed_uids = ?new.allowed_uids,
+            allowed_gids = ?new.allowed_gids,
+            "SIGHUP: applied allowed_uids / allowed_gids to new connections"
+        );
+    }
+    if new.socket_mode != current.socket_mode || new.socket_group != current.socket_group {
+        tracing::warn!(
+            "SIGHUP: socket_mode / socket_group changed in the file, take effect after a restart"
+        );
+    }
     if new.log_level != current.log_level && std::env::var("RUST_LOG").is_err() {
         if let Err(e) = log_level(&new.log_level) {
             tracing::error!("SIGHUP: cannot change log_level: {e}");
@@ -177,6 +208,8 @@ fn reload(
 /// so the next reload compares against what really runs.
 fn for_restart_keys(running: &Config, next: &mut Config) {
     next.socket_path = running.socket_path.clone();
+    next.socket_mode = running.socket_mode;
+    next.socket_group = running.socket_group;
     next.region = running.region.clone();
     next.kinesis_endpoint = running.kinesis_endpoint.clone();
     next.collection_max_count = running.collection_max_count;
@@ -202,7 +235,13 @@ fn mask(s: &str) -> String {
     }
 }
 
-async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> anyhow::Result<u8> {
+async fn run(
+    cfg: Config,
+    path: Option<PathBuf>,
+    log_level: LogLevelHandle,
+    inherited: Option<std::os::unix::net::UnixListener>,
+) -> anyhow::Result<u8> {
+    let mut signals = kpld::shutdown::Signals::install().context("signal handlers")?;
     let mut current = cfg.clone();
     let (api, shared) = match SdkKinesis::new(&cfg).await {
         Ok(x) => x,
@@ -218,11 +257,43 @@ async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> a
             .with_context(|| format!("AWS setup for stream {name}"))?;
         stream_apis.insert(name.clone(), Arc::new(api));
     }
-    let socket_path = cfg.socket_path.clone();
     let grace = cfg.shutdown_grace();
-    let listener = kpld::server::bind(&socket_path).await?;
+    let policy = Arc::new(arc_swap::ArcSwap::from_pointee(cfg.access_policy()));
+    let (listener, socket_file, socket) = match inherited {
+        Some(l) => {
+            let shown = l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                .unwrap_or_else(|| "(unnamed)".into());
+            tracing::info!(
+                socket = %shown,
+                "using the socket passed by the service manager (LISTEN_FDS); socket_path, \
+                 socket_mode and socket_group are not used"
+            );
+            let l = kpld::server::from_std(l).context("the socket passed by systemd")?;
+            (l, None, shown)
+        }
+        None => {
+            let (l, f) = kpld::server::bind(&cfg.socket_path, &cfg.socket_perms()).await?;
+            (l, Some(f), cfg.socket_path.display().to_string())
+        }
+    };
+    if !cfg.access_policy().is_open() {
+        tracing::info!(
+            allowed_uids = ?cfg.allowed_uids,
+            allowed_gids = ?cfg.allowed_gids,
+            "connections are checked against allowed_uids / allowed_gids"
+        );
+    }
     let producer = kpld::Producer::with_stream_apis(cfg, Arc::new(api), stream_apis);
-    tracing::info!(socket = %socket_path.display(), version = env!("CARGO_PKG_VERSION"), "kpld ready");
+    tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "kpld ready");
+    if kpld::systemd::notify_enabled() {
+        tokio::spawn(notify_ready(shared.clone(), socket.clone()));
+        if let Some(interval) = kpld::systemd::watchdog_interval() {
+            tokio::spawn(kpld::systemd::watchdog_loop(interval));
+        }
+    }
 
     let stop_accepting = CancellationToken::new();
     let stop_reading = CancellationToken::new();
@@ -230,20 +301,27 @@ async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> a
     let server = tokio::spawn(kpld::server::serve(
         listener,
         producer.clone(),
+        policy.clone(),
         stop_accepting.clone(),
         stop_reading.clone(),
         connections.clone(),
     ));
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("SIGHUP handler")?;
-    let stop = kpld::shutdown::signal();
-    tokio::pin!(stop);
     let sig = loop {
-        tokio::select! {
-            s = &mut stop => break s,
-            _ = hup.recv() => reload(&producer, &mut current, path.as_deref(), &log_level),
+        match signals.recv().await {
+            kpld::shutdown::Received::Stop(s) => break s,
+            kpld::shutdown::Received::Reload => reload(
+                &producer,
+                &mut current,
+                path.as_deref(),
+                &log_level,
+                &policy,
+            ),
         }
     };
+    let _ = kpld::systemd::notify(&format!(
+        "STOPPING=1\nSTATUS=draining {} records",
+        producer.outstanding()
+    ));
     tracing::info!(
         signal = sig,
         outstanding = producer.outstanding(),
@@ -252,7 +330,7 @@ async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> a
     );
     let report = kpld::shutdown::drain(
         &producer,
-        &socket_path,
+        socket_file.as_ref(),
         &stop_accepting,
         &stop_reading,
         &connections,
@@ -270,4 +348,30 @@ async fn run(cfg: Config, path: Option<PathBuf>, log_level: LogLevelHandle) -> a
     }
     tracing::info!("all records delivered; exiting");
     Ok(0)
+}
+
+/// Sends READY=1 to the service manager once the AWS credentials chain has
+/// produced credentials (the socket already accepts connections, and records
+/// wait for credentials as they would at any time). Until then STATUS= says
+/// what kpld waits for, so `systemctl status kpld` shows it.
+async fn notify_ready(shared: aws_config::SdkConfig, socket: String) {
+    use aws_credential_types::provider::ProvideCredentials;
+    if let Some(provider) = shared.credentials_provider() {
+        let mut delay = Duration::from_secs(1);
+        while let Err(e) = provider.provide_credentials().await {
+            kpld::systemd::status(&format!("waiting for AWS credentials: {e}"));
+            tracing::warn!(
+                error = %e,
+                retry_in_s = delay.as_secs(),
+                "no AWS credentials yet; READY=1 is sent to systemd once they resolve"
+            );
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
+    }
+    if let Err(e) = kpld::systemd::notify(&format!(
+        "READY=1\nSTATUS=accepting connections on {socket}"
+    )) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }

@@ -7,7 +7,12 @@
 //! length, vanished client) end that connection alone; records it already
 //! handed over are still delivered, and their results are still written
 //! while the client listens.
+//!
+//! Every accepted connection first passes the [`AccessPolicy`]
+//! (`allowed_uids` / `allowed_gids`, SO_PEERCRED); a refused one gets a fatal
+//! `AccessDenied` error frame naming its uid, and a warning is logged.
 
+use crate::access::{AccessPolicy, Denied, SocketFile, SocketPerms};
 use crate::ipc::{
     client_message, server_message, ClientMessage, Error as ErrorFrame, FlushReply, HelloReply,
     RecordResult, ServerMessage, StatsReply,
@@ -45,11 +50,27 @@ pub enum BindError {
         path: String,
         source: std::io::Error,
     },
+    #[error("{0} exists and is not a socket; remove it or choose another socket_path")]
+    NotASocket(String),
+    #[error(
+        "cannot tell whether another process uses the socket {path} ({source}); remove the \
+         file if no kpld runs, or fix its permissions"
+    )]
+    Probe {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
-/// Binds the socket, replacing a stale socket file left by a crashed daemon
-/// but never one that another live process answers on.
-pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
+/// Binds the socket with the configured mode and group, replacing a stale
+/// socket file left by a crashed daemon but never one that another live
+/// process answers on, nor a file that is not a socket, nor one whose state
+/// cannot be told: only "connection refused" means stale.
+pub async fn bind(
+    path: &Path,
+    perms: &SocketPerms,
+) -> Result<(UnixListener, SocketFile), BindError> {
+    use std::os::unix::fs::FileTypeExt;
     let shown = path.display().to_string();
     if let Some(dir) = path.parent() {
         if !dir.as_os_str().is_empty() {
@@ -59,21 +80,41 @@ pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
             })?;
         }
     }
-    if path.exists() {
-        if UnixStream::connect(path).await.is_ok() {
-            return Err(BindError::InUse(shown));
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            return Err(BindError::NotASocket(shown));
         }
-        let _ = std::fs::remove_file(path);
+        match UnixStream::connect(path).await {
+            Ok(_) => return Err(BindError::InUse(shown)),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                tracing::info!(socket = %shown, "replacing a stale socket file (nothing accepts on it)");
+                let _ = std::fs::remove_file(path);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(BindError::Probe {
+                    path: shown,
+                    source,
+                })
+            }
+        }
     }
-    let listener = UnixListener::bind(path).map_err(|source| BindError::Bind {
-        path: shown.clone(),
+    let (listener, file) =
+        crate::access::bind_with_perms(path, perms).map_err(|source| BindError::Bind {
+            path: shown.clone(),
+            source,
+        })?;
+    let listener = from_std(listener).map_err(|source| BindError::Bind {
+        path: shown,
         source,
     })?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660));
-    }
-    Ok(listener)
+    Ok((listener, file))
+}
+
+/// A listener from std (e.g. the socket systemd passed) for tokio.
+pub fn from_std(listener: std::os::unix::net::UnixListener) -> std::io::Result<UnixListener> {
+    listener.set_nonblocking(true)?;
+    UnixListener::from_std(listener)
 }
 
 /// Accepts connections until `stop` is cancelled. Connection tasks are
@@ -82,6 +123,7 @@ pub async fn bind(path: &Path) -> Result<UnixListener, BindError> {
 pub async fn serve(
     listener: UnixListener,
     producer: Producer,
+    policy: Arc<arc_swap::ArcSwap<AccessPolicy>>,
     stop: CancellationToken,
     stop_reading: CancellationToken,
     tracker: TaskTracker,
@@ -95,7 +137,13 @@ pub async fn serve(
             Ok((stream, _)) => {
                 let producer = producer.clone();
                 let stop_reading = stop_reading.clone();
-                tracker.spawn(handle_connection(stream, producer, stop_reading));
+                let policy = policy.load_full();
+                tracker.spawn(async move {
+                    match policy.check_stream(&stream) {
+                        Ok(_) => handle_connection(stream, producer, stop_reading).await,
+                        Err(denied) => refuse(stream, denied).await,
+                    }
+                });
             }
             Err(e) => {
                 // Out of file descriptors and the like: wait a little
@@ -187,6 +235,44 @@ fn error_frame(code: &str, message: String, fatal: bool) -> ServerMessage {
             fatal,
         })),
     }
+}
+
+/// Answers a connection the access policy refused: reads the client's
+/// first frame (its Hello, so the client is not cut off mid-write), sends a
+/// fatal `AccessDenied` error naming the uid, and closes once the client has
+/// closed too (so it reads the frame, not a reset). Bounded in time.
+async fn refuse(stream: UnixStream, denied: Denied) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    tracing::warn!(
+        uid = denied.peer.uid,
+        gid = denied.peer.gid,
+        pid = denied.peer.pid,
+        "connection refused: {denied}"
+    );
+    let bound = std::time::Duration::from_secs(5);
+    let (rd, mut wr) = stream.into_split();
+    let mut first = FramedRead::new(
+        rd,
+        LengthDelimitedCodec::builder()
+            .big_endian()
+            .length_field_length(4)
+            .max_frame_length(64 * 1024)
+            .new_codec(),
+    );
+    let _ = tokio::time::timeout(bound, first.next()).await;
+    let msg = error_frame("AccessDenied", denied.to_string(), true);
+    let mut buf = Vec::with_capacity(4 + msg.encoded_len());
+    buf.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+    msg.encode(&mut buf).expect("Vec grows");
+    let _ = tokio::time::timeout(bound, async {
+        wr.write_all(&buf).await?;
+        wr.shutdown().await?;
+        let mut rd = first.into_inner();
+        let mut sink = [0u8; 4096];
+        while rd.read(&mut sink).await? > 0 {}
+        Ok::<(), std::io::Error>(())
+    })
+    .await;
 }
 
 pub async fn handle_connection(
