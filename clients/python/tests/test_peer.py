@@ -374,36 +374,6 @@ def test_wrongly_typed_records_raise_before_anything_is_sent(sock_path):
         peer.close()
 
 
-def test_a_result_callback_may_not_wait_on_the_producer(sock_path):
-    def script(conn: PeerConn, n: int) -> None:
-        conn.handshake()
-        ids = [r["id"] for r in conn.read_put()]
-        conn.send({"results": {"results": [ok_result(ids[0])]}})
-        conn.read_put()  # the second record, put from the callback
-        conn.read()
-
-    peer = Peer(sock_path, script)
-    errors: List[BaseException] = []
-    try:
-        with Producer(sock_path) as p:
-            done = threading.Event()
-
-            def callback(fut: Any) -> None:
-                p.put_record("s", b"from callback", partition_key="cb")  # putting is fine
-                try:
-                    p.flush()
-                except RuntimeError as e:
-                    errors.append(e)
-                done.set()
-
-            p.put_record("s", b"x", partition_key="k").add_done_callback(callback)
-            assert done.wait(WAIT_S)
-            p.close(timeout=0)
-    finally:
-        peer.close()
-    assert len(errors) == 1 and "reader thread" in str(errors[0])
-
-
 # -- asyncio ---------------------------------------------------------------------
 
 
