@@ -42,6 +42,13 @@ pub const KEYS: &[&str] = &[
     "shutdown_grace_ms",
     "log_level",
     "log_format",
+    "metrics_level",
+    "metrics_granularity",
+    "metrics_namespace",
+    "metrics_upload_delay_ms",
+    "cloudwatch_endpoint",
+    "metrics_emf_path",
+    "metrics_prometheus_addr",
     "compression",
     "compression_level",
     "streams_allowed",
@@ -102,6 +109,13 @@ pub struct RawConfig {
     pub shutdown_grace_ms: Option<u64>,
     pub log_level: Option<String>,
     pub log_format: Option<String>,
+    pub metrics_level: Option<String>,
+    pub metrics_granularity: Option<String>,
+    pub metrics_namespace: Option<String>,
+    pub metrics_upload_delay_ms: Option<u64>,
+    pub cloudwatch_endpoint: Option<String>,
+    pub metrics_emf_path: Option<String>,
+    pub metrics_prometheus_addr: Option<String>,
     pub compression: Option<String>,
     pub compression_level: Option<u32>,
     pub streams_allowed: Option<Vec<String>>,
@@ -233,6 +247,23 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// none | summary | detailed (the KPL's MetricsLevel).
+    pub metrics_level: crate::metrics::Level,
+    /// global | stream | shard (the KPL's MetricsGranularity).
+    pub metrics_granularity: crate::metrics::Granularity,
+    pub metrics_namespace: String,
+    pub metrics_upload_delay_ms: u64,
+    /// None: the AWS default, or AWS_ENDPOINT_URL_CLOUDWATCH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloudwatch_endpoint: Option<String>,
+    /// EMF lines to this file ("-" or "stdout": standard output) instead of
+    /// PutMetricData.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_emf_path: Option<String>,
+    /// "IP:PORT" of the Prometheus endpoint (normalised: a bare port means
+    /// 127.0.0.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_prometheus_addr: Option<String>,
     pub compression: Compression,
     pub compression_level: u32,
     /// When set, records for streams matching none of these names or glob
@@ -396,6 +427,39 @@ impl Config {
             retry_backoff_max_ms: raw.retry_backoff_max_ms.unwrap_or(5_000),
             shutdown_grace_ms: raw.shutdown_grace_ms.unwrap_or(30_000),
             log_level: raw.log_level.unwrap_or_else(|| "info".to_string()),
+            metrics_level: match raw.metrics_level.as_deref() {
+                None => crate::metrics::Level::Detailed,
+                Some(v) => v.parse().map_err(|message| ConfigError::Invalid {
+                    key: "metrics_level",
+                    message,
+                })?,
+            },
+            metrics_granularity: match raw.metrics_granularity.as_deref() {
+                None => crate::metrics::Granularity::Shard,
+                Some(v) => v.parse().map_err(|message| ConfigError::Invalid {
+                    key: "metrics_granularity",
+                    message,
+                })?,
+            },
+            metrics_namespace: raw
+                .metrics_namespace
+                .unwrap_or_else(|| crate::metrics::DEFAULT_NAMESPACE.to_string()),
+            metrics_upload_delay_ms: raw
+                .metrics_upload_delay_ms
+                .unwrap_or(crate::metrics::DEFAULT_UPLOAD_DELAY_MS),
+            cloudwatch_endpoint: raw.cloudwatch_endpoint.filter(|e| !e.is_empty()),
+            metrics_emf_path: raw.metrics_emf_path.filter(|p| !p.is_empty()),
+            metrics_prometheus_addr: match raw.metrics_prometheus_addr.filter(|a| !a.is_empty()) {
+                None => None,
+                Some(a) => Some(
+                    crate::metrics::parse_prometheus_addr(&a)
+                        .map_err(|message| ConfigError::Invalid {
+                            key: "metrics_prometheus_addr",
+                            message,
+                        })?
+                        .to_string(),
+                ),
+            },
             log_format: match raw.log_format.as_deref() {
                 None | Some("text") => LogFormat::Text,
                 Some("json") => LogFormat::Json,
@@ -614,6 +678,26 @@ impl Config {
             600_000,
         )?;
         range("shutdown_grace_ms", self.shutdown_grace_ms, 0, 3_600_000)?;
+        range(
+            "metrics_upload_delay_ms",
+            self.metrics_upload_delay_ms,
+            *crate::metrics::UPLOAD_DELAY_RANGE_MS.start(),
+            *crate::metrics::UPLOAD_DELAY_RANGE_MS.end(),
+        )?;
+        crate::metrics::validate_namespace(&self.metrics_namespace).map_err(|message| {
+            ConfigError::Invalid {
+                key: "metrics_namespace",
+                message,
+            }
+        })?;
+        if let Some(e) = &self.cloudwatch_endpoint {
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError::Invalid {
+                    key: "cloudwatch_endpoint",
+                    message: format!("{e:?} must be a URL starting with http:// or https://"),
+                });
+            }
+        }
         range("compression_level", self.compression_level as u64, 0, 9)?;
         if let Some(p) = &self.streams_allowed {
             if p.iter().any(|x| x.is_empty()) {
@@ -823,7 +907,14 @@ impl RawConfig {
             retry_backoff_max_ms,
             shutdown_grace_ms,
             log_level,
-            log_format
+            log_format,
+            metrics_level,
+            metrics_granularity,
+            metrics_namespace,
+            metrics_upload_delay_ms,
+            cloudwatch_endpoint,
+            metrics_emf_path,
+            metrics_prometheus_addr
         );
     }
 }
@@ -869,6 +960,9 @@ mod tests {
                 "streams_allowed",
                 "streams",
                 "socket_group",
+                "cloudwatch_endpoint",
+                "metrics_emf_path",
+                "metrics_prometheus_addr",
             ]
             .contains(key)
             {
@@ -953,6 +1047,45 @@ mod tests {
         assert!(!c.stream_allowed("audit"));
         assert!(glob_match("a?c*", "abcdef"));
         assert!(!glob_match("a?c", "ac"));
+    }
+
+    #[test]
+    fn metrics_keys_have_the_kpl_defaults_and_are_checked() {
+        use crate::metrics::{Granularity, Level};
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.metrics_level, Level::Detailed);
+        assert_eq!(c.metrics_granularity, Granularity::Shard);
+        assert_eq!(c.metrics_namespace, "KinesisProducerLibrary");
+        assert_eq!(c.metrics_upload_delay_ms, 60_000);
+        assert_eq!(c.cloudwatch_endpoint, None);
+        assert_eq!(c.metrics_emf_path, None);
+        let c = load(
+            "metrics_level = \"summary\"\nmetrics_granularity = \"stream\"\nmetrics_prometheus_addr = \"9464\"",
+            &[("KPLD_METRICS_EMF_PATH", "-"), ("KPLD_METRICS_UPLOAD_DELAY_MS", "1000")],
+        )
+        .unwrap();
+        assert_eq!(c.metrics_level, Level::Summary);
+        assert_eq!(c.metrics_granularity, Granularity::Stream);
+        assert_eq!(c.metrics_prometheus_addr.as_deref(), Some("127.0.0.1:9464"));
+        assert_eq!(c.metrics_emf_path.as_deref(), Some("-"));
+        assert_eq!(c.metrics_upload_delay_ms, 1000);
+        for (text, key) in [
+            ("metrics_level = \"loud\"", "metrics_level"),
+            ("metrics_granularity = \"host\"", "metrics_granularity"),
+            ("metrics_namespace = \"AWS/Kinesis\"", "metrics_namespace"),
+            ("metrics_upload_delay_ms = 5", "metrics_upload_delay_ms"),
+            (
+                "cloudwatch_endpoint = \"localhost:4566\"",
+                "cloudwatch_endpoint",
+            ),
+            (
+                "metrics_prometheus_addr = \"localhost\"",
+                "metrics_prometheus_addr",
+            ),
+        ] {
+            let e = load(text, &[]).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")), "{text}: {e}");
+        }
     }
 
     #[test]

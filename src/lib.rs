@@ -14,6 +14,9 @@
 //!   routing, aggregation, collection, sending, retries, results.
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
 //! - [`shutdown`]: signals and the drain sequence.
+//! - [`metrics`]: the KPL's CloudWatch metrics, EMF, Prometheus, hot shards and the
+//!   `kpld stats` snapshot.
+//! - [`stats_cli`]: the `kpld stats` command.
 //! - [`access`]: the socket file's mode and group, and `allowed_uids` /
 //!   `allowed_gids` checked with SO_PEERCRED on every connection.
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
@@ -33,12 +36,14 @@ pub mod compress;
 pub mod config;
 pub mod fake_kinesis;
 pub mod limit;
+pub mod metrics;
 pub mod producer;
 pub mod retry;
 pub mod send;
 pub mod server;
 pub mod shard_map;
 pub mod shutdown;
+pub mod stats_cli;
 pub mod systemd;
 
 /// The socket protocol's messages, generated from proto/kpld.proto.

@@ -2,7 +2,7 @@
 //! is in the library (see `lib.rs`).
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use kpld::config::{Config, LogFormat};
 use kpld::send::{KinesisApi, SdkKinesis};
 use std::collections::HashMap;
@@ -36,6 +36,26 @@ struct Cli {
     /// never shown) and exit: 0 if valid, 2 if not.
     #[arg(long)]
     check: bool,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Live view of a running daemon: per stream and shard, records/s and
+    /// bytes/s against the shard limits, throttles, the heaviest partition
+    /// keys, pending records and latency percentiles. Refreshes once a
+    /// second until Ctrl-C.
+    Stats {
+        /// The daemon's socket. Default: KPLD_SOCKET, else socket_path
+        /// from the config.
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Print one snapshot as JSON and exit (for scripts).
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +64,9 @@ fn main() -> std::process::ExitCode {
         let p = PathBuf::from("/etc/kpld/kpld.toml");
         p.exists().then_some(p)
     });
+    if let Some(Command::Stats { socket, json }) = &cli.command {
+        return stats(socket.clone(), *json, path);
+    }
     let cfg = match Config::load(path.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -224,6 +247,40 @@ fn for_restart_keys(running: &Config, next: &mut Config) {
     next.retry_backoff_max_ms = running.retry_backoff_max_ms;
     next.shutdown_grace_ms = running.shutdown_grace_ms;
     next.log_format = running.log_format;
+    next.metrics_level = running.metrics_level;
+    next.metrics_granularity = running.metrics_granularity;
+    next.metrics_namespace = running.metrics_namespace.clone();
+    next.metrics_upload_delay_ms = running.metrics_upload_delay_ms;
+    next.cloudwatch_endpoint = running.cloudwatch_endpoint.clone();
+    next.metrics_emf_path = running.metrics_emf_path.clone();
+    next.metrics_prometheus_addr = running.metrics_prometheus_addr.clone();
+}
+
+/// `kpld stats`: exit 0, or 1 when the daemon cannot be reached.
+fn stats(socket: Option<PathBuf>, json: bool, config: Option<PathBuf>) -> std::process::ExitCode {
+    let socket = socket
+        .or_else(|| std::env::var_os("KPLD_SOCKET").map(PathBuf::from))
+        .unwrap_or_else(|| match Config::load(config.as_deref(), std::env::vars()) {
+            Ok(c) => c.socket_path,
+            Err(_) => PathBuf::from("/run/kpld/kpld.sock"),
+        });
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kpld: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(kpld::stats_cli::run(&socket, json)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kpld stats: {e}");
+            std::process::ExitCode::from(1)
+        }
+    }
 }
 
 fn mask(s: &str) -> String {
@@ -286,7 +343,24 @@ async fn run(
             "connections are checked against allowed_uids / allowed_gids"
         );
     }
+    let metrics_cfg = kpld::metrics::MetricsConfig::from_config(&cfg);
     let producer = kpld::Producer::with_stream_apis(cfg, Arc::new(api), stream_apis);
+    let metrics = match kpld::metrics::Metrics::start(
+        producer.metrics().clone(),
+        &metrics_cfg,
+        &shared,
+    )
+    .await
+    {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("kpld: configuration error: {e}");
+            if let Some(f) = &socket_file {
+                let _ = f.remove_if_unchanged();
+            }
+            return Ok(2);
+        }
+    };
     tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "kpld ready");
     if kpld::systemd::notify_enabled() {
         tokio::spawn(notify_ready(shared.clone(), socket.clone()));
@@ -338,6 +412,8 @@ async fn run(
     )
     .await;
     let _ = server.await;
+    // The last metrics interval: uploaded (or written) once every record is final.
+    metrics.shutdown().await;
     if report.undelivered > 0 {
         tracing::error!(
             undelivered = report.undelivered,

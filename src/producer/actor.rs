@@ -3,12 +3,13 @@
 //! PutRecords calls and retry queue. Nothing else touches them, so the
 //! record path takes no locks.
 
-use super::{codes, Counters, Inner, UserRecord};
+use super::{codes, Counters, Inner, Outcome, UserRecord};
 use crate::aggregate::AggregateBuilder;
 use crate::collect::{take_batch, BatchLimits, RequestSize};
 use crate::config::StreamSettings;
 use crate::ipc::Attempt;
 use crate::limit::ShardLimiter;
+use crate::metrics::{EntryOutcome, StreamMetrics};
 use crate::retry::ErrorClass;
 use crate::send::{ApiError, EntryResult, KinesisApi, PutEntry};
 use crate::shard_map::ShardMap;
@@ -122,6 +123,8 @@ pub(crate) struct StreamActor {
     draining: bool,
     aborted: bool,
     limits: BatchLimits,
+    /// This stream's metrics, committed to the registry about once a second.
+    metrics: StreamMetrics,
 }
 
 impl StreamActor {
@@ -134,6 +137,7 @@ impl StreamActor {
         let draining = inner.draining.load(Ordering::Acquire);
         let settings = inner.live.load().settings_for(&name).clone();
         let api = inner.stream_apis.get(&*name).unwrap_or(&inner.api).clone();
+        let metrics = inner.metrics.stream(&name);
         let actor = StreamActor {
             inner,
             name,
@@ -161,6 +165,7 @@ impl StreamActor {
             draining,
             aborted: false,
             limits,
+            metrics,
         };
         tokio::spawn(actor.run(rx));
         tx
@@ -207,6 +212,7 @@ impl StreamActor {
     fn handle(&mut self, msg: StreamMsg) {
         match msg {
             StreamMsg::Records(recs) => {
+                self.metrics.user_records_received(recs.len());
                 for u in recs {
                     self.route(u);
                 }
@@ -264,10 +270,12 @@ impl StreamActor {
         consider(self.reload_at);
         consider(self.held_wake);
         consider(self.waiting.iter().map(|u| u.expiry).min());
+        consider(self.metrics.next_commit());
         t
     }
 
     fn on_tick(&mut self, now: Instant) {
+        self.metrics.maybe_commit(now);
         if self.aborted {
             return;
         }
@@ -329,7 +337,7 @@ impl StreamActor {
                 if !self.loading && at.elapsed() < Duration::from_secs(1) {
                     // Fail fast on a stream that was just found unusable.
                     let (code, message) = (code.clone(), message.clone());
-                    return self.inner.finish(u, Err((&code, message)));
+                    return self.finish(u, None, Err((&code, message)));
                 }
                 self.start_load();
             }
@@ -458,13 +466,14 @@ impl StreamActor {
                 let Some(front) = b.held.front() else { break };
                 if front.records.iter().any(|u| u.expiry <= now) {
                     let k = b.held.pop_front().expect("front exists");
+                    let shard = k.shard_id.clone();
                     for u in k.records {
                         if u.expiry <= now {
                             let msg = format!(
                                 "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
                                 self.settings.record_ttl_ms, k.shard_id, self.settings.rate_limit
                             );
-                            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+                            self.finish(u, Some(&shard), Err((codes::EXPIRED, msg)));
                         } else {
                             reroute.push(u);
                         }
@@ -600,7 +609,7 @@ impl StreamActor {
                         "record_ttl_ms ({} ms) ran out while the record waited for a free connection (max_connections = {})",
                         self.settings.record_ttl_ms, self.inner.cfg.max_connections
                     );
-                    self.inner.finish(u, Err((codes::EXPIRED, msg)));
+                    self.finish(u, Some(&k.shard_id), Err((codes::EXPIRED, msg)));
                 } else {
                     self.route(u);
                 }
@@ -621,9 +630,26 @@ impl StreamActor {
         let inner = self.inner.clone();
         let c = &inner.counters;
         Counters::add(&c.put_records_calls, 1);
+        let user_records = batch.iter().map(|k| k.records.len()).sum();
+        self.metrics.put_records_result(
+            ended.saturating_duration_since(started).as_millis() as u64,
+            batch.len(),
+            user_records,
+            outcome.as_ref().err().map(|e| e.code.as_str()),
+        );
         match outcome {
             Ok(results) => {
                 for (k, r) in batch.into_iter().zip(results) {
+                    let entry = match &r {
+                        EntryResult::Ok { .. } => EntryOutcome::Put,
+                        EntryResult::Err { code, .. } => EntryOutcome::Failed(code),
+                    };
+                    self.metrics.kinesis_record(
+                        &k.shard_id,
+                        k.records.len(),
+                        k.request_bytes(),
+                        entry,
+                    );
                     match r {
                         EntryResult::Ok { .. } => Counters::add(&c.kinesis_records_put, 1),
                         EntryResult::Err { ref code, .. } => {
@@ -664,6 +690,12 @@ impl StreamActor {
                     };
                 }
                 for k in batch {
+                    self.metrics.kinesis_record(
+                        &k.shard_id,
+                        k.records.len(),
+                        k.request_bytes(),
+                        EntryOutcome::NotSent,
+                    );
                     self.retry_or_fail(k, e.class, &e.code, &e.message, started, ended);
                 }
             }
@@ -747,8 +779,31 @@ impl StreamActor {
         for (i, mut u) in k.records.into_iter().enumerate() {
             u.attempts.push(attempt(&u, true, "", "", started, ended));
             let sub = if aggregated { i as u64 } else { 0 };
-            self.inner.finish(u, Ok((shard.clone(), seq.clone(), sub)));
+            self.finish(u, None, Ok((shard.clone(), seq.clone(), sub)));
         }
+    }
+
+    /// Delivers a record's final result, recording its metrics first.
+    /// `predicted`: the shard it was sent to (failures; a success counts
+    /// where it landed).
+    fn finish(&mut self, u: UserRecord, predicted: Option<&Arc<str>>, outcome: Outcome<'_>) {
+        match &outcome {
+            Ok((landed, _, _)) => {
+                self.metrics
+                    .user_record_final(Some(landed), true, "", u.data.len(), &u.attempts);
+                self.metrics.partition_key(
+                    landed,
+                    &u.partition_key,
+                    u.hash,
+                    u.data.len() + u.partition_key.len(),
+                );
+            }
+            Err((code, _)) => {
+                self.metrics
+                    .user_record_final(predicted, false, code, u.data.len(), &u.attempts)
+            }
+        }
+        self.inner.finish(u, outcome);
     }
 
     /// After a failed attempt: fail the records (fatal error, throttled
@@ -765,6 +820,7 @@ impl StreamActor {
         ended: Instant,
     ) {
         let now = Instant::now();
+        let shard = k.shard_id.clone();
         for u in &mut k.records {
             let a = attempt(u, false, code, message, started, ended);
             u.attempts.push(a);
@@ -775,7 +831,7 @@ impl StreamActor {
             || (class == ErrorClass::Throttled && self.settings.fail_if_throttled)
         {
             for u in k.records {
-                self.inner.finish(u, Err((code, message.to_string())));
+                self.finish(u, Some(&shard), Err((code, message.to_string())));
             }
             return;
         }
@@ -799,7 +855,7 @@ impl StreamActor {
                 self.settings.record_ttl_ms,
                 u.attempts.len()
             );
-            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+            self.finish(u, Some(&shard), Err((codes::EXPIRED, msg)));
         }
         if !rest.is_empty() {
             Counters::add(&self.inner.counters.retries, rest.len() as u64);
@@ -895,7 +951,7 @@ impl StreamActor {
                 }
                 if e.class == ErrorClass::Fatal {
                     for u in std::mem::take(&mut self.waiting) {
-                        self.inner.finish(u, Err((&e.code, e.message.clone())));
+                        self.finish(u, None, Err((&e.code, e.message.clone())));
                     }
                     if !matches!(self.map, MapState::Ready(_)) {
                         self.map = MapState::Failed {
@@ -927,7 +983,7 @@ impl StreamActor {
                 "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
                 self.settings.record_ttl_ms, self.name
             );
-            self.inner.finish(u, Err((codes::EXPIRED, msg)));
+            self.finish(u, None, Err((codes::EXPIRED, msg)));
         }
     }
 
@@ -961,7 +1017,7 @@ impl StreamActor {
             all.extend(k.records);
         }
         for u in all {
-            self.inner.finish(u, Err((codes::SHUTTING_DOWN, msg())));
+            self.finish(u, None, Err((codes::SHUTTING_DOWN, msg())));
         }
     }
 }

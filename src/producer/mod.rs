@@ -28,6 +28,7 @@ mod actor;
 
 use crate::config::{Compression, Config, StreamSettings};
 use crate::ipc::{Attempt, RecordResult};
+use crate::metrics::{MetricsConfig, MetricsHandle};
 use crate::retry::Backoff;
 use crate::send::KinesisApi;
 use crate::shard_map::{hash_partition_key, parse_explicit_hash_key};
@@ -148,6 +149,9 @@ pub(crate) struct Inner {
     /// Cancelled when the shutdown grace period runs out.
     pub(crate) abort: CancellationToken,
     pub(crate) counters: Counters,
+    /// The metrics registry; each stream actor records into its own
+    /// `StreamMetrics` from it.
+    pub(crate) metrics: MetricsHandle,
     /// Records refused with ShuttingDown because they arrived during the drain.
     pub(crate) refused_at_shutdown: AtomicU64,
 }
@@ -213,6 +217,7 @@ impl Producer {
         )
         .expect("the config validated the backoff bounds");
         let permits_max = Semaphore::MAX_PERMITS as u64;
+        let metrics = MetricsHandle::new(&MetricsConfig::from_config(&cfg));
         Producer {
             inner: Arc::new(Inner {
                 bytes_budget: Semaphore::new(cfg.max_buffered_bytes.min(permits_max) as usize),
@@ -231,6 +236,7 @@ impl Producer {
                 draining: AtomicBool::new(false),
                 abort: CancellationToken::new(),
                 counters: Counters::default(),
+                metrics,
                 refused_at_shutdown: AtomicU64::new(0),
             }),
         }
@@ -244,23 +250,18 @@ impl Producer {
         &self.inner.counters
     }
 
-    /// A JSON snapshot of the daemon's state for `stats`.
+    /// The metrics registry (the binary starts its uploader and endpoint).
+    pub fn metrics(&self) -> &MetricsHandle {
+        &self.inner.metrics
+    }
+
+    /// A JSON snapshot of the daemon's state for `stats` (shape: see
+    /// `metrics::stats`), with the pipeline's counters added.
     pub fn stats_json(&self) -> serde_json::Value {
-        let streams: Vec<String> = self
-            .inner
-            .streams
-            .lock()
-            .expect("streams lock")
-            .keys()
-            .map(|s| s.to_string())
-            .collect();
-        serde_json::json!({
-            "version": env!("CARGO_PKG_VERSION"),
-            "outstanding_records": self.outstanding(),
-            "buffered_bytes_available": self.inner.bytes_budget.available_permits(),
-            "streams": streams,
-            "counters": self.inner.counters.snapshot(),
-        })
+        let mut v = self.inner.metrics.stats_value(self.outstanding());
+        v["buffered_bytes_available"] = self.inner.bytes_budget.available_permits().into();
+        v["counters"] = self.inner.counters.snapshot();
+        v
     }
 
     /// Records accepted and not yet final.

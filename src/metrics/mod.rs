@@ -1,0 +1,594 @@
+//! Metrics: the KPL's CloudWatch metrics, plus what operators need beyond
+//! them (hot shards, heavy partition keys, a live `kpld stats` view).
+//!
+//! # Layout
+//! - [`registry`]: the KPL metrics as statistic sets and HDR histograms per
+//!   series, the KPL's roll-up of shard values into stream and global
+//!   series, level and granularity filtering (pure).
+//! - [`recorder`]: [`StreamMetrics`], the record path's API, owned by one
+//!   stream actor: local counters, committed to the registry about once a
+//!   second. No locks and no allocation per record.
+//! - [`hot`]: per-shard rates against the shard limits, throttles, and a
+//!   bounded heavy-hitters summary of partition keys (pure).
+//! - [`cloudwatch`]: PutMetricData uploads (batched within the API limits;
+//!   failures logged and retried next interval).
+//! - [`emf`]: the same metrics as CloudWatch Embedded Metric Format lines.
+//! - [`prometheus`]: a small HTTP endpoint in Prometheus text format.
+//! - [`stats`]: the JSON snapshot behind `kpld stats` and its table view.
+//!
+//! # Data flow
+//! ```text
+//! stream actor ──StreamMetrics (local)──commit ≤1/s──▶ Registry (mutex)
+//!                                                        │ close_interval every metrics_upload_delay_ms
+//!                                 ┌──────────────────────┼──────────────────────┐
+//!                           PutMetricData            EMF lines            Prometheus scrape,
+//!                          (cloudwatch.rs)            (emf.rs)            stats JSON (read)
+//! ```
+//! The record path never waits on an upload: uploads run in their own task
+//! and hold the registry lock only while an interval is closed (no I/O).
+//!
+//! # Lifecycle
+//! 1. [`MetricsHandle::new`] (pure; the producer creates its recorders from it).
+//! 2. [`Metrics::start`] binds the Prometheus listener, opens the EMF file
+//!    and starts the uploader task.
+//! 3. On shutdown, after the producer drained: [`Metrics::shutdown`] waits
+//!    (bounded) for the stream actors to drop their recorders (each commits
+//!    on drop), closes the last interval, uploads or writes it (bounded),
+//!    and stops the endpoint.
+
+pub mod cloudwatch;
+pub mod emf;
+pub mod hot;
+pub mod prometheus;
+pub mod recorder;
+pub mod registry;
+pub mod stats;
+
+pub use recorder::{EntryOutcome, StreamMetrics};
+pub use registry::{Filter, Granularity, Level, Metric};
+
+use registry::{IntervalReport, Registry};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long shutdown waits for stream actors to drop their recorders.
+const RECORDERS_GONE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Upper bound of the final upload at shutdown.
+const FINAL_PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+
+// ---------------------------------------------------------------------------
+// configuration
+
+/// Where EMF lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmfTarget {
+    Stdout,
+    File(PathBuf),
+}
+
+/// The metrics part of the configuration, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub level: Level,
+    pub granularity: Granularity,
+    pub namespace: String,
+    pub upload_delay: Duration,
+    /// None: the AWS default (or AWS_ENDPOINT_URL_CLOUDWATCH).
+    pub cloudwatch_endpoint: Option<String>,
+    /// When set, metrics go to EMF lines *instead of* PutMetricData (the
+    /// lines reach CloudWatch through the logs; uploading as well would
+    /// count every value twice in the namespace).
+    pub emf: Option<EmfTarget>,
+    pub prometheus_addr: Option<SocketAddr>,
+}
+
+impl Default for MetricsConfig {
+    /// The KPL's defaults.
+    fn default() -> Self {
+        MetricsConfig {
+            level: Level::Detailed,
+            granularity: Granularity::Shard,
+            namespace: DEFAULT_NAMESPACE.to_string(),
+            upload_delay: Duration::from_millis(DEFAULT_UPLOAD_DELAY_MS),
+            cloudwatch_endpoint: None,
+            emf: None,
+            prometheus_addr: None,
+        }
+    }
+}
+
+pub const DEFAULT_NAMESPACE: &str = "KinesisProducerLibrary";
+pub const DEFAULT_UPLOAD_DELAY_MS: u64 = 60_000;
+/// Allowed `metrics_upload_delay_ms`.
+pub const UPLOAD_DELAY_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
+
+impl MetricsConfig {
+    /// Whether metrics go to CloudWatch with PutMetricData.
+    pub fn uploads_to_cloudwatch(&self) -> bool {
+        self.level != Level::None && self.emf.is_none()
+    }
+
+    /// From the daemon's validated configuration.
+    pub fn from_config(c: &crate::config::Config) -> MetricsConfig {
+        MetricsConfig {
+            level: c.metrics_level,
+            granularity: c.metrics_granularity,
+            namespace: c.metrics_namespace.clone(),
+            upload_delay: Duration::from_millis(c.metrics_upload_delay_ms),
+            cloudwatch_endpoint: c.cloudwatch_endpoint.clone(),
+            emf: c.metrics_emf_path.as_deref().map(parse_emf_path),
+            prometheus_addr: c
+                .metrics_prometheus_addr
+                .as_deref()
+                .map(|a| parse_prometheus_addr(a).expect("validated by the config")),
+        }
+    }
+}
+
+impl std::str::FromStr for Level {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Level, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "none" => Ok(Level::None),
+            "summary" => Ok(Level::Summary),
+            "detailed" => Ok(Level::Detailed),
+            _ => Err(format!(
+                "{s:?} is not one of \"none\", \"summary\", \"detailed\""
+            )),
+        }
+    }
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Granularity, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "global" => Ok(Granularity::Global),
+            "stream" => Ok(Granularity::Stream),
+            "shard" => Ok(Granularity::Shard),
+            _ => Err(format!(
+                "{s:?} is not one of \"global\", \"stream\", \"shard\""
+            )),
+        }
+    }
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::None => "none",
+            Level::Summary => "summary",
+            Level::Detailed => "detailed",
+        }
+    }
+}
+
+impl Granularity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Global => "global",
+            Granularity::Stream => "stream",
+            Granularity::Shard => "shard",
+        }
+    }
+}
+
+impl serde::Serialize for Level {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for Granularity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// `metrics_namespace`: what CloudWatch accepts for a custom namespace.
+pub fn validate_namespace(ns: &str) -> Result<(), String> {
+    let n = ns.chars().count();
+    if !(1..=255).contains(&n) {
+        return Err(format!("{ns:?} must have 1 to 255 characters"));
+    }
+    if ns.starts_with(':') {
+        return Err(format!("{ns:?} must not start with ':'"));
+    }
+    if ns.starts_with("AWS/") {
+        return Err(format!(
+            "{ns:?}: namespaces starting with \"AWS/\" are reserved for AWS services"
+        ));
+    }
+    if !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
+        return Err(format!("{ns:?} must be printable ASCII"));
+    }
+    Ok(())
+}
+
+/// `metrics_prometheus_addr`: "IP:PORT", or a bare port (then loopback).
+pub fn parse_prometheus_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(port) = s.parse::<u16>() {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse::<SocketAddr>()
+        .map_err(|_| format!("{s:?} is not an address like \"127.0.0.1:9464\" (or a port number)"))
+}
+
+/// `metrics_emf_path`: "-" or "stdout" for standard output, else a file.
+pub fn parse_emf_path(s: &str) -> EmfTarget {
+    match s {
+        "-" | "stdout" => EmfTarget::Stdout,
+        p => EmfTarget::File(PathBuf::from(p)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the shared registry and the handle the pipeline holds
+
+/// What recorders and readers share.
+pub(crate) struct Shared {
+    pub(crate) filter: Filter,
+    pub(crate) registry: Mutex<Registry>,
+    pub(crate) commit_every: Duration,
+    pub(crate) started: Instant,
+    /// Recorders alive (touched when a stream actor starts or ends, never
+    /// per record), so shutdown can wait for their last commits.
+    live: AtomicUsize,
+    gone: Notify,
+}
+
+impl Shared {
+    pub(crate) fn recorder_started(&self) {
+        self.live.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn recorder_finished(&self) {
+        if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.gone.notify_waiters();
+        }
+    }
+}
+
+/// The metrics registry as the pipeline and the readers see it. Cheap to clone.
+#[derive(Clone)]
+pub struct MetricsHandle {
+    shared: Arc<Shared>,
+}
+
+impl MetricsHandle {
+    /// A registry with the configured level and granularity. Nothing is
+    /// uploaded or served until [`Metrics::start`].
+    pub fn new(cfg: &MetricsConfig) -> MetricsHandle {
+        let filter = Filter {
+            level: cfg.level,
+            granularity: cfg.granularity,
+        };
+        MetricsHandle {
+            shared: Arc::new(Shared {
+                filter,
+                registry: Mutex::new(Registry::new(filter)),
+                commit_every: recorder::COMMIT_EVERY,
+                started: Instant::now(),
+                live: AtomicUsize::new(0),
+                gone: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn filter(&self) -> Filter {
+        self.shared.filter
+    }
+
+    /// The recorder for one stream's actor.
+    pub fn stream(&self, name: &Arc<str>) -> StreamMetrics {
+        StreamMetrics::new(self.shared.clone(), name.clone())
+    }
+
+    /// Ends the current upload interval and returns its published series.
+    pub fn close_interval(&self) -> IntervalReport {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        self.with_registry(|r| r.close_interval(ts))
+    }
+
+    /// The `kpld stats` JSON document (`outstanding`: the producer's count
+    /// of records not yet final).
+    pub fn stats_json(&self, outstanding: u64) -> String {
+        stats::snapshot(self, outstanding).to_string()
+    }
+
+    /// The same document as a value, for callers that add fields to it.
+    pub fn stats_value(&self, outstanding: u64) -> serde_json::Value {
+        stats::snapshot(self, outstanding)
+    }
+
+    /// The Prometheus text exposition.
+    pub fn prometheus_text(&self) -> String {
+        prometheus::render(self)
+    }
+
+    /// Recorders (stream actors) alive.
+    pub fn live_recorders(&self) -> usize {
+        self.shared.live.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut r = self
+            .shared
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f(&mut r)
+    }
+
+    pub(crate) fn started(&self) -> Instant {
+        self.shared.started
+    }
+
+    pub(crate) fn commit_every(&self) -> Duration {
+        self.shared.commit_every
+    }
+
+    /// Waits until every recorder is dropped, at most `timeout`.
+    pub async fn wait_recorders_gone(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                let notified = self.shared.gone.notified();
+                if self.live_recorders() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the running outputs
+
+/// Why metrics could not start; each names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("config key `metrics_emf_path`: cannot open {path}: {source}")]
+    EmfOpen {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config key `metrics_prometheus_addr`: cannot listen on {addr}: {source}")]
+    PrometheusBind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// The running uploader and endpoint.
+pub struct Metrics {
+    handle: MetricsHandle,
+    cancel: CancellationToken,
+    uploader: Option<JoinHandle<()>>,
+    server: Option<JoinHandle<()>>,
+    prometheus_addr: Option<SocketAddr>,
+}
+
+impl Metrics {
+    /// Starts what the configuration asks for: the uploader (CloudWatch or
+    /// EMF) unless `metrics_level = "none"`, and the Prometheus endpoint when
+    /// `metrics_prometheus_addr` is set. `aws` is the shared AWS config
+    /// (region, credentials, HTTP client) the Kinesis client uses.
+    pub async fn start(
+        handle: MetricsHandle,
+        cfg: &MetricsConfig,
+        aws: &aws_config::SdkConfig,
+    ) -> Result<Metrics, MetricsError> {
+        let cancel = CancellationToken::new();
+        let mut server = None;
+        let mut prometheus_addr = None;
+        if let Some(addr) = cfg.prometheus_addr {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| MetricsError::PrometheusBind { addr, source })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            prometheus_addr = Some(bound);
+            tracing::info!(addr = %bound, "Prometheus metrics at http://{bound}/metrics");
+            server = Some(tokio::spawn(prometheus::serve(
+                listener,
+                handle.clone(),
+                cancel.clone(),
+            )));
+        }
+        let mut uploader = None;
+        if cfg.level != Level::None {
+            let emf = match &cfg.emf {
+                Some(t) => Some(emf::EmfWriter::open(t, &cfg.namespace).map_err(|source| {
+                    MetricsError::EmfOpen {
+                        path: match t {
+                            EmfTarget::Stdout => "stdout".into(),
+                            EmfTarget::File(p) => p.display().to_string(),
+                        },
+                        source,
+                    }
+                })?),
+                None => None,
+            };
+            let cw = cfg.uploads_to_cloudwatch().then(|| {
+                cloudwatch::CloudWatchSink::new(
+                    aws,
+                    cfg.cloudwatch_endpoint.as_deref(),
+                    &cfg.namespace,
+                )
+            });
+            tracing::info!(
+                level = cfg.level.as_str(),
+                granularity = cfg.granularity.as_str(),
+                namespace = %cfg.namespace,
+                upload_delay_ms = cfg.upload_delay.as_millis() as u64,
+                cloudwatch = cw.is_some(),
+                emf = emf.is_some(),
+                "metrics on"
+            );
+            let sinks = Sinks {
+                cloudwatch: cw,
+                emf,
+            };
+            uploader = Some(tokio::spawn(run_uploader(
+                handle.clone(),
+                sinks,
+                cfg.upload_delay,
+                cancel.clone(),
+            )));
+        }
+        Ok(Metrics {
+            handle,
+            cancel,
+            uploader,
+            server,
+            prometheus_addr,
+        })
+    }
+
+    pub fn handle(&self) -> &MetricsHandle {
+        &self.handle
+    }
+
+    /// The address the Prometheus endpoint listens on (useful with port 0).
+    pub fn prometheus_addr(&self) -> Option<SocketAddr> {
+        self.prometheus_addr
+    }
+
+    /// Final upload and stop. Call after the producer drained.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        if let Some(u) = self.uploader {
+            let bound = RECORDERS_GONE_TIMEOUT + FINAL_PUBLISH_TIMEOUT + Duration::from_secs(1);
+            if tokio::time::timeout(bound, u).await.is_err() {
+                tracing::warn!("the final metrics upload did not finish in time; abandoned");
+            }
+        }
+        if let Some(s) = self.server {
+            s.abort();
+            let _ = s.await;
+        }
+    }
+}
+
+struct Sinks {
+    cloudwatch: Option<cloudwatch::CloudWatchSink>,
+    emf: Option<emf::EmfWriter>,
+}
+
+impl Sinks {
+    /// Writes or uploads one interval. `last`: at shutdown (nothing is
+    /// retried after it).
+    async fn publish(&mut self, report: &IntervalReport, within: Duration, last: bool) {
+        if let Some(e) = &mut self.emf {
+            e.write(report).await;
+        }
+        let Some(cw) = &mut self.cloudwatch else {
+            return;
+        };
+        let then = if last {
+            "lost: kpld is exiting"
+        } else {
+            "retried next interval"
+        };
+        match tokio::time::timeout(within, cw.upload(report)).await {
+            Err(_) => tracing::warn!(
+                timeout_ms = within.as_millis() as u64,
+                queued = cw.queued(),
+                "metrics upload to CloudWatch timed out; its data is {then}"
+            ),
+            Ok(r) => match &r.first_error {
+                None => tracing::debug!(
+                    calls = r.calls,
+                    datums = r.datums_sent,
+                    "metrics uploaded to CloudWatch"
+                ),
+                Some(err) => tracing::warn!(
+                    calls = r.calls,
+                    failed_calls = r.failed_calls,
+                    datums_sent = r.datums_sent,
+                    queued = r.datums_queued_for_retry,
+                    dropped = r.datums_dropped,
+                    error = %err,
+                    "metrics upload to CloudWatch failed; its data is {then}"
+                ),
+            },
+        }
+    }
+}
+
+async fn run_uploader(
+    handle: MetricsHandle,
+    mut sinks: Sinks,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = ticker.tick() => {
+                let report = handle.close_interval();
+                sinks.publish(&report, every.max(Duration::from_secs(1)), false).await;
+            }
+        }
+    }
+    // Shutdown: the stream actors commit what they hold when they end.
+    if !handle.wait_recorders_gone(RECORDERS_GONE_TIMEOUT).await {
+        tracing::warn!(
+            live = handle.live_recorders(),
+            "stream actors still running at the final metrics upload"
+        );
+    }
+    let report = handle.close_interval();
+    sinks.publish(&report, FINAL_PUBLISH_TIMEOUT, true).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_values_parse_as_the_kpl_spells_them() {
+        assert_eq!("DETAILED".parse::<Level>(), Ok(Level::Detailed));
+        assert_eq!("none".parse::<Level>(), Ok(Level::None));
+        assert!("verbose".parse::<Level>().is_err());
+        assert_eq!("Shard".parse::<Granularity>(), Ok(Granularity::Shard));
+        assert!("host".parse::<Granularity>().is_err());
+        assert_eq!(
+            parse_prometheus_addr("9464").unwrap().to_string(),
+            "127.0.0.1:9464"
+        );
+        assert_eq!(
+            parse_prometheus_addr("[::1]:9").unwrap().to_string(),
+            "[::1]:9"
+        );
+        assert!(parse_prometheus_addr("localhost:9464").is_err());
+        assert_eq!(parse_emf_path("-"), EmfTarget::Stdout);
+        assert_eq!(
+            parse_emf_path("/var/log/kpld.emf"),
+            EmfTarget::File("/var/log/kpld.emf".into())
+        );
+        assert!(validate_namespace("KinesisProducerLibrary").is_ok());
+        assert!(validate_namespace("").is_err());
+        assert!(validate_namespace("AWS/Kinesis").is_err());
+        assert!(validate_namespace(&"x".repeat(256)).is_err());
+        let d = MetricsConfig::default();
+        assert!(d.uploads_to_cloudwatch());
+        let emf = MetricsConfig {
+            emf: Some(EmfTarget::Stdout),
+            ..MetricsConfig::default()
+        };
+        assert!(!emf.uploads_to_cloudwatch(), "EMF replaces the API upload");
+    }
+}
