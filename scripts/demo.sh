@@ -54,6 +54,8 @@ socket_path = "$TMP/kpld.sock"
 region = "us-east-1"
 kinesis_endpoint = "$KINESALITE_URL"
 record_max_buffered_time_ms = 100
+# No CloudWatch upload: the demo talks to the local server only.
+metrics_level = "none"
 EOF
 log "starting kpld with $TMP/kpld.toml:"
 sed 's/^/    /' "$TMP/kpld.toml" >&2

@@ -26,10 +26,16 @@ impl Daemon {
         let socket = dir.path().join("kpld.sock");
         let log = dir.path().join("kpld.log");
         let cfg = dir.path().join("kpld.toml");
+        // No CloudWatch upload unless a test asks: tests talk to loopback only.
+        let metrics = if extra.contains("metrics_level") {
+            ""
+        } else {
+            "metrics_level = \"none\"\n"
+        };
         std::fs::write(
             &cfg,
             format!(
-                "socket_path = {socket:?}\nregion = \"us-east-1\"\nkinesis_endpoint = \"{endpoint}\"\n{extra}\n"
+                "socket_path = {socket:?}\nregion = \"us-east-1\"\nkinesis_endpoint = \"{endpoint}\"\n{metrics}{extra}\n"
             ),
         )
         .unwrap();

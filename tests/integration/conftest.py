@@ -179,6 +179,8 @@ def kpld(kpld_bin, kinesalite_endpoint, tmp_path) -> Iterator[Callable[..., Daem
         settings: dict[str, Any] = {
             "socket_path": str(sock_dir / "kpld.sock"),
             "region": os.environ.get("AWS_REGION", "us-east-1"),
+            # No CloudWatch upload unless a test asks for it: tests talk to loopback only.
+            "metrics_level": "none",
             "kinesis_endpoint": kinesalite_endpoint,
             "record_max_buffered_time_ms": 100,
             "record_ttl_ms": 60000,

@@ -267,6 +267,7 @@ def test_live_socket_is_not_stolen_and_a_stale_one_is_replaced(
         "socket_path": str(path),
         "region": os.environ.get("AWS_REGION", "us-east-1"),
         "kinesis_endpoint": kinesalite_endpoint,
+        "metrics_level": "none",
     }
     cfg = write_config(tmp_path / "k.toml", settings)
     live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -349,6 +350,7 @@ def test_credentials_never_appear_in_check_output_or_logs(
         "socket_path": str(d / "kpld.sock"),
         "region": "us-east-1",
         "kinesis_endpoint": kinesalite_endpoint,
+        "metrics_level": "none",
         "log_level": "trace",
     }
     cfg = write_config(tmp_path / "k.toml", settings)

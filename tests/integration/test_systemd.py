@@ -106,6 +106,7 @@ def daemon_settings(socket_path: str, endpoint: str, **extra) -> dict:
         "socket_path": socket_path,
         "region": os.environ.get("AWS_REGION", "us-east-1"),
         "kinesis_endpoint": endpoint,
+        "metrics_level": "none",
         "record_max_buffered_time_ms": 100,
         "record_ttl_ms": 120000,
         "shutdown_grace_ms": 60000,

@@ -29,6 +29,7 @@ function writeConfig(dir, socketPath, extra = {}) {
     socket_path: socketPath,
     region: 'us-east-1',
     kinesis_endpoint: ENDPOINT,
+    metrics_level: 'none',
     record_max_buffered_time_ms: 100,
     record_ttl_ms: 30000,
     shutdown_grace_ms: 5000,

@@ -131,6 +131,7 @@ class Daemon:
             "socket_path": self.socket_path,
             "region": "us-east-1",
             "kinesis_endpoint": endpoint,
+            "metrics_level": "none",
             "record_max_buffered_time_ms": 100,
             "record_ttl_ms": 30000,
             "shutdown_grace_ms": 30000,
