@@ -9,9 +9,17 @@
 #   limits      the double enforces shard limits: goodput per shard, % throttled
 #   scaling     1/64/1024 shards, 1/16/256 connections, aggregation off
 #   peers       one serve-fake double; kpld, aiokpl and boto3+aws-kinesis-agg against it
+#   compression JSON log lines (--payload json-log, 200-1000 bytes) with the daemon's
+#               compression none / gzip-1 / gzip-6 / zlib-6: records/s and daemon CPU per
+#               record (count-only double, BENCH_DURATION s), bytes sent to Kinesis and exact
+#               PUT payload units (BENCH_COMPRESSION_RECORDS records, the double's log kept),
+#               compressing alone (kpld-bench floor), and a table with ratios to none
+#               (compression.md).
+# The client benchmark (Python and Node clients, aiokpl, boto3) is scripts/bench_clients.sh.
 #
 # Environment: BENCH_DURATION (s per run, default 10), BENCH_PEER_RECORDS (records for
-# kpld and boto3, default 2000000), BENCH_AIOKPL_RECORDS (default 200000), BENCH_MAX_RATE (skip reading it from the throughput run),
+# kpld and boto3, default 2000000), BENCH_AIOKPL_RECORDS (default 200000), BENCH_MAX_RATE
+# (skip reading it from the throughput run), BENCH_COMPRESSION_RECORDS (default 1000000),
 # BENCH_OUT (default .work/bench). Each run's output goes to $BENCH_OUT/NAME.txt.
 # Builds the release binaries first. Background processes are stopped by PID on exit.
 set -euo pipefail
@@ -25,13 +33,14 @@ trap stop_all_bg EXIT
 OUT=${BENCH_OUT:-$ROOT/.work/bench}
 DURATION=${BENCH_DURATION:-10}
 PEER_RECORDS=${BENCH_PEER_RECORDS:-2000000}
+COMPRESSION_RECORDS=${BENCH_COMPRESSION_RECORDS:-1000000}
 AIOKPL_RECORDS=${BENCH_AIOKPL_RECORDS:-200000}
 BENCH=$ROOT/target/release/kpld-bench
 PEERS=$ROOT/scripts/bench_peers
 mkdir -p "$OUT"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(floor throughput latency limits scaling peers)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(floor throughput latency limits scaling peers compression)
 
 # run NAME ARGS...: one kpld-bench run, output kept in $OUT/NAME.txt.
 run() {
@@ -46,19 +55,6 @@ run() {
 
 # figure FILE NAME: the value of a `NAME: value` line.
 figure() { sed -n "s/^$2: \([0-9.]*\).*/\1/p" "$1" | head -n1; }
-
-# ensure_peer_venv NAME REQUIREMENTS: .work/bench-NAME with exactly those packages.
-ensure_peer_venv() {
-  local venv=$ROOT/.work/bench-$1 req=$2 stamp want
-  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed"
-  stamp=$venv/.kpld-bench-stamp
-  want=$(hash_files "$req")
-  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    log "installing $1 peer into ${venv#"$ROOT"/}"
-    "$venv/bin/pip" install -q -r "$req" || die "pip install -r $req failed"
-    printf '%s\n' "$want" >"$stamp"
-  fi
-}
 
 machine() {
   {
@@ -145,7 +141,46 @@ for suite in "${SUITES[@]}"; do
       stop_all_bg
       cat "$OUT/serve-fake.log" >"$OUT/peers-double.txt"
       ;;
-    *) die "unknown suite $suite (floor throughput latency limits scaling peers)" ;;
+    compression)
+      # The same JSON log lines (seed 1) in every run; only the daemon's compression changes.
+      JL=(--payload json-log --seed 1 --keys 1000 --shards 16 --connections 4 --no-floor)
+      settings=(none gzip-1 gzip-6 zlib-6)
+      for c in "${settings[@]}"; do
+        comp=()
+        [ "$c" = none ] || comp=(--compression "${c%-*}" --compression-level "${c#*-}")
+        run "compression-$c" "${JL[@]}" --duration "$DURATION" "${comp[@]}"
+        run "compression-$c-units" "${JL[@]}" --records "$COMPRESSION_RECORDS" --keep-log "${comp[@]}"
+        if [ "$c" != none ]; then
+          log "compression-$c-floor: kpld-bench floor --payload json-log --records 100000 ${comp[*]}"
+          "$BENCH" floor --payload json-log --seed 1 --records 100000 "${comp[@]}" \
+            >"$OUT/compression-$c-floor.txt" 2>&1 || log "compression-$c-floor failed"
+        fi
+      done
+      {
+        echo "| Setting | User records/s | Daemon CPU µs/record | Bytes to Kinesis per record | Bytes to Kinesis, $COMPRESSION_RECORDS records | PUT payload units per million records | Compress alone µs/record |"
+        echo "|---|---|---|---|---|---|---|"
+        base_rate=$(figure "$OUT/compression-none.txt" throughput_records_per_s)
+        base_cpu=$(figure "$OUT/compression-none.txt" daemon_cpu_us_per_record)
+        base_bytes=$(figure "$OUT/compression-none-units.txt" kinesis_bytes)
+        base_units=$(figure "$OUT/compression-none-units.txt" put_payload_units_per_million_records)
+        for c in "${settings[@]}"; do
+          rate=$(figure "$OUT/compression-$c.txt" throughput_records_per_s)
+          cpu=$(figure "$OUT/compression-$c.txt" daemon_cpu_us_per_record)
+          bytes=$(figure "$OUT/compression-$c-units.txt" kinesis_bytes)
+          per=$(figure "$OUT/compression-$c-units.txt" kinesis_bytes_per_user_record)
+          units=$(figure "$OUT/compression-$c-units.txt" put_payload_units_per_million_records)
+          alone=-
+          [ "$c" = none ] || alone=$(awk -v n="$(figure "$OUT/compression-$c-floor.txt" \
+            compress_fresh_encoder_ns_per_record)" 'BEGIN { printf "%.2f", n / 1000 }')
+          awk -v c="$c" -v r="$rate" -v r0="$base_rate" -v u="$cpu" -v u0="$base_cpu" \
+            -v p="$per" -v b="$bytes" -v b0="$base_bytes" -v n="$units" -v n0="$base_units" \
+            -v a="$alone" 'BEGIN {
+              printf "| %s | %d (%.2fx) | %.2f (%.2fx) | %.1f | %d (%.3fx) | %d (%.3fx) | %s |\n",
+                c, r, r / r0, u, u / u0, p, b, b / b0, n, n / n0, a }'
+        done
+      } | tee "$OUT/compression.md" | sed 's/^/    /' >&2
+      ;;
+    *) die "unknown suite $suite (floor throughput latency limits scaling peers compression)" ;;
   esac
 done
 log "done: results in ${OUT#"$ROOT"/}"

@@ -1,4 +1,5 @@
-# scripts/lib.sh: shared shell helpers for scripts/test.sh and scripts/demo.sh (sourced, not run).
+# scripts/lib.sh: shared shell helpers for scripts/test.sh, demo.sh, bench.sh and
+# bench_clients.sh (sourced, not run).
 #
 # Invariants:
 # - every background process is started through `start_bg`, which records its PID in
@@ -79,6 +80,20 @@ ensure_venv() {
     fi
   else
     log "clients/python has no pyproject.toml yet: the Python client is not installed"
+  fi
+}
+
+# ensure_peer_venv NAME REQUIREMENTS: .work/bench-NAME with exactly those packages (the
+# benchmarks' peer producers, each in its own virtualenv: aiokpl pins an old botocore).
+ensure_peer_venv() {
+  local venv=$ROOT/.work/bench-$1 req=$2 stamp want
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv" || die "python3 -m venv failed"
+  stamp=$venv/.kpld-bench-stamp
+  want=$(hash_files "$req")
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing $1 peer into ${venv#"$ROOT"/}"
+    "$venv/bin/pip" install -q -r "$req" || die "pip install -r $req failed"
+    printf '%s\n' "$want" >"$stamp"
   fi
 }
 

@@ -80,3 +80,92 @@ pub fn measure(keys: &[Vec<u8>], record_size: usize, agg_max: usize, n: usize) -
         records_per_aggregate,
     }
 }
+
+/// What compressing one record costs, alone on one thread.
+pub struct CompressionFloor {
+    /// A fresh encoder per record, as the daemon does (`kpld::compress`).
+    pub fresh_ns: f64,
+    /// One deflate state reused (reset) for every record, same output
+    /// format (gzip: header, raw deflate, CRC-32 and length written here).
+    pub reused_ns: f64,
+    /// Compressed bytes over original bytes, each record alone.
+    pub ratio: f64,
+    /// The same, compressing 51,200-byte runs of records as one stream
+    /// (what compressing whole aggregates would give; for comparison only).
+    pub ratio_whole_aggregates: f64,
+}
+
+/// Compresses `n` records taken in turn from `payloads`, fastest of 5
+/// rounds, once with a fresh encoder per record and once with a reused one.
+pub fn measure_compression(
+    payloads: &[Vec<u8>],
+    how: kpld::config::Compression,
+    level: u32,
+    n: usize,
+) -> CompressionFloor {
+    use flate2::{Compress, FlushCompress};
+    use kpld::config::Compression;
+    let rounds = 5;
+    let best = |f: &mut dyn FnMut() -> u64| {
+        (0..rounds)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(f());
+                t.elapsed().as_nanos() as f64 / n as f64
+            })
+            .fold(f64::INFINITY, f64::min)
+    };
+    let mut fresh_bytes = 0u64;
+    let fresh_ns = best(&mut || {
+        let mut total = 0u64;
+        for i in 0..n {
+            let p = &payloads[i % payloads.len()];
+            total += kpld::compress::compress(black_box(p), how, level).map_or(p.len(), |c| c.len())
+                as u64;
+        }
+        fresh_bytes = total;
+        total
+    });
+    let mut state = Compress::new(flate2::Compression::new(level), how == Compression::Zlib);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
+    let reused_ns = best(&mut || {
+        let mut total = 0u64;
+        for i in 0..n {
+            let p = black_box(&payloads[i % payloads.len()]);
+            out.clear();
+            out.reserve(p.len() + 64);
+            if how == Compression::Gzip {
+                out.extend_from_slice(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff]);
+            }
+            state.reset();
+            let _ = state.compress_vec(p, &mut out, FlushCompress::Finish);
+            if how == Compression::Gzip {
+                let mut crc = flate2::Crc::new();
+                crc.update(p);
+                out.extend_from_slice(&crc.sum().to_le_bytes());
+                out.extend_from_slice(&(p.len() as u32).to_le_bytes());
+            }
+            total += out.len() as u64;
+        }
+        total
+    });
+    let orig: u64 = (0..n)
+        .map(|i| payloads[i % payloads.len()].len() as u64)
+        .sum();
+    let mut chunk: Vec<u8> = Vec::with_capacity(51_200 + 1024);
+    let (mut whole_in, mut whole_out) = (0u64, 0u64);
+    for p in payloads.iter().take(n) {
+        if chunk.len() + p.len() > 51_200 {
+            whole_in += chunk.len() as u64;
+            whole_out += kpld::compress::compress(&chunk, how, level).map_or(0, |c| c.len()) as u64;
+            chunk.clear();
+        }
+        chunk.extend_from_slice(p);
+    }
+    CompressionFloor {
+        fresh_ns,
+        reused_ns,
+        ratio: fresh_bytes as f64 / orig.max(1) as f64,
+        ratio_whole_aggregates: whole_out as f64 / whole_in.max(1) as f64,
+    }
+}

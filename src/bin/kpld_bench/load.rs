@@ -29,7 +29,8 @@ const WRITE_CHUNK: usize = 256 * 1024;
 pub struct LoadSpec {
     pub stream: Arc<[u8]>,
     pub keys: Arc<Vec<Vec<u8>>>,
-    pub data: Arc<[u8]>,
+    /// The payload pool: record `id` carries `payloads[(key_offset + id) % len]`.
+    pub payloads: Arc<Vec<Vec<u8>>>,
     /// Records per PutRequest frame.
     pub batch: u64,
     /// Records this connection sends; None: until `send_until`.
@@ -49,6 +50,8 @@ pub struct LoadSpec {
 pub struct ConnReport {
     pub sent: u64,
     pub ok: u64,
+    /// Data bytes of the records that succeeded (as put, before any compression).
+    pub ok_bytes: u64,
     pub failed: u64,
     /// Results for ids never sent, or a second result for one id.
     pub unexpected: u64,
@@ -69,6 +72,7 @@ impl ConnReport {
         ConnReport {
             sent: 0,
             ok: 0,
+            ok_bytes: 0,
             failed: 0,
             unexpected: 0,
             errors: BTreeMap::new(),
@@ -84,6 +88,7 @@ impl ConnReport {
     pub fn merge(&mut self, o: ConnReport) {
         self.sent += o.sent;
         self.ok += o.ok;
+        self.ok_bytes += o.ok_bytes;
         self.failed += o.failed;
         self.unexpected += o.unexpected;
         for (k, v) in o.errors {
@@ -173,6 +178,8 @@ async fn drive_inner(
 ) -> io::Result<()> {
     let nkeys = spec.keys.len() as u64;
     let key_of = |id: u64| spec.keys[((spec.key_offset + id) % nkeys) as usize].as_slice();
+    let npayloads = spec.payloads.len() as u64;
+    let data_of = |id: u64| spec.payloads[((spec.key_offset + id) % npayloads) as usize].as_slice();
     let mut wbuf: Vec<u8> = Vec::with_capacity(WRITE_CHUNK * 2);
     let mut wpos = 0usize;
     let mut rbuf: Vec<u8> = vec![0; 1 << 20];
@@ -219,7 +226,7 @@ async fn drive_inner(
                 };
                 let n = spec.batch.min(left);
                 batch_sent_ns.push(sched.saturating_duration_since(spec.epoch).as_nanos() as u64);
-                wire::encode_put(&mut wbuf, &spec.stream, rep.sent, n, key_of, &spec.data);
+                wire::encode_put(&mut wbuf, &spec.stream, rep.sent, n, key_of, data_of);
                 rep.sent += n;
                 rep.last_send = Some(now);
                 if wbuf.len() >= WRITE_CHUNK {
@@ -310,6 +317,7 @@ async fn drive_inner(
                         acked += 1;
                         if r.success {
                             rep.ok += 1;
+                            rep.ok_bytes += data_of(r.id).len() as u64;
                         } else {
                             rep.failed += 1;
                             *rep.errors

@@ -10,6 +10,7 @@
 //! kpld-bench [OPTIONS]            one measured run (the default)
 //! kpld-bench floor [OPTIONS]      MD5 of the key + KPL aggregate encoding, alone
 //! kpld-bench serve-fake [OPTIONS] the double as a process, for other producers
+//! kpld-bench sample-payload       print records of a payload (e.g. json-log)
 //! ```
 //!
 //! # Layout
@@ -17,6 +18,7 @@
 //! - `load`: one task per connection: pacing, reading, latency, duplicates.
 //! - `daemon`: config file, start, readiness, SIGTERM.
 //! - `procfs`: CPU time and memory from /proc.
+//! - `payload`: what the records carry (fixed pattern or JSON log lines).
 //! - `floor`: the per-record floor.
 //! - `serve`: `serve-fake`.
 //!
@@ -26,6 +28,7 @@
 mod daemon;
 mod floor;
 mod load;
+mod payload;
 mod procfs;
 mod serve;
 mod wire;
@@ -62,6 +65,23 @@ enum Cmd {
     Floor(FloorArgs),
     /// Run the Kinesis double as a process of its own and print its endpoint.
     ServeFake(serve::ServeArgs),
+    /// Print records of a payload, one per line, and its size statistics.
+    SamplePayload(SampleArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct SampleArgs {
+    #[arg(long, value_enum, default_value_t = Payload::JsonLog)]
+    payload: Payload,
+    #[arg(long, default_value_t = 100)]
+    record_size: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 10_000)]
+    payload_pool: usize,
+    /// Records printed (the first of the pool).
+    #[arg(long, default_value_t = 5)]
+    count: usize,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -76,12 +96,61 @@ struct FloorArgs {
     /// Records per measured round (5 rounds, the fastest is kept).
     #[arg(long, default_value_t = 1_000_000)]
     records: usize,
+    /// What the records carry (json-log: `--record-size` becomes their mean size).
+    #[arg(long, value_enum, default_value_t = Payload::Fixed)]
+    payload: Payload,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value_t = 10_000)]
+    payload_pool: usize,
+    /// Also measure compressing each record (a fresh encoder per record, as
+    /// the daemon does, and one reused deflate state).
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    compression_level: u32,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum OnOff {
     On,
     Off,
+}
+
+/// What the records carry.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Payload {
+    /// `--record-size` bytes of a fixed pattern, the same in every record.
+    Fixed,
+    /// Realistic structured log lines (JSON, 200-1000 bytes, varying fields),
+    /// deterministic from `--seed`; `--record-size` is ignored.
+    JsonLog,
+}
+
+/// The daemon's `compression` setting.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum CompressionArg {
+    None,
+    Gzip,
+    Zlib,
+}
+
+impl CompressionArg {
+    fn name(self) -> &'static str {
+        match self {
+            CompressionArg::None => "none",
+            CompressionArg::Gzip => "gzip",
+            CompressionArg::Zlib => "zlib",
+        }
+    }
+
+    fn daemon(self) -> kpld::config::Compression {
+        match self {
+            CompressionArg::None => kpld::config::Compression::None,
+            CompressionArg::Gzip => kpld::config::Compression::Gzip,
+            CompressionArg::Zlib => kpld::config::Compression::Zlib,
+        }
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -99,9 +168,24 @@ struct RunArgs {
     endpoint: Option<String>,
     #[arg(long, default_value = "bench")]
     stream: String,
-    /// Bytes of data per user record.
+    /// Bytes of data per user record (`--payload fixed`).
     #[arg(long, default_value_t = 100)]
     record_size: usize,
+    /// What the records carry.
+    #[arg(long, value_enum, default_value_t = Payload::Fixed)]
+    payload: Payload,
+    /// Seed of the generated payload (`--payload json-log`).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Distinct records generated for `--payload json-log`, used in turn.
+    #[arg(long, default_value_t = 10_000)]
+    payload_pool: usize,
+    /// The daemon's `compression` setting (default: the daemon's, none).
+    #[arg(long, value_enum)]
+    compression: Option<CompressionArg>,
+    /// The daemon's `compression_level` (0-9; default: the daemon's, 6).
+    #[arg(long, value_name = "N")]
+    compression_level: Option<u32>,
     /// Distinct partition keys (20 characters each), used in turn.
     #[arg(long, default_value_t = 1000)]
     keys: usize,
@@ -129,7 +213,10 @@ struct RunArgs {
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     aggregation: OnOff,
     /// Passed to the daemon as `metrics_level` when this kpld knows that key.
-    #[arg(long)]
+    /// Default "none": kpld's own default (detailed) uploads to CloudWatch
+    /// at exit, which is not on loopback; "summary" and "detailed" measure
+    /// what collecting the metrics costs (their uploads then fail).
+    #[arg(long, default_value = "none")]
     metrics_level: Option<String>,
     /// The double enforces the service's shard limits (1000 records/s and
     /// 1 MiB/s per shard, 1 s burst); kpld keeps its rate_limit default.
@@ -177,6 +264,29 @@ fn main() -> std::process::ExitCode {
             floor_cmd(&a);
             Ok(0)
         }
+        Some(Cmd::SamplePayload(a)) => {
+            let pool = match a.payload {
+                Payload::Fixed => payload::fixed(a.record_size),
+                Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
+            };
+            for p in pool.iter().take(a.count) {
+                println!("{}", String::from_utf8_lossy(p));
+            }
+            let mut sizes: Vec<usize> = pool.iter().map(Vec::len).collect();
+            sizes.sort_unstable();
+            let q = |f: f64| sizes[((sizes.len() - 1) as f64 * f) as usize];
+            println!(
+                "# {} records: mean {:.1} bytes, min {}, p10 {}, median {}, p90 {}, max {}",
+                sizes.len(),
+                mean_len(&pool),
+                q(0.0),
+                q(0.1),
+                q(0.5),
+                q(0.9),
+                q(1.0)
+            );
+            Ok(0)
+        }
         Some(Cmd::ServeFake(a)) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -201,17 +311,42 @@ fn make_keys(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn floor_cmd(a: &FloorArgs) {
-    let f = floor::measure(
-        &make_keys(a.keys),
-        a.record_size,
-        a.aggregation_max_size,
-        a.records,
-    );
+    let payloads = match a.payload {
+        Payload::Fixed => payload::fixed(a.record_size),
+        Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
+    };
+    let size = mean_len(&payloads).round() as usize;
+    let f = floor::measure(&make_keys(a.keys), size, a.aggregation_max_size, a.records);
     println!(
-        "# floor: {}-byte records, {} keys, aggregates of at most {} bytes, one thread",
-        a.record_size, a.keys, a.aggregation_max_size
+        "# floor: {size}-byte records{}, {} keys, aggregates of at most {} bytes, one thread",
+        if a.payload == Payload::JsonLog {
+            " (the mean of the json-log payload)"
+        } else {
+            ""
+        },
+        a.keys,
+        a.aggregation_max_size
     );
     print_floor(&f);
+    if let Some(how) = a.compression.filter(|c| *c != CompressionArg::None) {
+        let c = floor::measure_compression(&payloads, how.daemon(), a.compression_level, a.records);
+        println!(
+            "# compression: {} level {}, each record alone, {} payload",
+            how.name(),
+            a.compression_level,
+            match a.payload {
+                Payload::Fixed => "fixed",
+                Payload::JsonLog => "json-log",
+            }
+        );
+        println!("compress_fresh_encoder_ns_per_record: {:.1}", c.fresh_ns);
+        println!("compress_reused_state_ns_per_record: {:.1}", c.reused_ns);
+        println!("compress_ratio: {:.3}", c.ratio);
+        println!(
+            "compress_ratio_whole_aggregates: {:.3} (51,200-byte runs of records compressed as one; for comparison)",
+            c.ratio_whole_aggregates
+        );
+    }
 }
 
 fn print_floor(f: &floor::Floor) {
@@ -245,6 +380,19 @@ fn daemon_config(a: &RunArgs, endpoint: &str) -> anyhow::Result<BTreeMap<String,
     });
     c.insert("rate_limit".into(), rate_limit.to_string());
     c.insert("log_level".into(), q("warn"));
+    // The benchmark talks to loopback only: no CloudWatch upload. With
+    // --metrics-level the metrics are computed and written as EMF lines to
+    // /dev/null instead (EMF replaces the upload), so their cost is measured.
+    c.insert("metrics_level".into(), q("none"));
+    if a.metrics_level.as_deref().is_some_and(|l| l != "none") {
+        c.insert("metrics_emf_path".into(), q("/dev/null"));
+    }
+    if let Some(comp) = a.compression {
+        c.insert("compression".into(), q(comp.name()));
+    }
+    if let Some(level) = a.compression_level {
+        c.insert("compression_level".into(), level.to_string());
+    }
     for kv in &a.set {
         let (k, v) = kv
             .split_once('=')
@@ -275,7 +423,12 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
         anyhow::bail!("{} does not exist; build it or pass --kpld", kpld.display());
     }
     let keys = make_keys(a.keys);
-    let fl = (!a.no_floor).then(|| floor::measure(&keys, a.record_size, 51_200, 300_000));
+    let payloads = match a.payload {
+        Payload::Fixed => payload::fixed(a.record_size),
+        Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
+    };
+    let mean = mean_len(&payloads);
+    let fl = (!a.no_floor).then(|| floor::measure(&keys, mean.round() as usize, 51_200, 300_000));
     let rt = if a.gen_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -286,7 +439,57 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
             .enable_all()
             .build()?
     };
-    rt.block_on(run(a, kpld, keys, fl))
+    rt.block_on(run(a, kpld, keys, payloads, fl))
+}
+
+fn mean_len(v: &[Vec<u8>]) -> f64 {
+    v.iter().map(Vec::len).sum::<usize>() as f64 / v.len().max(1) as f64
+}
+
+/// One line describing the records, and what compressing each of them
+/// alone (as the daemon does) gives, measured here on the pool.
+fn describe_payload(a: &RunArgs, payloads: &[Vec<u8>]) -> Vec<String> {
+    let mut lines = Vec::new();
+    let (min, max) = payloads.iter().fold((usize::MAX, 0), |(lo, hi), p| {
+        (lo.min(p.len()), hi.max(p.len()))
+    });
+    lines.push(match a.payload {
+        Payload::Fixed => format!("payload: fixed, {} bytes", a.record_size),
+        Payload::JsonLog => format!(
+            "payload: json-log, {} distinct records (seed {}), {min}..{max} bytes",
+            payloads.len(),
+            a.seed
+        ),
+    });
+    lines.push(format!(
+        "payload_mean_record_bytes: {:.1}",
+        mean_len(payloads)
+    ));
+    let how = a.compression.unwrap_or(CompressionArg::None);
+    let level = a.compression_level.unwrap_or(6);
+    lines.push(format!(
+        "compression: {}{}",
+        how.name(),
+        if how == CompressionArg::None {
+            String::new()
+        } else {
+            format!(" level {level} (daemon config)")
+        }
+    ));
+    if how != CompressionArg::None {
+        let sizes: Vec<usize> = payloads
+            .iter()
+            .map(|p| kpld::compress::compress(p, how.daemon(), level).map_or(p.len(), |c| c.len()))
+            .collect();
+        let total: usize = sizes.iter().sum();
+        let orig: usize = payloads.iter().map(Vec::len).sum();
+        lines.push(format!(
+            "payload_compressed_mean_bytes: {:.1} ({:.3} of the original, each record alone)",
+            total as f64 / sizes.len().max(1) as f64,
+            total as f64 / orig.max(1) as f64
+        ));
+    }
+    lines
 }
 
 struct Snapshot {
@@ -314,6 +517,7 @@ async fn run(
     a: RunArgs,
     kpld: PathBuf,
     keys: Vec<Vec<u8>>,
+    payloads: Vec<Vec<u8>>,
     fl: Option<floor::Floor>,
 ) -> anyhow::Result<u8> {
     let tck = procfs::clock_ticks();
@@ -368,10 +572,8 @@ async fn run(
 
     let stream: Arc<[u8]> = a.stream.as_bytes().into();
     let keys = Arc::new(keys);
-    let data: Arc<[u8]> = (0..a.record_size)
-        .map(|i| b"abcdefghijklmnopqrstuvwxyz0123456789"[i % 36])
-        .collect::<Vec<u8>>()
-        .into();
+    let payload_lines = describe_payload(&a, &payloads);
+    let payloads = Arc::new(payloads);
     let conns = a.connections as u64;
     let rate_per_conn = (a.rate > 0.0).then(|| a.rate / conns as f64);
     // Paced: about one frame per millisecond per connection.
@@ -389,7 +591,7 @@ async fn run(
         let spec = load::LoadSpec {
             stream: stream.clone(),
             keys: keys.clone(),
-            data: data.clone(),
+            payloads: payloads.clone(),
             batch,
             records,
             send_until,
@@ -433,9 +635,12 @@ async fn run(
     let secs = end.saturating_duration_since(epoch).as_secs_f64().max(1e-9);
     let ok = rep.ok as f64;
     println!(
-        "# kpld-bench {}: {}-byte records, {} keys, {} shards, {} connections, frames of {} records, rate {}, {}, aggregation {}, double {}",
+        "# kpld-bench {}: {} records, {} keys, {} shards, {} connections, frames of {} records, rate {}, {}, aggregation {}, double {}",
         env!("CARGO_PKG_VERSION"),
-        a.record_size,
+        match a.payload {
+            Payload::Fixed => format!("{}-byte", a.record_size),
+            Payload::JsonLog => "JSON log".into(),
+        },
         a.keys,
         a.shards,
         a.connections,
@@ -468,6 +673,9 @@ async fn run(
     for n in &notes {
         println!("# note: {n}");
     }
+    for l in &payload_lines {
+        println!("{l}");
+    }
     println!("records_sent: {}", rep.sent);
     println!("records_acknowledged: {}", rep.acknowledged());
     println!("records_succeeded: {}", rep.ok);
@@ -480,9 +688,10 @@ async fn run(
     }
     println!("elapsed_s: {secs:.3}");
     println!("throughput_records_per_s: {:.0}", ok / secs);
+    println!("user_bytes_acknowledged: {}", rep.ok_bytes);
     println!(
         "throughput_user_mb_per_s: {:.2}",
-        ok * a.record_size as f64 / secs / 1e6
+        rep.ok_bytes as f64 / secs / 1e6
     );
     let steady = steady_rate(&rep, epoch, a.warmup);
     match steady {
@@ -528,8 +737,8 @@ async fn run(
     );
     let gen = after.gen_cpu.saturating_sub(before.gen_cpu);
     println!("generator_cpu_us_per_record: {:.3}", per(gen));
+    let dbl = after.double_cpu.saturating_sub(before.double_cpu);
     if fake.is_some() {
-        let dbl = after.double_cpu.saturating_sub(before.double_cpu);
         println!("double_cpu_us_per_record: {:.3}", per(dbl));
     }
     let (busy0, tot0) = before.machine;
@@ -537,6 +746,13 @@ async fn run(
     println!(
         "machine_cpu_busy_pct: {:.0}",
         100.0 * (busy1 - busy0) as f64 / (tot1 - tot0).max(1) as f64
+    );
+    // What the rest of the machine (other developers' builds...) took meanwhile.
+    let busy = (busy1 - busy0) as f64 / tck as f64;
+    let ours = (dcpu + gen + dbl).as_secs_f64();
+    println!(
+        "machine_other_processes_cores: {:.2} (CPU of everything but kpld and kpld-bench, per second of the run)",
+        (busy - ours).max(0.0) / after.at.duration_since(before.at).as_secs_f64().max(1e-9)
     );
     if let Some(s) = &stats {
         if let Some(c) = s.get("counters") {
@@ -625,7 +841,9 @@ fn kinesis_figures(
         ),
     };
     let ok = rep.ok as f64;
-    let user_gb = ok * a.record_size as f64 / 1e9;
+    let user_bytes = rep.ok_bytes as f64;
+    let user_gb = user_bytes / 1e9;
+    let mean_record = user_bytes / ok.max(1.0);
     if let Some(e) = entries {
         println!("kinesis_records_per_s: {:.0}", e as f64 / secs);
         println!(
@@ -652,28 +870,46 @@ fn kinesis_figures(
             })
             .sum::<u64>()
     });
+    let per_m = 1e6 / ok.max(1.0);
     match (log_units, entries, bytes) {
-        (Some(u), _, _) => println!(
-            "put_payload_units_per_gb: {:.0} (ideal {ideal:.0})",
-            u as f64 / user_gb.max(1e-12)
-        ),
+        (Some(u), _, _) => {
+            println!(
+                "put_payload_units_per_gb: {:.0} (ideal {ideal:.0} uncompressed)",
+                u as f64 / user_gb.max(1e-12)
+            );
+            println!("put_payload_units: {u}");
+            println!(
+                "put_payload_units_per_million_records: {:.0}",
+                u as f64 * per_m
+            );
+        }
         (None, Some(e), Some(b)) => {
             // Count-only: only totals are known, so bound the sum of
             // ceil(size / unit) over the entries.
             let lo = e.max(b.div_ceil(PUT_PAYLOAD_UNIT)) as f64;
             let hi = (e + b / PUT_PAYLOAD_UNIT) as f64;
             println!(
-                "put_payload_units_per_gb: {:.0}..{:.0} (bounds; --keep-log for the exact figure; ideal {ideal:.0})",
+                "put_payload_units_per_gb: {:.0}..{:.0} (bounds; --keep-log for the exact figure; ideal {ideal:.0} uncompressed)",
                 lo / user_gb.max(1e-12),
                 hi / user_gb.max(1e-12)
+            );
+            println!(
+                "put_payload_units_per_million_records: {:.0}..{:.0} (bounds; --keep-log for the exact figure)",
+                lo * per_m,
+                hi * per_m
             );
         }
         _ => println!("put_payload_units_per_gb: n/a (external double)"),
     }
     if let Some(b) = bytes {
+        println!("kinesis_bytes: {b}");
+        println!(
+            "kinesis_bytes_per_user_record: {:.1}",
+            b as f64 / ok.max(1.0)
+        );
         println!(
             "kinesis_bytes_per_user_byte: {:.3}",
-            b as f64 / (ok * a.record_size as f64).max(1.0)
+            b as f64 / user_bytes.max(1.0)
         );
     }
     let shards = fake
@@ -703,7 +939,7 @@ fn kinesis_figures(
     }
     if a.limits {
         let rate = steady_rate(rep, before.at, a.warmup).unwrap_or(ok / secs);
-        let goodput = rate * a.record_size as f64 / shards;
+        let goodput = rate * mean_record / shards;
         println!(
             "goodput_per_shard_user_bytes_per_s: {goodput:.0} ({:.1}% of 1 MiB/s)",
             100.0 * goodput / MIB

@@ -30,19 +30,27 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, b: &[u8]) {
 }
 
 /// Appends one length-prefixed PutRequest frame holding records `first_id..`
-/// (`count` of them); `key_of(id)` names each record's partition key.
-pub fn encode_put<'k>(
+/// (`count` of them); `key_of(id)` names each record's partition key and
+/// `data_of(id)` its data.
+pub fn encode_put<'k, 'd>(
     out: &mut Vec<u8>,
     stream: &[u8],
     first_id: u64,
     count: u64,
     key_of: impl Fn(u64) -> &'k [u8],
-    data: &[u8],
+    data_of: impl Fn(u64) -> &'d [u8],
 ) {
     let ids = first_id..first_id + count;
     let put_len: usize = ids
         .clone()
-        .map(|id| len_field(record_len(id, stream.len(), key_of(id).len(), data.len())))
+        .map(|id| {
+            len_field(record_len(
+                id,
+                stream.len(),
+                key_of(id).len(),
+                data_of(id).len(),
+            ))
+        })
         .sum();
     let msg_len = len_field(put_len);
     out.reserve(4 + msg_len);
@@ -51,6 +59,7 @@ pub fn encode_put<'k>(
     put_varint(out, put_len as u64);
     for id in ids {
         let key = key_of(id);
+        let data = data_of(id);
         out.push(TAG_PUT_RECORD);
         put_varint(
             out,
@@ -210,7 +219,15 @@ mod tests {
     fn put_frames_decode_with_prost() {
         let keys = [b"k0".as_slice(), b"a-longer-key".as_slice()];
         let mut out = Vec::new();
-        encode_put(&mut out, b"s", 126, 4, |id| keys[(id % 2) as usize], b"xyz");
+        let data = [b"xyz".as_slice(), b"".as_slice(), b"0123456789".as_slice()];
+        encode_put(
+            &mut out,
+            b"s",
+            126,
+            4,
+            |id| keys[(id % 2) as usize],
+            |id| data[(id % 3) as usize],
+        );
         let len = u32::from_be_bytes(out[..4].try_into().unwrap()) as usize;
         assert_eq!(len, out.len() - 4);
         let m = ClientMessage::decode(&out[4..]).unwrap();
@@ -235,7 +252,7 @@ mod tests {
                     id,
                     b"s".to_vec(),
                     keys[(id % 2) as usize].to_vec(),
-                    b"xyz".to_vec(),
+                    data[(id % 3) as usize].to_vec(),
                 )
             })
             .collect();

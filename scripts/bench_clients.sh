@@ -1,0 +1,248 @@
+#!/usr/bin/env bash
+# scripts/bench_clients.sh: the client benchmark of issue 4 (a benchmark, not a test).
+#
+# Records per second ONE process hands over with a result for every record, 100-byte
+# records, for the kpld Python client (clients/python/bench.py, put_records) and the kpld
+# Node client (clients/node/bench.js, putRecords), side by side with the same workload
+# through the pure-Python producer aiokpl and boto3 put_records + aws-kinesis-agg, all
+# against the same local Kinesis server in the same run:
+#
+#   1. the Kinesis double (`kpld-bench serve-fake --shards 16`, count-only: not the
+#      bottleneck) and a release kpld pointed at it; the four producers in sequence, each
+#      with BENCH_CLIENT_RECORDS records;
+#   2. for reference, kinesalite (tests/tools, started like scripts/test.sh does) with a
+#      16-shard stream and a second kpld; the four producers again, each with
+#      BENCH_CLIENT_KINESALITE_RECORDS records (kinesalite decodes and stores every record,
+#      so there the server can be the limit).
+#
+# Per producer: records/s until the last result (the client's own clock), the client
+# process's CPU per record (utime + stime: resource.getrusage / time.process_time /
+# process.cpuUsage, over its timed section), and from /proc/PID/stat the CPU per record of
+# kpld and of the Kinesis server over the producer's whole run, and how busy the whole
+# machine was meanwhile (/proc/stat: other developers' builds share the cores). A table goes
+# to stdout and $OUT/table.md; raw outputs to $OUT/*.txt.
+#
+# Usage: scripts/bench_clients.sh
+# Environment: BENCH_CLIENT_RECORDS (default 500000), BENCH_CLIENT_KINESALITE_RECORDS
+#   (default: BENCH_CLIENT_RECORDS; 0 skips the kinesalite phase), BENCH_CLIENT_BATCH
+#   (records per put_records / putRecords call, default 500), BENCH_OUT (default
+#   .work/bench/clients), BENCH_NO_BUILD=1 (use the release binaries as they are), PYTHON
+#   (default python3).
+# Background processes are started through lib.sh's start_bg and stopped by PID on exit.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+cd "$ROOT"
+trap stop_all_bg EXIT
+
+OUT=${BENCH_OUT:-$ROOT/.work/bench/clients}
+N=${BENCH_CLIENT_RECORDS:-500000}
+NK=${BENCH_CLIENT_KINESALITE_RECORDS:-$N}
+BATCH=${BENCH_CLIENT_BATCH:-500}
+PY=${PYTHON:-python3}
+BENCH=$ROOT/target/release/kpld-bench
+KPLD=$ROOT/target/release/kpld
+PEERS=$ROOT/scripts/bench_peers
+STREAM=bench
+SHARDS=16
+KEYS=1000
+TCK=$(getconf CLK_TCK)
+mkdir -p "$OUT"
+rm -f "$OUT"/*.txt "$OUT/table.md"
+
+# cpu_ticks PID: utime + stime of a live process, in clock ticks (0 when it is gone).
+cpu_ticks() {
+  local s
+  s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
+  # Fields after "(comm) ": state is field 3, utime 14, stime 15.
+  s=${s##*) }
+  awk '{ print $12 + $13 }' <<<"$s"
+}
+
+# machine_jiffies: "busy total" jiffies of all CPUs, from /proc/stat.
+machine_jiffies() {
+  awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# per_record TICKS RECORDS: microseconds of CPU per record.
+per_record() { awk -v t="$1" -v n="$2" -v hz="$TCK" 'BEGIN { printf "%.2f", t / hz * 1e6 / (n > 0 ? n : 1) }'; }
+
+# start_kpld ENDPOINT NAME: a release kpld for ENDPOINT; sets KPLD_PID and SOCK.
+start_kpld() {
+  local endpoint=$1 name=$2 dir=$OUT/$2 i
+  mkdir -p "$dir"
+  SOCK=$dir/kpld.sock
+  rm -f "$SOCK"
+  cat >"$dir/kpld.toml" <<EOF
+socket_path = "$SOCK"
+region = "us-east-1"
+kinesis_endpoint = "$endpoint"
+aggregation_enabled = true
+record_max_buffered_time_ms = 100
+# Neither local server enforces shard limits, so kpld's limiter is lifted as in kpld-bench.
+rate_limit = 100000
+log_level = "warn"
+# No CloudWatch upload (not on loopback), as in kpld-bench.
+metrics_level = "none"
+EOF
+  start_bg "kpld ($name)" "$dir/kpld.log" env AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench \
+    "$KPLD" --config "$dir/kpld.toml"
+  KPLD_PID=$BG_PID
+  for i in $(seq 1 300); do
+    [ -S "$SOCK" ] && "$PY" -c 'import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])' \
+      "$SOCK" 2>/dev/null && return 0
+    kill -0 "$KPLD_PID" 2>/dev/null || die "kpld exited at start: $(cat "$dir/kpld.log")"
+    sleep 0.1
+  done
+  die "kpld did not accept connections within 30 s: $(cat "$dir/kpld.log")"
+}
+
+# stop_kpld: SIGTERM (drain) and check the exit status.
+stop_kpld() {
+  local rc=0 i
+  kill -TERM "$KPLD_PID" 2>/dev/null || true
+  for i in $(seq 1 600); do
+    kill -0 "$KPLD_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$KPLD_PID" 2>/dev/null && { log "kpld did not exit within 60 s of SIGTERM"; stop_pid "$KPLD_PID"; }
+  wait "$KPLD_PID" || rc=$?
+  [ "$rc" = 0 ] || log "kpld exited $rc"
+}
+
+ROWS=()
+
+# run_producer KIND SERVER LABEL: runs one producer against $SOCK / $ENDPOINT with $RECORDS
+# records, and adds a table row. KIND: python, node, aiokpl, boto3.
+run_producer() {
+  local kind=$1 server=$2 label=$3 file k0 s0 k1 s1 m0 m1 rate cpu failed kcpu scpu busy rc=0
+  file=$OUT/$server-$kind.txt
+  log "$server: $label, $RECORDS records"
+  k0=$(cpu_ticks "$KPLD_PID")
+  s0=$(cpu_ticks "$SERVER_PID")
+  m0=$(machine_jiffies)
+  case $kind in
+    python)
+      "$PY" clients/python/bench.py --socket "$SOCK" --stream "$STREAM" --records "$RECORDS" \
+        --batch "$BATCH" --size 100 >"$file" 2>&1 || rc=$?
+      ;;
+    node)
+      node clients/node/bench.js --socket "$SOCK" --stream "$STREAM" --records "$RECORDS" \
+        --batch "$BATCH" --size 100 --mode putRecords >"$file" 2>&1 || rc=$?
+      ;;
+    aiokpl | boto3)
+      local script=$PEERS/aiokpl_peer.py
+      [ "$kind" = boto3 ] && script=$PEERS/boto3_agg_peer.py
+      (cd "$PEERS" && "$ROOT/.work/bench-$kind/bin/python" "$script" --endpoint "$ENDPOINT" \
+        --stream "$STREAM" --records "$RECORDS" --record-size 100 --keys "$KEYS") >"$file" 2>&1 ||
+        rc=$?
+      ;;
+  esac
+  k1=$(cpu_ticks "$KPLD_PID")
+  s1=$(cpu_ticks "$SERVER_PID")
+  m1=$(machine_jiffies)
+  busy=$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " ");
+    printf "%.0f", 100 * (y[1] - x[1]) / ((y[2] - x[2]) > 0 ? y[2] - x[2] : 1) }')
+  [ "$rc" = 0 ] || log "$label exited $rc (see ${file#"$ROOT"/})"
+  case $kind in
+    python)
+      rate=$(sed -n 's/^with results: *\([0-9,]*\) records.*/\1/p' "$file" | tr -d ,)
+      cpu=$(sed -n 's/^client CPU: *\([0-9.]*\) us.*/\1/p' "$file")
+      failed=$(sed -n 's/^with results:.*, \([0-9]*\) failed).*/\1/p' "$file")
+      ;;
+    node)
+      rate=$(sed -n 's/^ *records\/s *\([0-9]*\).*/\1/p' "$file")
+      cpu=$(sed -n 's/^ *client CPU .* = \([0-9.]*\) us\/record.*/\1/p' "$file")
+      failed=$(sed -n 's/^ *succeeded [0-9]*, failed \([0-9]*\).*/\1/p' "$file")
+      ;;
+    *)
+      rate=$(sed -n 's/^throughput_records_per_s: //p' "$file")
+      cpu=$(sed -n 's/^cpu_us_per_record: //p' "$file")
+      failed=$(awk -F': ' '/^records_sent:/ { s = $2 } /^records_succeeded:/ { ok = $2 }
+        END { if (s != "") print s - ok }' "$file")
+      ;;
+  esac
+  if [ "$kind" = python ] || [ "$kind" = node ]; then
+    kcpu=$(per_record $((k1 - k0)) "$RECORDS")
+  else
+    kcpu="-"
+  fi
+  scpu=$(per_record $((s1 - s0)) "$RECORDS")
+  [ -n "$rate" ] || { rate="?"; failed="run failed"; }
+  ROWS+=("| $label | $server | $RECORDS | $rate | ${cpu:-?} | $kcpu | $scpu | ${failed:-?} | $busy |")
+  printf '    %s\n' "${ROWS[-1]}" >&2
+}
+
+if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
+  log "building release binaries"
+  cargo build --release --bin kpld --bin kpld-bench 2>&1 | tail -n 2 >&2
+fi
+[ -x "$KPLD" ] && [ -x "$BENCH" ] || die "no release build of kpld and kpld-bench"
+ensure_peer_venv aiokpl "$PEERS/requirements-aiokpl.txt"
+ensure_peer_venv boto3 "$PEERS/requirements-boto3.txt"
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  echo "cpu: $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
+  echo "kernel: $(uname -sr)"
+  echo "python: $("$PY" --version 2>&1)"
+  echo "node: $(node --version)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with uncommitted changes)')"
+  echo "loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$OUT/machine.txt"
+sed 's/^/    /' "$OUT/machine.txt" >&2
+
+# ---- 1. the Kinesis double ----
+start_bg serve-fake "$OUT/double.log" "$BENCH" serve-fake --shards "$SHARDS" --stream "$STREAM"
+SERVER_PID=$BG_PID
+for _ in $(seq 100); do
+  grep -q '^endpoint: ' "$OUT/double.log" 2>/dev/null && break
+  sleep 0.1
+done
+ENDPOINT=$(sed -n 's/^endpoint: //p' "$OUT/double.log")
+[ -n "$ENDPOINT" ] || die "serve-fake printed no endpoint: $(cat "$OUT/double.log")"
+start_kpld "$ENDPOINT" kpld-double
+RECORDS=$N
+run_producer python double "kpld Python client, put_records"
+run_producer node double "kpld Node client, putRecords"
+run_producer aiokpl double "aiokpl 0.2.0, put_record"
+run_producer boto3 double "boto3 put_records + aws-kinesis-agg"
+stop_kpld
+stop_pid "$SERVER_PID"
+
+# ---- 2. kinesalite, for reference ----
+if [ "$NK" -gt 0 ]; then
+  npm_ci_if_needed "$TOOLS"
+  ensure_venv
+  start_kinesalite "$OUT" || die "kinesalite did not start"
+  SERVER_PID=$KINESALITE_PID
+  ENDPOINT=$KINESALITE_URL
+  "$VENV/bin/python" - "$ENDPOINT" "$STREAM" "$SHARDS" <<'EOF'
+import sys
+
+import boto3
+
+c = boto3.client("kinesis", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="bench", aws_secret_access_key="bench")
+c.create_stream(StreamName=sys.argv[2], ShardCount=int(sys.argv[3]))
+c.get_waiter("stream_exists").wait(StreamName=sys.argv[2], WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+EOF
+  start_kpld "$ENDPOINT" kpld-kinesalite
+  RECORDS=$NK
+  run_producer python kinesalite "kpld Python client, put_records"
+  run_producer node kinesalite "kpld Node client, putRecords"
+  run_producer aiokpl kinesalite "aiokpl 0.2.0, put_record"
+  run_producer boto3 kinesalite "boto3 put_records + aws-kinesis-agg"
+  stop_kpld
+fi
+stop_all_bg
+echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+
+{
+  echo "| Producer | Server | Records | Records/s with results | Client CPU µs/record | kpld CPU µs/record | Server CPU µs/record | Failed | Machine busy % |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${ROWS[@]}"
+} | tee "$OUT/table.md"
+log "done: raw outputs in ${OUT#"$ROOT"/}"
