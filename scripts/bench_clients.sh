@@ -19,8 +19,9 @@
 # process's CPU per record (utime + stime: resource.getrusage / time.process_time /
 # process.cpuUsage, over its timed section), and from /proc/PID/stat the CPU per record of
 # kpld and of the Kinesis server over the producer's whole run, and how busy the whole
-# machine was meanwhile (/proc/stat: other developers' builds share the cores). A table goes
-# to stdout and $OUT/table.md; raw outputs to $OUT/*.txt.
+# machine was meanwhile (/proc/stat) and how many cores processes other than these three used
+# (other developers' builds share the cores). A table goes to stdout and $OUT/table.md; raw
+# outputs to $OUT/*.txt.
 #
 # Usage: scripts/bench_clients.sh
 # Environment: BENCH_CLIENT_RECORDS (default 500000), BENCH_CLIENT_KINESALITE_RECORDS
@@ -50,7 +51,7 @@ SHARDS=16
 KEYS=1000
 TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
-rm -f "$OUT"/*.txt "$OUT/table.md"
+rm -f "$OUT"/*.txt "$OUT/table.md" "$OUT/.times"
 
 # cpu_ticks PID: utime + stime of a live process, in clock ticks (0 when it is gone).
 cpu_ticks() {
@@ -64,6 +65,14 @@ cpu_ticks() {
 # machine_jiffies: "busy total" jiffies of all CPUs, from /proc/stat.
 machine_jiffies() {
   awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t - $5 - $6, t }' /proc/stat
+}
+
+# children_cpu VAR: sets VAR to the seconds of CPU (user + system) of this shell's finished
+# children so far. `times` must run in this shell (not in a pipe or $(...), which fork).
+children_cpu() {
+  times >"$OUT/.times"
+  printf -v "$1" '%s' "$(awk 'NR == 2 { t = 0; for (i = 1; i <= 2; i++) { split($i, a, /[ms]/)
+    t += a[1] * 60 + a[2] } print t }' "$OUT/.times")"
 }
 
 # per_record TICKS RECORDS: microseconds of CPU per record.
@@ -117,12 +126,15 @@ ROWS=()
 # run_producer KIND SERVER LABEL: runs one producer against $SOCK / $ENDPOINT with $RECORDS
 # records, and adds a table row. KIND: python, node, aiokpl, boto3.
 run_producer() {
-  local kind=$1 server=$2 label=$3 file k0 s0 k1 s1 m0 m1 rate cpu failed kcpu scpu busy rc=0
+  local kind=$1 server=$2 label=$3 file k0 s0 k1 s1 m0 m1 c0 c1 t0 t1 rate cpu failed kcpu scpu
+  local busy other rc=0
   file=$OUT/$server-$kind.txt
   log "$server: $label, $RECORDS records"
   k0=$(cpu_ticks "$KPLD_PID")
   s0=$(cpu_ticks "$SERVER_PID")
   m0=$(machine_jiffies)
+  children_cpu c0
+  t0=$(date +%s.%N)
   case $kind in
     python)
       "$PY" clients/python/bench.py --socket "$SOCK" --stream "$STREAM" --records "$RECORDS" \
@@ -143,8 +155,16 @@ run_producer() {
   k1=$(cpu_ticks "$KPLD_PID")
   s1=$(cpu_ticks "$SERVER_PID")
   m1=$(machine_jiffies)
+  t1=$(date +%s.%N)
+  children_cpu c1
   busy=$(awk -v a="$m0" -v b="$m1" 'BEGIN { split(a, x, " "); split(b, y, " ");
     printf "%.0f", 100 * (y[1] - x[1]) / ((y[2] - x[2]) > 0 ? y[2] - x[2] : 1) }')
+  # Cores the rest of the machine used meanwhile: busy time minus the producer process (all of
+  # it, start-up included), kpld and the server.
+  other=$(awk -v a="$m0" -v b="$m1" -v hz="$TCK" -v cc="$c0 $c1" -v k=$((k1 - k0 + s1 - s0)) \
+    -v w0="$t0" -v w1="$t1" 'BEGIN { split(a, x, " "); split(b, y, " "); split(cc, z, " ");
+      o = (y[1] - x[1]) / hz - (z[2] - z[1]) - k / hz; if (o < 0) o = 0;
+      printf "%.2f", o / (w1 - w0) }')
   [ "$rc" = 0 ] || log "$label exited $rc (see ${file#"$ROOT"/})"
   case $kind in
     python)
@@ -171,7 +191,7 @@ run_producer() {
   fi
   scpu=$(per_record $((s1 - s0)) "$RECORDS")
   [ -n "$rate" ] || { rate="?"; failed="run failed"; }
-  ROWS+=("| $label | $server | $RECORDS | $rate | ${cpu:-?} | $kcpu | $scpu | ${failed:-?} | $busy |")
+  ROWS+=("| $label | $server | $RECORDS | $rate | ${cpu:-?} | $kcpu | $scpu | ${failed:-?} | $busy | $other |")
   printf '    %s\n' "${ROWS[-1]}" >&2
 }
 
@@ -241,8 +261,8 @@ stop_all_bg
 echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 
 {
-  echo "| Producer | Server | Records | Records/s with results | Client CPU µs/record | kpld CPU µs/record | Server CPU µs/record | Failed | Machine busy % |"
-  echo "|---|---|---|---|---|---|---|---|---|"
+  echo "| Producer | Server | Records | Records/s with results | Client CPU µs/record | kpld CPU µs/record | Server CPU µs/record | Failed | Machine busy % | Other load (cores) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT/table.md"
 log "done: raw outputs in ${OUT#"$ROOT"/}"
