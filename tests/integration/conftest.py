@@ -179,14 +179,17 @@ def kpld(kpld_bin, kinesalite_endpoint, tmp_path) -> Iterator[Callable[..., Daem
         settings: dict[str, Any] = {
             "socket_path": str(sock_dir / "kpld.sock"),
             "region": os.environ.get("AWS_REGION", "us-east-1"),
-            # No CloudWatch upload unless a test asks for it: tests talk to loopback only.
-            "metrics_level": "none",
             "kinesis_endpoint": kinesalite_endpoint,
             "record_max_buffered_time_ms": 100,
             "record_ttl_ms": 60000,
             "shutdown_grace_ms": 30000,
         }
         settings.update(overrides)
+        # No metrics (so no CloudWatch upload, which would leave loopback) unless the test
+        # configures them: a test that sets any metrics key gets the daemon's defaults.
+        metrics_keys = ("metrics_", "cloudwatch_endpoint")
+        if not any(k.startswith(metrics_keys) for k in overrides):
+            settings["metrics_level"] = "none"
         config_path = write_config(tmp_path / f"kpld-{n}.toml", settings)
         log_path = tmp_path / f"kpld-{n}.log"
         env = dict(os.environ)
