@@ -45,6 +45,14 @@ fn record_inner_len(pk_index: u64, ehk_index: Option<u64>, data_len: usize) -> u
     1 + varint_len(pk_index) + ehk_index.map_or(0, |i| 1 + varint_len(i)) + len_delimited(data_len)
 }
 
+/// What adding a record would do.
+struct Plan {
+    size: usize,
+    entry: Entry,
+    pk_new: bool,
+    ehk_new: bool,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     pk_index: u64,
@@ -52,15 +60,27 @@ struct Entry {
     data_len: usize,
 }
 
+/// Key lookups run once or twice per record: a fast non-cryptographic hash
+/// (SipHash was 2% of the daemon's CPU).
+type KeyIndex = HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>;
+
 /// Accumulates the tables and record entries of one aggregate.
 #[derive(Debug, Default)]
 pub struct AggregateBuilder {
-    pk_index: HashMap<String, u64>,
-    pk_table: Vec<String>,
-    ehk_index: HashMap<String, u64>,
-    ehk_table: Vec<String>,
+    /// Partition key -> its index in the table (the table is the keys in
+    /// index order).
+    pk_index: KeyIndex,
+    ehk_index: KeyIndex,
     entries: Vec<Entry>,
     proto_len: usize,
+}
+
+/// Where a key would go: its index, and the bytes a new table entry adds.
+fn slot(index: &KeyIndex, key: &[u8]) -> (u64, usize, bool) {
+    match index.get(key) {
+        Some(&i) => (i, 0, false),
+        None => (index.len() as u64, len_delimited(key.len()), true),
+    }
 }
 
 impl AggregateBuilder {
@@ -84,59 +104,69 @@ impl AggregateBuilder {
     /// Size of the whole aggregate if this record were added.
     pub fn size_with(
         &self,
-        partition_key: &str,
+        partition_key: &[u8],
         explicit_hash_key: Option<&str>,
         data_len: usize,
     ) -> usize {
-        let (pk_index, pk_added) = match self.pk_index.get(partition_key) {
-            Some(&i) => (i, 0),
-            None => (
-                self.pk_table.len() as u64,
-                len_delimited(partition_key.len()),
-            ),
+        self.plan(partition_key, explicit_hash_key, data_len).size
+    }
+
+    fn plan(&self, pk: &[u8], ehk: Option<&str>, data_len: usize) -> Plan {
+        let (pk_index, pk_added, pk_new) = slot(&self.pk_index, pk);
+        let (ehk_index, ehk_added, ehk_new) = match ehk {
+            None => (None, 0, false),
+            Some(k) => {
+                let (i, added, new) = slot(&self.ehk_index, k.as_bytes());
+                (Some(i), added, new)
+            }
         };
-        let (ehk_index, ehk_added) = match explicit_hash_key {
-            None => (None, 0),
-            Some(k) => match self.ehk_index.get(k) {
-                Some(&i) => (Some(i), 0),
-                None => (Some(self.ehk_table.len() as u64), len_delimited(k.len())),
+        let record = len_delimited(record_inner_len(pk_index, ehk_index, data_len));
+        Plan {
+            size: self.size() + pk_added + ehk_added + record,
+            entry: Entry {
+                pk_index,
+                ehk_index,
+                data_len,
             },
-        };
-        self.size()
-            + pk_added
-            + ehk_added
-            + len_delimited(record_inner_len(pk_index, ehk_index, data_len))
+            pk_new,
+            ehk_new,
+        }
+    }
+
+    fn commit(&mut self, p: Plan, pk: &[u8], ehk: Option<&str>) {
+        if p.pk_new {
+            self.pk_index.insert(pk.into(), p.entry.pk_index);
+        }
+        if let (true, Some(k)) = (p.ehk_new, ehk) {
+            self.ehk_index
+                .insert(k.as_bytes().into(), p.entry.ehk_index.unwrap_or(0));
+        }
+        self.proto_len = p.size - OVERHEAD;
+        self.entries.push(p.entry);
     }
 
     /// Adds a record's keys and data length; the data itself is given to
     /// [`encode`](Self::encode) in the same order.
-    pub fn add(&mut self, partition_key: &str, explicit_hash_key: Option<&str>, data_len: usize) {
-        let pk_index = match self.pk_index.get(partition_key) {
-            Some(&i) => i,
-            None => {
-                let i = self.pk_table.len() as u64;
-                self.pk_index.insert(partition_key.to_owned(), i);
-                self.pk_table.push(partition_key.to_owned());
-                self.proto_len += len_delimited(partition_key.len());
-                i
-            }
-        };
-        let ehk_index = explicit_hash_key.map(|k| match self.ehk_index.get(k) {
-            Some(&i) => i,
-            None => {
-                let i = self.ehk_table.len() as u64;
-                self.ehk_index.insert(k.to_owned(), i);
-                self.ehk_table.push(k.to_owned());
-                self.proto_len += len_delimited(k.len());
-                i
-            }
-        });
-        self.proto_len += len_delimited(record_inner_len(pk_index, ehk_index, data_len));
-        self.entries.push(Entry {
-            pk_index,
-            ehk_index,
-            data_len,
-        });
+    pub fn add(&mut self, partition_key: &[u8], explicit_hash_key: Option<&str>, data_len: usize) {
+        let p = self.plan(partition_key, explicit_hash_key, data_len);
+        self.commit(p, partition_key, explicit_hash_key);
+    }
+
+    /// Adds the record if the aggregate stays within `max_size` bytes with
+    /// it; one key lookup for the check and the add.
+    pub fn try_add(
+        &mut self,
+        partition_key: &[u8],
+        explicit_hash_key: Option<&str>,
+        data_len: usize,
+        max_size: usize,
+    ) -> bool {
+        let p = self.plan(partition_key, explicit_hash_key, data_len);
+        if p.size > max_size {
+            return false;
+        }
+        self.commit(p, partition_key, explicit_hash_key);
+        true
     }
 
     /// Writes the aggregate. `data` yields each added record's data, in the
@@ -144,15 +174,19 @@ impl AggregateBuilder {
     pub fn encode<'a>(&self, data: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.size());
         out.extend_from_slice(&MAGIC);
-        for k in &self.pk_table {
-            out.push(TAG_PK_TABLE);
-            put_varint(&mut out, k.len() as u64);
-            out.extend_from_slice(k.as_bytes());
-        }
-        for k in &self.ehk_table {
-            out.push(TAG_EHK_TABLE);
-            put_varint(&mut out, k.len() as u64);
-            out.extend_from_slice(k.as_bytes());
+        for (tag, index) in [
+            (TAG_PK_TABLE, &self.pk_index),
+            (TAG_EHK_TABLE, &self.ehk_index),
+        ] {
+            let mut table: Vec<&[u8]> = vec![&[]; index.len()];
+            for (k, &i) in index {
+                table[i as usize] = k;
+            }
+            for k in table {
+                out.push(tag);
+                put_varint(&mut out, k.len() as u64);
+                out.extend_from_slice(k);
+            }
         }
         let mut data = data.into_iter();
         for e in &self.entries {
@@ -181,9 +215,7 @@ impl AggregateBuilder {
 
     pub fn clear(&mut self) {
         self.pk_index.clear();
-        self.pk_table.clear();
         self.ehk_index.clear();
-        self.ehk_table.clear();
         self.entries.clear();
         self.proto_len = 0;
     }
@@ -193,7 +225,7 @@ impl AggregateBuilder {
 pub fn encode_aggregate(records: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     let mut b = AggregateBuilder::new();
     for (pk, ehk, data) in records {
-        b.add(pk, *ehk, data.len());
+        b.add(pk.as_bytes(), *ehk, data.len());
     }
     b.encode(records.iter().map(|r| r.2))
 }
@@ -270,8 +302,10 @@ mod tests {
         ) {
             let mut b = AggregateBuilder::new();
             for (pk, ehk, data) in &recs {
-                let predicted = b.size_with(pk, ehk.as_deref(), data.len());
-                b.add(pk, ehk.as_deref(), data.len());
+                let predicted = b.size_with(pk.as_bytes(), ehk.as_deref(), data.len());
+                // try_add refuses exactly what would cross its limit.
+                prop_assert!(!b.try_add(pk.as_bytes(), ehk.as_deref(), data.len(), predicted - 1));
+                prop_assert!(b.try_add(pk.as_bytes(), ehk.as_deref(), data.len(), predicted));
                 prop_assert_eq!(b.size(), predicted);
             }
             let bytes = b.encode(recs.iter().map(|r| r.2.as_slice()));

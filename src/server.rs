@@ -17,7 +17,7 @@ use crate::ipc::{
     client_message, server_message, ClientMessage, Error as ErrorFrame, FlushReply, HelloReply,
     RecordResult, ServerMessage, StatsReply,
 };
-use crate::producer::{Producer, RecordInput, ResultSink};
+use crate::producer::{Landed, Landing, Producer, RecordInput, ResultSink};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use prost::Message;
@@ -162,6 +162,8 @@ enum ConnEvent {
     /// A flush request: answer once every earlier record is final.
     Flush(u64),
     Result(u64, RecordResult),
+    /// Successes of one put's records in one Kinesis record.
+    Landed(u64, Arc<Landing>, Vec<Landed>),
     Send(ServerMessage),
 }
 
@@ -212,6 +214,15 @@ impl ResultSink for ConnSink {
         self.backlog.unwritten.fetch_add(1, Ordering::AcqRel);
         // A vanished client no longer reads; its records still count as done.
         let _ = self.tx.send(ConnEvent::Result(tag, result));
+    }
+
+    fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
+        self.backlog
+            .unwritten
+            .fetch_add(records.len(), Ordering::AcqRel);
+        let _ = self
+            .tx
+            .send(ConnEvent::Landed(tag, landing.clone(), records));
     }
 }
 
@@ -481,9 +492,10 @@ impl FlushTracker {
         self.epoch += 1;
     }
 
-    fn finished(&mut self, epoch: u64) {
+    /// `n` records of `epoch` are final.
+    fn finished(&mut self, epoch: u64, n: u64) {
         if let Some((_, c)) = self.counts.iter_mut().find(|(e, _)| *e == epoch) {
-            *c = c.saturating_sub(1);
+            *c = c.saturating_sub(n);
         }
     }
 
@@ -536,16 +548,16 @@ async fn write_frames(
                 ConnEvent::Accepted(n) => flushes.accepted(n),
                 ConnEvent::Flush(id) => flushes.flush(id),
                 ConnEvent::Result(epoch, r) => {
-                    flushes.finished(epoch);
+                    flushes.finished(epoch, 1);
                     body.put_u8(0x0A);
                     r.encode_length_delimited(&mut body)
                         .expect("BytesMut grows");
                     n_body += 1;
-                    if body.len() >= RESULTS_FRAME_TARGET {
-                        close_results(&mut buf, &mut body);
-                        n_results += std::mem::take(&mut n_body);
-                        frames += 1;
-                    }
+                }
+                ConnEvent::Landed(epoch, landing, records) => {
+                    flushes.finished(epoch, records.len() as u64);
+                    put_landed(&mut body, &landing, &records);
+                    n_body += records.len();
                 }
                 ConnEvent::Send(m) => {
                     if n_body > 0 {
@@ -555,6 +567,11 @@ async fn write_frames(
                     put_frame(&mut buf, &m);
                     frames += 1;
                 }
+            }
+            if body.len() >= RESULTS_FRAME_TARGET {
+                close_results(&mut buf, &mut body);
+                n_results += std::mem::take(&mut n_body);
+                frames += 1;
             }
             if frames >= 64 {
                 break;
@@ -587,6 +604,68 @@ fn put_frame(buf: &mut BytesMut, m: &ServerMessage) {
     m.encode(buf).expect("BytesMut grows");
 }
 
+/// Appends the `results` entries of records that landed together, encoded
+/// by hand exactly as prost encodes their [`RecordResult`]s (fields in
+/// number order, zero values left out): the landing's fields are encoded
+/// once and copied into each entry, and nothing is allocated per record.
+fn put_landed(body: &mut BytesMut, landing: &Landing, records: &[Landed]) {
+    use bytes::BufMut;
+    use prost::encoding::{encode_varint, encoded_len_varint as vlen};
+    let field_len = |v: u64| if v == 0 { 0 } else { 1 + vlen(v) };
+    let put_field = |body: &mut BytesMut, tag: u8, v: u64| {
+        if v != 0 {
+            body.put_u8(tag);
+            encode_varint(v, body);
+        }
+    };
+    // success = true (2), shard_id (3), sequence_number (4).
+    let mut common = Vec::with_capacity(8 + landing.shard_id.len() + landing.sequence_number.len());
+    common.extend_from_slice(&[0x10, 0x01]);
+    for (tag, s) in [
+        (0x1A, landing.shard_id.as_bytes()),
+        (0x22, landing.sequence_number.as_bytes()),
+    ] {
+        if !s.is_empty() {
+            common.push(tag);
+            encode_varint(s.len() as u64, &mut common);
+            common.extend_from_slice(s);
+        }
+    }
+    for r in records {
+        // The successful attempt: success = true (1), delay_ms (4), duration_ms (5).
+        let attempt = 2 + field_len(r.delay_ms) + field_len(landing.duration_ms);
+        let earlier: usize = r
+            .earlier
+            .iter()
+            .map(|a| {
+                let n = a.encoded_len();
+                1 + vlen(n as u64) + n
+            })
+            .sum();
+        let len = field_len(r.id)
+            + common.len()
+            + field_len(r.sub_sequence_number)
+            + earlier
+            + 1
+            + vlen(attempt as u64)
+            + attempt;
+        body.put_u8(0x0A);
+        encode_varint(len as u64, body);
+        put_field(body, 0x08, r.id);
+        body.extend_from_slice(&common);
+        put_field(body, 0x28, r.sub_sequence_number);
+        for a in &r.earlier {
+            body.put_u8(0x32);
+            a.encode_length_delimited(body).expect("BytesMut grows");
+        }
+        body.put_u8(0x32);
+        encode_varint(attempt as u64, body);
+        body.extend_from_slice(&[0x08, 0x01]);
+        put_field(body, 0x20, r.delay_ms);
+        put_field(body, 0x28, landing.duration_ms);
+    }
+}
+
 /// Appends a ServerMessage{results: Results{..}} frame around `body`, which
 /// holds the already-encoded `results` fields.
 fn close_results(buf: &mut BytesMut, body: &mut BytesMut) {
@@ -602,7 +681,67 @@ fn close_results(buf: &mut BytesMut, body: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
-    use super::FlushTracker;
+    use super::{put_landed, FlushTracker};
+    use crate::ipc::{Attempt, Results};
+    use crate::producer::{Landed, Landing};
+    use bytes::BytesMut;
+    use proptest::prelude::*;
+    use prost::Message;
+
+    fn arb_attempt() -> impl Strategy<Value = Attempt> {
+        (
+            any::<bool>(),
+            "[A-Za-z]{0,12}",
+            ".{0,40}",
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(success, error_code, error_message, delay_ms, duration_ms)| Attempt {
+                    success,
+                    error_code,
+                    error_message,
+                    delay_ms,
+                    duration_ms,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn hand_encoded_successes_are_what_prost_encodes(
+            shard in "[a-zA-Z0-9-]{0,30}",
+            seq in "[0-9]{0,60}",
+            duration_ms in prop_oneof![Just(0u64), any::<u64>()],
+            records in proptest::collection::vec(
+                (
+                    prop_oneof![Just(0u64), any::<u64>()],
+                    prop_oneof![Just(0u64), any::<u64>()],
+                    prop_oneof![Just(0u64), 0u64..300, any::<u64>()],
+                    proptest::collection::vec(arb_attempt(), 0..3),
+                ),
+                0..20,
+            ),
+        ) {
+            let landing = Landing { shard_id: shard.into(), sequence_number: seq, duration_ms };
+            let records: Vec<Landed> = records
+                .into_iter()
+                .map(|(id, sub_sequence_number, delay_ms, earlier)| Landed {
+                    id,
+                    sub_sequence_number,
+                    delay_ms,
+                    earlier,
+                })
+                .collect();
+            let mut body = BytesMut::new();
+            put_landed(&mut body, &landing, &records);
+            let expected = Results {
+                results: records.iter().map(|r| r.clone().into_result(&landing)).collect(),
+            }
+            .encode_to_vec();
+            prop_assert_eq!(&body[..], &expected[..]);
+        }
+    }
 
     #[test]
     fn flush_waits_for_every_earlier_record() {
@@ -612,11 +751,11 @@ mod tests {
         t.accepted(1);
         t.flush(8);
         assert!(t.answerable().is_empty());
-        t.finished(1); // the record after flush 7
+        t.finished(1, 1); // the record after flush 7
         assert!(t.answerable().is_empty());
-        t.finished(0);
+        t.finished(0, 1);
         assert!(t.answerable().is_empty());
-        t.finished(0);
+        t.finished(0, 1);
         assert_eq!(t.answerable(), vec![7, 8]);
     }
 
@@ -633,7 +772,7 @@ mod tests {
         t.accepted(1);
         t.flush(1);
         t.accepted(5);
-        t.finished(0);
+        t.finished(0, 1);
         assert_eq!(t.answerable(), vec![1]);
     }
 }

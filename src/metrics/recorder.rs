@@ -218,20 +218,58 @@ impl StreamMetrics {
         data_len: usize,
         attempts: &[Attempt],
     ) {
+        match (success, attempts.split_last()) {
+            (true, Some((last, earlier))) => {
+                let shard = shard.expect("a success has a shard");
+                self.user_record_landed(shard, data_len, earlier, last.delay_ms)
+            }
+            _ => self.user_record_failed(shard, error_code, data_len, attempts),
+        }
+    }
+
+    /// A user record landed on `shard` after the failed attempts `earlier`;
+    /// its successful attempt waited `delay_ms`.
+    #[inline]
+    pub fn user_record_landed(
+        &mut self,
+        shard: &Arc<str>,
+        data_len: usize,
+        earlier: &[Attempt],
+        delay_ms: u64,
+    ) {
+        self.mark();
+        self.pending = self.pending.saturating_sub(1);
+        let i = Some(self.slot(shard));
+        if let Some(i) = i {
+            self.shards[i].hot.user_record_final(true);
+        }
+        self.put(Metric::UserRecordsPut, i, 1.0);
+        self.put(Metric::UserRecordsDataPut, i, data_len as f64);
+        for d in earlier.iter().map(|a| a.delay_ms).chain([delay_ms]) {
+            self.put(Metric::BufferingTime, i, d as f64);
+            self.hist(Metric::BufferingTime, d);
+        }
+        self.put(Metric::RetriesPerRecord, i, earlier.len() as f64);
+    }
+
+    /// A user record failed with `error_code` after `attempts`. `shard`:
+    /// the predicted one (None when it never had one).
+    pub fn user_record_failed(
+        &mut self,
+        shard: Option<&Arc<str>>,
+        error_code: &str,
+        _data_len: usize,
+        attempts: &[Attempt],
+    ) {
         self.mark();
         self.pending = self.pending.saturating_sub(1);
         let i = shard.map(|s| self.slot(s));
         if let Some(i) = i {
-            self.shards[i].hot.user_record_final(success);
+            self.shards[i].hot.user_record_final(false);
         }
-        if success {
-            self.put(Metric::UserRecordsPut, i, 1.0);
-            self.put(Metric::UserRecordsDataPut, i, data_len as f64);
-        } else {
-            self.put(Metric::UserRecordsPut, i, 0.0);
-            if error_code == EXPIRED {
-                self.put(Metric::UserRecordExpired, i, 1.0);
-            }
+        self.put(Metric::UserRecordsPut, i, 0.0);
+        if error_code == EXPIRED {
+            self.put(Metric::UserRecordExpired, i, 1.0);
         }
         for a in attempts {
             self.put(Metric::BufferingTime, i, a.delay_ms as f64);
@@ -247,10 +285,12 @@ impl StreamMetrics {
     /// A user record with partition key `key` (and the 128-bit hash the
     /// pipeline computed for it) was put to `shard`: `bytes` of data plus key.
     #[inline]
-    pub fn partition_key(&mut self, shard: &Arc<str>, key: &str, hash: u128, bytes: usize) {
+    pub fn partition_key(&mut self, shard: &Arc<str>, key: &[u8], hash: u128, bytes: usize) {
         self.mark();
         let i = self.slot(shard);
         let h = (hash as u64) ^ ((hash >> 64) as u64);
+        // Keys are checked UTF-8 when records arrive.
+        let key = std::str::from_utf8(key).unwrap_or("(not UTF-8)");
         self.shards[i].hot.key(key, h, bytes as u64);
     }
 
@@ -510,7 +550,7 @@ mod tests {
         m.kinesis_record(&s1, 1, 120, EntryOutcome::Failed(THROTTLED));
         m.user_record_final(Some(&s0), true, "", 100, &[attempt(20)]);
         m.user_record_final(Some(&s0), true, "", 180, &[attempt(30)]);
-        m.partition_key(&s0, "k", 1, 101);
+        m.partition_key(&s0, b"k", 1, 101);
         m.user_record_final(Some(&s1), false, EXPIRED, 110, &[attempt(10), attempt(50)]);
         m.commit(Instant::now());
         let rep = h.close_interval();

@@ -311,7 +311,7 @@ mod tests {
             let hash = key
                 .bytes()
                 .fold(0u128, |a, b| a.wrapping_mul(31).wrapping_add(b as u128));
-            m.partition_key(&hot, &key, hash, 1000);
+            m.partition_key(&hot, key.as_bytes(), hash, 1000);
         }
         m.kinesis_record(&hot, 1, 1000, EntryOutcome::Failed(THROTTLED));
         m.kinesis_record(&cold, 100, 50_000, EntryOutcome::Put);

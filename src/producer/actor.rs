@@ -3,7 +3,7 @@
 //! PutRecords calls and retry queue. Nothing else touches them, so the
 //! record path takes no locks.
 
-use super::{codes, Counters, Inner, Outcome, UserRecord};
+use super::{codes, Counters, Inner, Landed, Landing, Origin, UserRecord};
 use crate::aggregate::AggregateBuilder;
 use crate::collect::{take_batch, BatchLimits, RequestSize};
 use crate::config::StreamSettings;
@@ -116,7 +116,7 @@ pub(crate) struct StreamActor {
     retries: BTreeMap<(Instant, u64), Retry>,
     retry_seq: u64,
     /// Aggregates that landed on an unexpected shard, judged after the next map load.
-    misrouted: Vec<(KinesisRecord, Arc<str>, Arc<str>)>,
+    misrouted: Vec<(KinesisRecord, Arc<str>, String)>,
     in_flight: usize,
     /// A flush came while records waited for the shard map.
     flush_after_load: bool,
@@ -337,7 +337,7 @@ impl StreamActor {
                 if !self.loading && at.elapsed() < Duration::from_secs(1) {
                     // Fail fast on a stream that was just found unusable.
                     let (code, message) = (code.clone(), message.clone());
-                    return self.finish(u, None, Err((&code, message)));
+                    return self.fail(u, None, &code, message);
                 }
                 self.start_load();
             }
@@ -358,38 +358,29 @@ impl StreamActor {
             self.settings.aggregation_max_size as usize,
             self.settings.max_record_size as usize,
         );
-        let limit = |outer_key: &str| agg_max.min(record_max.saturating_sub(outer_key.len()));
-        let b = &self.buffers[idx];
-        let outer_key = b
+        let limit = |outer_key_len: usize| agg_max.min(record_max.saturating_sub(outer_key_len));
+        let (pk, ehk, len) = (
+            u.partition_key.as_bytes(),
+            u.explicit_hash_key.as_deref(),
+            u.data.len(),
+        );
+        let b = &mut self.buffers[idx];
+        let outer_key_len = b
             .records
             .first()
-            .map_or(u.partition_key.as_str(), |f| &f.partition_key);
-        let size_with = b.builder.size_with(
-            &u.partition_key,
-            u.explicit_hash_key.as_deref(),
-            u.data.len(),
-        );
-        if size_with > limit(outer_key) && !b.records.is_empty() {
-            self.flush_buffer(idx, now);
+            .map_or(pk.len(), |f| f.partition_key.len());
+        if !b.builder.try_add(pk, ehk, len, limit(outer_key_len)) {
+            if !b.records.is_empty() {
+                self.flush_buffer(idx, now);
+            }
+            let b = &mut self.buffers[idx];
+            if !b.builder.try_add(pk, ehk, len, limit(pk.len())) {
+                // Too big to aggregate with anything: sent on its own.
+                let k = single(b.shard_id.clone(), idx, self.map_gen, u);
+                return self.admit(idx, k, now);
+            }
         }
-        let alone_limit = limit(&u.partition_key);
         let b = &mut self.buffers[idx];
-        if b.records.is_empty()
-            && b.builder.size_with(
-                &u.partition_key,
-                u.explicit_hash_key.as_deref(),
-                u.data.len(),
-            ) > alone_limit
-        {
-            // Too big to aggregate with anything: sent on its own.
-            let k = single(b.shard_id.clone(), idx, self.map_gen, u);
-            return self.admit(idx, k, now);
-        }
-        b.builder.add(
-            &u.partition_key,
-            u.explicit_hash_key.as_deref(),
-            u.data.len(),
-        );
         let deadline = u.deadline;
         b.records.push(u);
         if b.deadline.is_none_or(|d| deadline < d) {
@@ -428,7 +419,7 @@ impl StreamActor {
                 // explicit hash key, so the aggregate lands on the predicted shard.
                 entry: PutEntry {
                     data: Bytes::from(data),
-                    partition_key: first.partition_key.clone(),
+                    partition_key: first.partition_key.to_string_lossless(),
                     explicit_hash_key: Some(first.hash.to_string()),
                 },
                 records,
@@ -473,7 +464,7 @@ impl StreamActor {
                                 "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
                                 self.settings.record_ttl_ms, k.shard_id, self.settings.rate_limit
                             );
-                            self.finish(u, Some(&shard), Err((codes::EXPIRED, msg)));
+                            self.fail(u, Some(&shard), codes::EXPIRED, msg);
                         } else {
                             reroute.push(u);
                         }
@@ -609,7 +600,7 @@ impl StreamActor {
                         "record_ttl_ms ({} ms) ran out while the record waited for a free connection (max_connections = {})",
                         self.settings.record_ttl_ms, self.inner.cfg.max_connections
                     );
-                    self.finish(u, Some(&k.shard_id), Err((codes::EXPIRED, msg)));
+                    self.fail(u, Some(&k.shard_id), codes::EXPIRED, msg);
                 } else {
                     self.route(u);
                 }
@@ -664,12 +655,12 @@ impl StreamActor {
                             shard_id,
                             sequence_number,
                         } => {
-                            let shard: Arc<str> = shard_id.into();
-                            let seq: Arc<str> = sequence_number.into();
-                            if *shard == *k.shard_id {
+                            let seq = sequence_number;
+                            if *shard_id == *k.shard_id {
+                                let shard = k.shard_id.clone();
                                 self.succeed(k, shard, seq, started, ended);
                             } else {
-                                self.on_wrong_shard(k, shard, seq, started, ended);
+                                self.on_wrong_shard(k, shard_id.into(), seq, started, ended);
                             }
                         }
                         EntryResult::Err { code, message } => {
@@ -710,7 +701,7 @@ impl StreamActor {
         &mut self,
         k: KinesisRecord,
         shard: Arc<str>,
-        seq: Arc<str>,
+        seq: String,
         started: Instant,
         ended: Instant,
     ) {
@@ -741,7 +732,7 @@ impl StreamActor {
         &mut self,
         k: KinesisRecord,
         shard: Arc<str>,
-        seq: Arc<str>,
+        seq: String,
         readable: bool,
         map_error: Option<&ApiError>,
     ) {
@@ -767,43 +758,67 @@ impl StreamActor {
         self.retry_or_fail(k, ErrorClass::Retryable, codes::WRONG_SHARD, &msg, now, now);
     }
 
+    /// Delivers the successes of a Kinesis record that landed on `shard`:
+    /// one [`Landing`] shared by its records, one delivery per run of
+    /// records from the same `put`, and the budget back in one step.
     fn succeed(
         &mut self,
         k: KinesisRecord,
         shard: Arc<str>,
-        seq: Arc<str>,
+        seq: String,
         started: Instant,
         ended: Instant,
     ) {
-        let aggregated = k.aggregated;
-        for (i, mut u) in k.records.into_iter().enumerate() {
-            u.attempts.push(attempt(&u, true, "", "", started, ended));
-            let sub = if aggregated { i as u64 } else { 0 };
-            self.finish(u, None, Ok((shard.clone(), seq.clone(), sub)));
+        let landing = Arc::new(Landing {
+            shard_id: shard,
+            sequence_number: seq,
+            duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+        });
+        let (n, aggregated) = (k.records.len(), k.aggregated);
+        Counters::add(&self.inner.counters.user_records_put, n as u64);
+        let mut cost = 0usize;
+        let mut run: Option<(Arc<Origin>, Vec<Landed>)> = None;
+        for (i, u) in k.records.into_iter().enumerate() {
+            let delay_ms = started.saturating_duration_since(u.ready_since).as_millis() as u64;
+            self.metrics
+                .user_record_landed(&landing.shard_id, u.data.len(), &u.attempts, delay_ms);
+            self.metrics.partition_key(
+                &landing.shard_id,
+                u.partition_key.as_bytes(),
+                u.hash,
+                u.data.len() + u.partition_key.len(),
+            );
+            cost += u.cost as usize;
+            let landed = Landed {
+                id: u.id,
+                sub_sequence_number: if aggregated { i as u64 } else { 0 },
+                delay_ms,
+                earlier: u.attempts,
+            };
+            match &mut run {
+                Some((o, v)) if Arc::ptr_eq(o, &u.origin) => v.push(landed),
+                _ => {
+                    if let Some((o, v)) = run.take() {
+                        o.sink.landed(o.tag, &landing, v);
+                    }
+                    let mut v = Vec::with_capacity(n - i);
+                    v.push(landed);
+                    run = Some((u.origin, v));
+                }
+            }
         }
+        if let Some((o, v)) = run {
+            o.sink.landed(o.tag, &landing, v);
+        }
+        self.inner.release(n, cost);
     }
 
-    /// Delivers a record's final result, recording its metrics first.
-    /// `predicted`: the shard it was sent to (failures; a success counts
-    /// where it landed).
-    fn finish(&mut self, u: UserRecord, predicted: Option<&Arc<str>>, outcome: Outcome<'_>) {
-        match &outcome {
-            Ok((landed, _, _)) => {
-                self.metrics
-                    .user_record_final(Some(landed), true, "", u.data.len(), &u.attempts);
-                self.metrics.partition_key(
-                    landed,
-                    &u.partition_key,
-                    u.hash,
-                    u.data.len() + u.partition_key.len(),
-                );
-            }
-            Err((code, _)) => {
-                self.metrics
-                    .user_record_final(predicted, false, code, u.data.len(), &u.attempts)
-            }
-        }
-        self.inner.finish(u, outcome);
+    /// Delivers a record's failure, recording its metrics first.
+    /// `predicted`: the shard it was sent to, if any.
+    fn fail(&mut self, u: UserRecord, predicted: Option<&Arc<str>>, code: &str, message: String) {
+        self.metrics
+            .user_record_failed(predicted, code, u.data.len(), &u.attempts);
+        self.inner.fail(u, code, message);
     }
 
     /// After a failed attempt: fail the records (fatal error, throttled
@@ -831,7 +846,7 @@ impl StreamActor {
             || (class == ErrorClass::Throttled && self.settings.fail_if_throttled)
         {
             for u in k.records {
-                self.finish(u, Some(&shard), Err((code, message.to_string())));
+                self.fail(u, Some(&shard), code, message.to_string());
             }
             return;
         }
@@ -855,7 +870,7 @@ impl StreamActor {
                 self.settings.record_ttl_ms,
                 u.attempts.len()
             );
-            self.finish(u, Some(&shard), Err((codes::EXPIRED, msg)));
+            self.fail(u, Some(&shard), codes::EXPIRED, msg);
         }
         if !rest.is_empty() {
             Counters::add(&self.inner.counters.retries, rest.len() as u64);
@@ -951,7 +966,7 @@ impl StreamActor {
                 }
                 if e.class == ErrorClass::Fatal {
                     for u in std::mem::take(&mut self.waiting) {
-                        self.finish(u, None, Err((&e.code, e.message.clone())));
+                        self.fail(u, None, &e.code, e.message.clone());
                     }
                     if !matches!(self.map, MapState::Ready(_)) {
                         self.map = MapState::Failed {
@@ -983,7 +998,7 @@ impl StreamActor {
                 "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
                 self.settings.record_ttl_ms, self.name
             );
-            self.finish(u, None, Err((codes::EXPIRED, msg)));
+            self.fail(u, None, codes::EXPIRED, msg);
         }
     }
 
@@ -1017,7 +1032,7 @@ impl StreamActor {
             all.extend(k.records);
         }
         for u in all {
-            self.finish(u, None, Err((codes::SHUTTING_DOWN, msg())));
+            self.fail(u, None, codes::SHUTTING_DOWN, msg());
         }
     }
 }
@@ -1030,7 +1045,7 @@ fn single(shard_id: Arc<str>, shard_idx: usize, map_gen: u64, u: UserRecord) -> 
         aggregated: false,
         entry: PutEntry {
             data: u.data.clone(),
-            partition_key: u.partition_key.clone(),
+            partition_key: u.partition_key.to_string_lossless(),
             explicit_hash_key: u.explicit_hash_key.clone(),
         },
         records: vec![u],

@@ -73,7 +73,69 @@ pub struct RecordInput {
 /// Where a record's final result goes. `tag` is the caller's, given to
 /// [`Producer::put`]; the socket server uses it to track flushes.
 pub trait ResultSink: Send + Sync + 'static {
+    /// One record's result: every failure, and successes of a sink that
+    /// does not override [`landed`](Self::landed).
     fn deliver(&self, tag: u64, result: RecordResult);
+
+    /// Records of one `put` that landed together in one Kinesis record, in
+    /// their order inside it. Successes come this way, one call per run of
+    /// records from the same `put` in an aggregate, so that nothing per
+    /// record is allocated or shared between threads on the result path.
+    fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
+        for l in records {
+            self.deliver(tag, l.into_result(landing));
+        }
+    }
+}
+
+/// Where a Kinesis record landed; shared by the user records it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    pub shard_id: Arc<str>,
+    pub sequence_number: String,
+    /// Milliseconds the successful PutRecords call took.
+    pub duration_ms: u64,
+}
+
+/// One user record's success inside a [`Landing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    pub id: u64,
+    /// The record's index inside its aggregate (0 when sent alone).
+    pub sub_sequence_number: u64,
+    /// `delay_ms` of the successful attempt.
+    pub delay_ms: u64,
+    /// Failed attempts before the successful one (usually none).
+    pub earlier: Vec<Attempt>,
+}
+
+impl Landed {
+    /// The record's result as the protocol carries it.
+    pub fn into_result(self, landing: &Landing) -> RecordResult {
+        let mut attempts = self.earlier;
+        attempts.push(Attempt {
+            success: true,
+            delay_ms: self.delay_ms,
+            duration_ms: landing.duration_ms,
+            ..Default::default()
+        });
+        RecordResult {
+            id: self.id,
+            success: true,
+            shard_id: String::from(&*landing.shard_id),
+            sequence_number: landing.sequence_number.clone(),
+            sub_sequence_number: self.sub_sequence_number,
+            attempts,
+            error_code: String::new(),
+            error_message: String::new(),
+        }
+    }
+}
+
+/// The sink and tag of one [`Producer::put`], shared by its records.
+pub(crate) struct Origin {
+    pub(crate) sink: Arc<dyn ResultSink>,
+    pub(crate) tag: u64,
 }
 
 /// What a record costs in memory besides its data and key, counted against
@@ -282,32 +344,49 @@ impl Producer {
         let inner = &self.inner;
         let now = Instant::now();
         let live = inner.live.load();
+        let origin = Arc::new(Origin { sink, tag });
+        let fail = |id: u64, code: &str, message: String| {
+            origin
+                .sink
+                .deliver(tag, failure(id, code, message, Vec::new()))
+        };
+        // Valid records in runs of one stream, in order.
+        let mut runs: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
+        let n = records.len();
         let mut cache = StreamCache::default();
-        let mut valid: Vec<UserRecord> = Vec::with_capacity(records.len());
         for r in records {
-            match inner.validate(r, now, tag, &sink, &live, &mut cache) {
-                Ok(u) => valid.push(u),
-                Err((id, code, message)) => {
-                    sink.deliver(tag, failure(id, code, message, Vec::new()))
+            let entry = match cache.lookup(&r.stream, &live) {
+                Ok(e) => e,
+                Err((code, message)) => {
+                    fail(r.id, code, message);
+                    continue;
                 }
+            };
+            match validate(r, now, &origin, entry) {
+                Ok(u) => match runs.last_mut() {
+                    Some((s, v)) if Arc::ptr_eq(s, &entry.name) => v.push(u),
+                    _ => {
+                        let mut v = Vec::with_capacity(n);
+                        v.push(u);
+                        runs.push((entry.name.clone(), v));
+                    }
+                },
+                Err((id, code, message)) => fail(id, code, message),
             }
         }
-        if valid.is_empty() {
+        if runs.is_empty() {
             return;
         }
         if inner.draining.load(Ordering::Acquire) {
+            let n: usize = runs.iter().map(|(_, v)| v.len()).sum();
             inner
                 .refused_at_shutdown
-                .fetch_add(valid.len() as u64, Ordering::AcqRel);
-            for u in valid {
-                sink.deliver(
-                    tag,
-                    failure(
-                        u.id,
-                        codes::SHUTTING_DOWN,
-                        "kpld is shutting down and accepts no new records".into(),
-                        Vec::new(),
-                    ),
+                .fetch_add(n as u64, Ordering::AcqRel);
+            for u in runs.into_iter().flat_map(|(_, v)| v) {
+                fail(
+                    u.id,
+                    codes::SHUTTING_DOWN,
+                    "kpld is shutting down and accepts no new records".into(),
                 );
             }
             return;
@@ -316,59 +395,67 @@ impl Producer {
         // embedding program cannot wait forever.
         let max_bytes = inner.bytes_budget_total();
         let max_records = inner.records_budget_total();
-        let mut rest = valid;
-        while !rest.is_empty() {
-            let mut bytes = 0u64;
-            let mut n = 0usize;
-            for u in &rest {
-                if n > 0 && (bytes + u.cost as u64 > max_bytes || n as u64 >= max_records) {
+        let mut busy = false;
+        for (stream, mut rest) in runs {
+            while !rest.is_empty() {
+                if busy {
+                    for u in rest.drain(..) {
+                        fail(u.id, codes::BUSY, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into());
+                    }
                     break;
                 }
-                bytes += u.cost as u64;
-                n += 1;
-            }
-            let tail = rest.split_off(n);
-            let chunk = std::mem::replace(&mut rest, tail);
-            // max_record_size <= max_frame_size <= max_buffered_bytes (checked
-            // by the config), so one record always fits the byte budget.
-            let bytes = bytes as u32;
-            let count = n as u32;
-            if busy_if_full {
-                let ok = match inner.bytes_budget.try_acquire_many(bytes) {
-                    Ok(b) => match inner.records_budget.try_acquire_many(count) {
-                        Ok(r) => {
-                            b.forget();
-                            r.forget();
-                            true
-                        }
-                        Err(_) => false,
-                    },
-                    Err(_) => false,
-                };
-                if !ok {
-                    for u in chunk.into_iter().chain(rest.drain(..)) {
-                        sink.deliver(
-                            tag,
-                            failure(u.id, codes::BUSY, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into(), Vec::new()),
-                        );
+                let mut bytes = 0u64;
+                let mut n = 0usize;
+                for u in &rest {
+                    if n > 0 && (bytes + u.cost as u64 > max_bytes || n as u64 >= max_records) {
+                        break;
                     }
-                    return;
+                    bytes += u.cost as u64;
+                    n += 1;
                 }
-            } else {
-                let (Ok(b), Ok(r)) = (
-                    inner.bytes_budget.acquire_many(bytes).await,
-                    inner.records_budget.acquire_many(count).await,
-                ) else {
-                    unreachable!("the budget semaphores are never closed")
+                let chunk = if n == rest.len() {
+                    std::mem::take(&mut rest)
+                } else {
+                    let tail = rest.split_off(n);
+                    std::mem::replace(&mut rest, tail)
                 };
-                b.forget();
-                r.forget();
+                // max_record_size <= max_frame_size <= max_buffered_bytes (checked
+                // by the config), so one record always fits the byte budget.
+                let bytes = bytes as u32;
+                let count = n as u32;
+                if busy_if_full {
+                    let ok = match inner.bytes_budget.try_acquire_many(bytes) {
+                        Ok(b) => match inner.records_budget.try_acquire_many(count) {
+                            Ok(r) => {
+                                b.forget();
+                                r.forget();
+                                true
+                            }
+                            Err(_) => false,
+                        },
+                        Err(_) => false,
+                    };
+                    if !ok {
+                        busy = true;
+                        rest = chunk;
+                        continue;
+                    }
+                } else {
+                    let (Ok(b), Ok(r)) = (
+                        inner.bytes_budget.acquire_many(bytes).await,
+                        inner.records_budget.acquire_many(count).await,
+                    ) else {
+                        unreachable!("the budget semaphores are never closed")
+                    };
+                    b.forget();
+                    r.forget();
+                }
+                inner
+                    .outstanding
+                    .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
+                inner.dispatch(&stream, chunk);
             }
-            inner
-                .outstanding
-                .fetch_add(chunk.len() as u64, Ordering::AcqRel);
-            Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
-            inner.dispatch(chunk);
         }
     }
 
@@ -481,190 +568,136 @@ impl Inner {
         }
     }
 
-    fn validate(
-        &self,
-        r: RecordInput,
-        now: Instant,
-        tag: u64,
-        sink: &Arc<dyn ResultSink>,
-        live: &Live,
-        cache: &mut StreamCache,
-    ) -> Result<UserRecord, (u64, &'static str, String)> {
-        let id = r.id;
-        // Records of one request nearly always share a stream: check its
-        // name, permission and settings once.
-        if cache.name.as_deref() != Some(&r.stream[..]) {
-            cache.name = Some(r.stream.clone());
-            cache.entry = std::str::from_utf8(&r.stream)
-                .ok()
-                .filter(|s| valid_stream_name(s))
-                .map(|s| {
-                    (
-                        Arc::<str>::from(s),
-                        live.allowed(s),
-                        live.settings_for(s).clone(),
-                    )
-                });
-        }
-        let (stream, allowed, settings) = cache.entry.clone().ok_or_else(|| {
-                (
-                    id,
-                    codes::INVALID_STREAM_NAME,
-                    format!(
-                        "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
-                        String::from_utf8_lossy(&r.stream[..r.stream.len().min(200)])
-                    ),
-                )
-            })?;
-        if !allowed {
-            return Err((
-                id,
-                codes::STREAM_NOT_ALLOWED,
-                format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
-            ));
-        }
-        let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
-            (
-                id,
-                codes::INVALID_PARTITION_KEY,
-                "partition key is not valid UTF-8".to_string(),
-            )
-        })?;
-        let chars = pk.chars().count();
-        if chars == 0 {
-            return Err((
-                id,
-                codes::INVALID_PARTITION_KEY,
-                "partition key is empty; it must have 1 to 256 Unicode characters".into(),
-            ));
-        }
-        if chars > 256 {
-            return Err((
-                id,
-                codes::INVALID_PARTITION_KEY,
-                format!("partition key has {chars} characters; at most 256 are allowed"),
-            ));
-        }
-        let how = r.compression.unwrap_or(settings.compression);
-        let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
-            Some(c) => Bytes::from(c),
-            None => r.data,
-        };
-        // Limits apply to what is sent: the compressed size.
-        let size = data.len() + r.partition_key.len();
-        if size as u64 > settings.max_record_size {
-            return Err((
-                id,
-                codes::RECORD_TOO_LARGE,
-                format!(
-                    "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
-                    data.len(),
-                    if how == Compression::None { "" } else { " after compression" },
-                    r.partition_key.len(),
-                    settings.max_record_size
-                ),
-            ));
-        }
-        let (hash, ehk) = match &r.explicit_hash_key {
-            None => (hash_partition_key(pk), None),
-            Some(k) => {
-                let s = std::str::from_utf8(k).map_err(|_| {
-                    (
-                        id,
-                        codes::INVALID_EXPLICIT_HASH_KEY,
-                        "explicit hash key is not valid UTF-8".to_string(),
-                    )
-                })?;
-                let h = parse_explicit_hash_key(s)
-                    .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
-                // Normalised ("007" -> "7"): Kinesis refuses leading zeros,
-                // and would fail the whole PutRecords call for it.
-                (h, Some(h.to_string()))
-            }
-        };
-        Ok(UserRecord {
-            id,
-            tag,
-            stream,
-            partition_key: pk.to_string(),
-            explicit_hash_key: ehk,
-            hash,
-            cost: (size + RECORD_OVERHEAD) as u32,
-            data,
-            deadline: now + settings.record_max_buffered_time(),
-            expiry: now + settings.record_ttl(),
-            ready_since: now,
-            attempts: Vec::with_capacity(1),
-            sink: sink.clone(),
-        })
-    }
-
-    /// Sends validated records to their streams' actors.
-    fn dispatch(self: &Arc<Self>, records: Vec<UserRecord>) {
+    /// Sends validated records of one stream to its actor.
+    fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) {
         let mut streams = self.streams.lock().expect("streams lock");
-        let mut by_stream: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
-        let n = records.len();
-        for u in records {
-            match by_stream.iter_mut().find(|(s, _)| *s == u.stream) {
-                Some((_, v)) => v.push(u),
-                None => {
-                    let mut v = Vec::with_capacity(n);
-                    let s = u.stream.clone();
-                    v.push(u);
-                    by_stream.push((s, v));
-                }
-            }
-        }
-        for (name, recs) in by_stream {
-            let tx = streams
-                .entry(name.clone())
-                .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
-            if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) =
-                tx.send(StreamMsg::Records(recs))
-            {
-                // The actor is gone only after an abort.
-                for u in recs {
-                    self.finish(
-                        u,
-                        Err((codes::SHUTTING_DOWN, "kpld is shutting down".into())),
-                    );
-                }
+        let tx = streams
+            .entry(name.clone())
+            .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
+        if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) =
+            tx.send(StreamMsg::Records(recs))
+        {
+            drop(streams);
+            // The actor is gone only after an abort.
+            for u in recs {
+                self.fail(u, codes::SHUTTING_DOWN, "kpld is shutting down".into());
             }
         }
     }
 
-    /// Delivers a record's one final result and gives back its budget.
-    pub(crate) fn finish(&self, u: UserRecord, outcome: Outcome<'_>) {
+    /// Delivers a record's failure and gives back its budget.
+    pub(crate) fn fail(&self, u: UserRecord, code: &str, message: String) {
         let c = &self.counters;
-        match &outcome {
-            Ok(_) => Counters::add(&c.user_records_put, 1),
-            Err((code, _)) => {
-                Counters::add(&c.user_records_failed, 1);
-                if *code == codes::EXPIRED {
-                    Counters::add(&c.expired, 1);
-                }
-            }
+        Counters::add(&c.user_records_failed, 1);
+        if code == codes::EXPIRED {
+            Counters::add(&c.expired, 1);
         }
-        let result = match outcome {
-            Ok((shard, seq, sub)) => RecordResult {
-                id: u.id,
-                success: true,
-                shard_id: String::from(&*shard),
-                sequence_number: String::from(&*seq),
-                sub_sequence_number: sub,
-                attempts: u.attempts,
-                error_code: String::new(),
-                error_message: String::new(),
-            },
-            Err((code, message)) => failure(u.id, code, message, u.attempts),
-        };
-        u.sink.deliver(u.tag, result);
-        self.bytes_budget.add_permits(u.cost as usize);
-        self.records_budget.add_permits(1);
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+        u.origin
+            .sink
+            .deliver(u.origin.tag, failure(u.id, code, message, u.attempts));
+        self.release(1, u.cost as usize);
+    }
+
+    /// Gives back the budget of `records` records that are now final and
+    /// together held `bytes` of it.
+    pub(crate) fn release(&self, records: usize, bytes: usize) {
+        self.bytes_budget.add_permits(bytes);
+        self.records_budget.add_permits(records);
+        if self.outstanding.fetch_sub(records as u64, Ordering::AcqRel) == records as u64 {
             self.idle.notify_waiters();
         }
     }
+}
+
+/// Checks one record against its stream's settings and builds its
+/// pipeline form.
+fn validate(
+    r: RecordInput,
+    now: Instant,
+    origin: &Arc<Origin>,
+    entry: &StreamEntry,
+) -> Result<UserRecord, (u64, &'static str, String)> {
+    let id = r.id;
+    let (stream, settings) = (&entry.name, &entry.settings);
+    if !entry.allowed {
+        return Err((
+            id,
+            codes::STREAM_NOT_ALLOWED,
+            format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
+        ));
+    }
+    let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
+        (
+            id,
+            codes::INVALID_PARTITION_KEY,
+            "partition key is not valid UTF-8".to_string(),
+        )
+    })?;
+    let chars = pk.chars().count();
+    if chars == 0 {
+        return Err((
+            id,
+            codes::INVALID_PARTITION_KEY,
+            "partition key is empty; it must have 1 to 256 Unicode characters".into(),
+        ));
+    }
+    if chars > 256 {
+        return Err((
+            id,
+            codes::INVALID_PARTITION_KEY,
+            format!("partition key has {chars} characters; at most 256 are allowed"),
+        ));
+    }
+    let how = r.compression.unwrap_or(settings.compression);
+    let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
+        Some(c) => Bytes::from(c),
+        None => r.data,
+    };
+    // Limits apply to what is sent: the compressed size.
+    let size = data.len() + r.partition_key.len();
+    if size as u64 > settings.max_record_size {
+        return Err((
+            id,
+            codes::RECORD_TOO_LARGE,
+            format!(
+                "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
+                data.len(),
+                if how == Compression::None { "" } else { " after compression" },
+                r.partition_key.len(),
+                settings.max_record_size
+            ),
+        ));
+    }
+    let (hash, ehk) = match &r.explicit_hash_key {
+        None => (hash_partition_key(pk), None),
+        Some(k) => {
+            let s = std::str::from_utf8(k).map_err(|_| {
+                (
+                    id,
+                    codes::INVALID_EXPLICIT_HASH_KEY,
+                    "explicit hash key is not valid UTF-8".to_string(),
+                )
+            })?;
+            let h = parse_explicit_hash_key(s)
+                .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
+            // Normalised ("007" -> "7"): Kinesis refuses leading zeros,
+            // and would fail the whole PutRecords call for it.
+            (h, Some(h.to_string()))
+        }
+    };
+    Ok(UserRecord {
+        id,
+        origin: origin.clone(),
+        partition_key: PartitionKey(r.partition_key),
+        explicit_hash_key: ehk,
+        hash,
+        cost: (size + RECORD_OVERHEAD) as u32,
+        data,
+        deadline: now + entry.buffered_time,
+        expiry: now + entry.ttl,
+        ready_since: now,
+        attempts: Vec::new(),
+    })
 }
 
 pub(crate) fn failure(
@@ -721,23 +754,83 @@ impl Live {
     }
 }
 
-/// The last stream name seen in a request, checked.
+/// A stream's name, permission and settings, looked up once per run of
+/// records for it.
+struct StreamEntry {
+    name: Arc<str>,
+    allowed: bool,
+    settings: Arc<StreamSettings>,
+    buffered_time: Duration,
+    ttl: Duration,
+}
+
+/// The last stream name seen in a request, checked: records of one request
+/// nearly always share a stream.
 #[derive(Default)]
 struct StreamCache {
     name: Option<Bytes>,
-    entry: Option<(Arc<str>, bool, Arc<StreamSettings>)>,
+    entry: Option<StreamEntry>,
 }
 
-/// A record's end: (shard id, sequence number, sub-sequence number) or
-/// (error code, message).
-pub(crate) type Outcome<'a> = Result<(Arc<str>, Arc<str>, u64), (&'a str, String)>;
+impl StreamCache {
+    fn lookup(
+        &mut self,
+        stream: &Bytes,
+        live: &Live,
+    ) -> Result<&StreamEntry, (&'static str, String)> {
+        if self.name.as_deref() != Some(&stream[..]) {
+            self.name = Some(stream.clone());
+            self.entry = std::str::from_utf8(stream)
+                .ok()
+                .filter(|s| valid_stream_name(s))
+                .map(|s| {
+                    let settings = live.settings_for(s).clone();
+                    StreamEntry {
+                        name: Arc::from(s),
+                        allowed: live.allowed(s),
+                        buffered_time: settings.record_max_buffered_time(),
+                        ttl: settings.record_ttl(),
+                        settings,
+                    }
+                });
+        }
+        self.entry.as_ref().ok_or_else(|| {
+            (
+                codes::INVALID_STREAM_NAME,
+                format!(
+                    "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
+                    String::from_utf8_lossy(&stream[..stream.len().min(200)])
+                ),
+            )
+        })
+    }
+}
+
+/// A partition key checked to be 1 to 256 characters of UTF-8, kept as the
+/// slice of the request it arrived in (no copy per record).
+#[derive(Debug, Clone)]
+pub(crate) struct PartitionKey(Bytes);
+
+impl PartitionKey {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn to_string_lossless(&self) -> String {
+        String::from_utf8(self.0.to_vec()).expect("checked to be UTF-8 when the record arrived")
+    }
+}
 
 /// A record inside the pipeline.
 pub(crate) struct UserRecord {
     pub(crate) id: u64,
-    pub(crate) tag: u64,
-    pub(crate) stream: Arc<str>,
-    pub(crate) partition_key: String,
+    /// Where its result goes.
+    pub(crate) origin: Arc<Origin>,
+    pub(crate) partition_key: PartitionKey,
     pub(crate) explicit_hash_key: Option<String>,
     pub(crate) hash: u128,
     pub(crate) data: Bytes,
@@ -749,6 +842,6 @@ pub(crate) struct UserRecord {
     pub(crate) expiry: Instant,
     /// Arrival, or the end of the previous attempt: the start of `delay_ms`.
     pub(crate) ready_since: Instant,
+    /// Failed attempts so far.
     pub(crate) attempts: Vec<Attempt>,
-    pub(crate) sink: Arc<dyn ResultSink>,
 }

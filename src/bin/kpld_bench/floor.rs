@@ -54,13 +54,13 @@ pub fn measure(keys: &[Vec<u8>], record_size: usize, agg_max: usize, n: usize) -
             if with_md5 {
                 acc ^= hash_partition_key(black_box(k)) as u64;
             }
-            if !b.is_empty() && b.size_with(k, None, data.len()) > agg_max {
+            if !b.try_add(k.as_bytes(), None, data.len(), agg_max) {
                 let out = b.encode(std::iter::repeat_n(data.as_slice(), b.len()));
                 acc ^= out.len() as u64;
                 b.clear();
                 *aggregates += 1;
+                b.add(k.as_bytes(), None, data.len());
             }
-            b.add(k, None, data.len());
         }
         if !b.is_empty() {
             acc ^= b
