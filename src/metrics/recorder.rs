@@ -283,7 +283,7 @@ impl StreamMetrics {
     }
 
     /// A user record with partition key `key` (and the 128-bit hash the
-    /// pipeline computed for it) was put to `shard`: `bytes` of data plus key.
+    /// pipeline computed for it) was routed to `shard`: `bytes` of data plus key.
     #[inline]
     pub fn partition_key(&mut self, shard: &Arc<str>, key: &[u8], hash: u128, bytes: usize) {
         self.mark();

@@ -138,11 +138,25 @@ pub(crate) struct Origin {
     pub(crate) tag: u64,
 }
 
-/// What a record costs in memory besides its data and key, counted against
-/// `max_buffered_bytes` so that the bound holds for resident memory: its
-/// bookkeeping, its share of the request frame, its result and the copies
-/// made while sending (measured at about 0.9 KiB with kpld-bench).
-pub const RECORD_OVERHEAD: usize = 1024;
+/// What a record costs in memory, counted against `max_buffered_bytes` so
+/// that the bound holds for resident memory: [`RECORD_BYTE_FACTOR`] bytes per
+/// byte of data and key (the request frame it arrived in, its aggregate,
+/// the SDK's copy of that and the base64 JSON body of the call) plus
+/// [`RECORD_OVERHEAD`] (its bookkeeping, its result, allocator slack).
+/// Measured with kpld-bench under maximum load: about 4.8 bytes per byte
+/// plus 1.6 KiB (BENCHMARKS.md, "Memory"). A record never costs more than
+/// the whole budget, so a single record always fits.
+pub fn record_cost(data_and_key: usize, budget: u64) -> u32 {
+    let cost = (data_and_key as u64)
+        .saturating_mul(RECORD_BYTE_FACTOR)
+        .saturating_add(RECORD_OVERHEAD);
+    cost.min(budget).min(u32::MAX as u64) as u32
+}
+
+/// See [`record_cost`].
+pub const RECORD_BYTE_FACTOR: u64 = 5;
+/// See [`record_cost`].
+pub const RECORD_OVERHEAD: u64 = 2048;
 
 /// Keys SIGHUP applies without a restart (besides `log_level`, which the
 /// binary applies, and the `[streams.*]` tables).
@@ -362,7 +376,7 @@ impl Producer {
                     continue;
                 }
             };
-            match validate(r, now, &origin, entry) {
+            match validate(r, now, &origin, entry, inner.bytes_budget_total()) {
                 Ok(u) => match runs.last_mut() {
                     Some((s, v)) if Arc::ptr_eq(s, &entry.name) => v.push(u),
                     _ => {
@@ -419,8 +433,7 @@ impl Producer {
                     let tail = rest.split_off(n);
                     std::mem::replace(&mut rest, tail)
                 };
-                // max_record_size <= max_frame_size <= max_buffered_bytes (checked
-                // by the config), so one record always fits the byte budget.
+                // record_cost never exceeds the budget, so one record always fits.
                 let bytes = bytes as u32;
                 let count = n as u32;
                 if busy_if_full {
@@ -616,6 +629,7 @@ fn validate(
     now: Instant,
     origin: &Arc<Origin>,
     entry: &StreamEntry,
+    budget: u64,
 ) -> Result<UserRecord, (u64, &'static str, String)> {
     let id = r.id;
     let (stream, settings) = (&entry.name, &entry.settings);
@@ -691,7 +705,7 @@ fn validate(
         partition_key: PartitionKey(r.partition_key),
         explicit_hash_key: ehk,
         hash,
-        cost: (size + RECORD_OVERHEAD) as u32,
+        cost: record_cost(size, budget),
         data,
         deadline: now + entry.buffered_time,
         expiry: now + entry.ttl,

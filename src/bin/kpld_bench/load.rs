@@ -112,8 +112,9 @@ impl ConnReport {
     }
 }
 
-/// Connects and exchanges Hello; returns the socket, ready for puts.
-pub async fn connect(path: &Path) -> io::Result<UnixStream> {
+/// Connects and exchanges Hello; returns the socket, ready for puts, and
+/// the daemon's `max_frame_size`.
+pub async fn connect(path: &Path) -> io::Result<(UnixStream, u64)> {
     let mut s = UnixStream::connect(path).await?;
     let mut out = Vec::new();
     wire::encode_message(
@@ -129,7 +130,7 @@ pub async fn connect(path: &Path) -> io::Result<UnixStream> {
     s.read_exact(&mut body).await?;
     use prost::Message;
     match kpld::ipc::ServerMessage::decode(body.as_slice()).map(|m| m.msg) {
-        Ok(Some(kpld::ipc::server_message::Msg::Hello(_))) => Ok(s),
+        Ok(Some(kpld::ipc::server_message::Msg::Hello(h))) => Ok((s, h.max_frame_size)),
         other => Err(io::Error::other(format!(
             "the daemon did not answer Hello with HelloReply: {other:?}"
         ))),

@@ -563,8 +563,11 @@ async fn run(
         .map_err(anyhow::Error::msg)?;
 
     let mut socks = Vec::with_capacity(a.connections);
+    let mut max_frame_size = u64::MAX;
     for _ in 0..a.connections {
-        socks.push(load::connect(&d.socket).await?);
+        let (sock, max_frame) = load::connect(&d.socket).await?;
+        max_frame_size = max_frame;
+        socks.push(sock);
     }
     // Let start-up work settle before reading the idle footprint.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -581,6 +584,10 @@ async fn run(
         Some(r) => ((r / 1000.0).ceil() as u64).clamp(1, a.batch),
         None => a.batch,
     };
+    // A frame must fit the daemon's max_frame_size (record framing and
+    // the key add well under 200 bytes per record).
+    let largest = payloads.iter().map(|p| p.len()).max().unwrap_or(0) as u64 + 200;
+    let batch = batch.min((max_frame_size / largest).max(1));
     let before = snapshot(d.pid, tck, fake.as_ref());
     let epoch = before.at;
     let send_until = epoch + Duration::from_secs_f64(a.duration);
