@@ -6,12 +6,31 @@
 //! bytes bucket refilled at `rate_limit` percent of those limits, holding
 //! at most one second's worth (the KPL default is 150%: a bit over the
 //! limit, since the service's own buckets allow bursts).
+//!
+//! `rate_limit` is a ceiling, not a fixed rate: when Kinesis throttles a
+//! shard (ProvisionedThroughputExceeded), that shard's rate is cut to
+//! [`CUT`] of itself (at most once per [`CUT_GAP`], never below [`FLOOR`] of
+//! the limits) and its buckets are emptied, then it climbs back by
+//! [`RECOVER_PER_SEC`] of the limits per second. Additive increase and
+//! multiplicative decrease keep a shard that only this daemon writes to
+//! near 100% of its limits with few throttled entries, where a fixed 150%
+//! had a third of them throttled (and every throttled aggregate retried),
+//! while a shard with headroom still gets the burst allowance.
 
 use std::time::Duration;
 use tokio::time::Instant;
 
 pub const SHARD_RECORDS_PER_SEC: f64 = 1000.0;
 pub const SHARD_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+/// A throttled shard's rate becomes this fraction of itself.
+pub const CUT: f64 = 0.8;
+/// Throttles within this time of a cut are the same event (one PutRecords
+/// answer often reports several entries of a shard).
+pub const CUT_GAP: Duration = Duration::from_millis(500);
+/// Cuts stop at this fraction of the shard limits.
+pub const FLOOR: f64 = 0.5;
+/// After a cut, the rate climbs back by this fraction of the limits per second.
+pub const RECOVER_PER_SEC: f64 = 0.02;
 
 #[derive(Debug, Clone)]
 struct Bucket {
@@ -27,6 +46,12 @@ impl Bucket {
             rate,
             cap: rate,
         }
+    }
+
+    fn set_rate(&mut self, rate: f64) {
+        self.rate = rate;
+        self.cap = rate;
+        self.tokens = self.tokens.min(rate);
     }
 
     fn refill(&mut self, secs: f64) {
@@ -51,6 +76,11 @@ pub struct ShardLimiter {
     records: Bucket,
     bytes: Bucket,
     last: Instant,
+    /// `rate_limit` as a fraction of the shard limits.
+    ceiling: f64,
+    /// The current rate, as a fraction of the shard limits.
+    factor: f64,
+    last_cut: Option<Instant>,
 }
 
 impl ShardLimiter {
@@ -61,14 +91,47 @@ impl ShardLimiter {
             records: Bucket::new(SHARD_RECORDS_PER_SEC * f),
             bytes: Bucket::new(SHARD_BYTES_PER_SEC * f),
             last: now,
+            ceiling: f,
+            factor: f,
+            last_cut: None,
         }
+    }
+
+    /// The current rate in percent of the shard limits.
+    pub fn rate_percent(&self) -> f64 {
+        self.factor * 100.0
+    }
+
+    fn set_factor(&mut self, f: f64) {
+        self.factor = f;
+        self.records.set_rate(SHARD_RECORDS_PER_SEC * f);
+        self.bytes.set_rate(SHARD_BYTES_PER_SEC * f);
     }
 
     fn refill(&mut self, now: Instant) {
         let secs = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
+        if self.factor < self.ceiling {
+            self.set_factor((self.factor + RECOVER_PER_SEC * secs).min(self.ceiling));
+        }
         self.records.refill(secs);
         self.bytes.refill(secs);
+    }
+
+    /// Kinesis throttled a record sent to this shard: the shard is full
+    /// now, so send nothing until the buckets refill, at a lower rate.
+    pub fn throttled(&mut self, now: Instant) {
+        self.refill(now);
+        if self
+            .last_cut
+            .is_some_and(|t| now.saturating_duration_since(t) < CUT_GAP)
+        {
+            return;
+        }
+        self.last_cut = Some(now);
+        self.set_factor((self.factor * CUT).max(FLOOR.min(self.ceiling)));
+        self.records.tokens = 0.0;
+        self.bytes.tokens = 0.0;
     }
 
     /// Takes one Kinesis record of `bytes` if the buckets allow it now;
@@ -116,6 +179,40 @@ mod tests {
             w > Duration::from_millis(300) && w < Duration::from_millis(400),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn a_throttle_cuts_the_rate_once_per_event_and_it_climbs_back() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(150, t0);
+        l.throttled(t0);
+        assert!((l.rate_percent() - 120.0).abs() < 1e-9);
+        // The same event reported by several entries: one cut (and 100 ms
+        // of recovery, 0.2 points).
+        l.throttled(t0 + Duration::from_millis(100));
+        assert!((l.rate_percent() - 120.2).abs() < 1e-9);
+        // Nothing goes out until the (emptied) buckets refill.
+        assert!(l.try_take(100, t0 + Duration::from_millis(100)).is_ok());
+        let mut m = ShardLimiter::new(150, t0);
+        m.throttled(t0);
+        assert!(m.try_take(100, t0).is_err());
+        // A later throttle cuts again, down to the floor at most.
+        for i in 1..20 {
+            m.throttled(t0 + CUT_GAP * i);
+        }
+        assert!(m.rate_percent() >= FLOOR * 100.0 - 1e-9);
+        assert!(m.rate_percent() < 52.0, "{}", m.rate_percent());
+        // Then 2 points per second back up to the ceiling, no further:
+        // 10.5 s after the last cut, 50 + 21.
+        let later = t0 + CUT_GAP * 20 + Duration::from_secs(10);
+        let _ = m.try_take(1, later);
+        assert!(
+            (m.rate_percent() - 71.0).abs() < 0.1,
+            "{}",
+            m.rate_percent()
+        );
+        let _ = m.try_take(1, later + Duration::from_secs(3600));
+        assert!((m.rate_percent() - 150.0).abs() < 1e-9);
     }
 
     #[test]

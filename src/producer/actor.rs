@@ -656,6 +656,13 @@ impl StreamActor {
                             Counters::add(&c.entries_failed, 1);
                             if crate::retry::classify_code(code) == ErrorClass::Throttled {
                                 Counters::add(&c.entries_throttled, 1);
+                                // The shard is full: slow down its limiter
+                                // (unless the map changed since).
+                                if k.map_gen == self.map_gen {
+                                    if let Some(b) = self.buffers.get_mut(k.shard_idx) {
+                                        b.limiter.throttled(ended);
+                                    }
+                                }
                             }
                         }
                     }
