@@ -22,6 +22,10 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Destinations (connections) whose results one Kinesis record's successes
+/// are grouped for before delivery; more start a new round of groups.
+const MAX_RESULT_GROUPS: usize = 64;
+
 /// One PutRecords entry: an aggregate or a single raw record.
 pub(crate) struct KinesisRecord {
     /// The shard it was predicted for (id and index in the map), and the map
@@ -775,8 +779,8 @@ impl StreamActor {
     }
 
     /// Delivers the successes of a Kinesis record that landed on `shard`:
-    /// one [`Landing`] shared by its records, one delivery per run of
-    /// records from the same `put`, and the budget back in one step.
+    /// one [`Landing`] shared by its records, one delivery per connection
+    /// (sink and tag) among them, and the budget back in one step.
     fn succeed(
         &mut self,
         k: KinesisRecord,
@@ -793,7 +797,11 @@ impl StreamActor {
         let (n, aggregated) = (k.records.len(), k.aggregated);
         Counters::add(&self.inner.counters.user_records_put, n as u64);
         let mut cost = 0usize;
-        let mut run: Option<(Arc<Origin>, Vec<Landed>)> = None;
+        // Records of many puts share an aggregate (with many shards, hardly
+        // two in a row come from the same put), but few connections do:
+        // group by sink and tag, so each connection gets one delivery.
+        let mut groups: Vec<(Arc<Origin>, Vec<Landed>)> = Vec::new();
+        let mut last = 0usize;
         for (i, u) in k.records.into_iter().enumerate() {
             let delay_ms = started.saturating_duration_since(u.ready_since).as_millis() as u64;
             self.metrics
@@ -805,19 +813,26 @@ impl StreamActor {
                 delay_ms,
                 earlier: u.attempts,
             };
-            match &mut run {
-                Some((o, v)) if Arc::ptr_eq(o, &u.origin) => v.push(landed),
-                _ => {
-                    if let Some((o, v)) = run.take() {
-                        o.sink.landed(o.tag, &landing, v);
+            let same = |(o, _): &(Arc<Origin>, Vec<Landed>)| o.same_destination(&u.origin);
+            let g = match groups.get(last).filter(|g| same(g)) {
+                Some(_) => last,
+                None => match groups.iter().position(same) {
+                    Some(g) => g,
+                    None => {
+                        if groups.len() == MAX_RESULT_GROUPS {
+                            for (o, v) in groups.drain(..) {
+                                o.sink.landed(o.tag, &landing, v);
+                            }
+                        }
+                        groups.push((u.origin, Vec::with_capacity(n - i)));
+                        groups.len() - 1
                     }
-                    let mut v = Vec::with_capacity(n - i);
-                    v.push(landed);
-                    run = Some((u.origin, v));
-                }
-            }
+                },
+            };
+            groups[g].1.push(landed);
+            last = g;
         }
-        if let Some((o, v)) = run {
+        for (o, v) in groups {
             o.sink.landed(o.tag, &landing, v);
         }
         self.inner.release(n, cost);

@@ -138,6 +138,15 @@ pub(crate) struct Origin {
     pub(crate) tag: u64,
 }
 
+impl Origin {
+    /// Whether results for `other`'s records may be delivered together with
+    /// this one's: the same sink (by address) and the same tag.
+    pub(crate) fn same_destination(&self, other: &Origin) -> bool {
+        let addr = |s: &Arc<dyn ResultSink>| Arc::as_ptr(s).cast::<()>();
+        self.tag == other.tag && addr(&self.sink) == addr(&other.sink)
+    }
+}
+
 /// What a record costs in memory, counted against `max_buffered_bytes` so
 /// that the bound holds for resident memory: [`RECORD_BYTE_FACTOR`] bytes per
 /// byte of data and key (the request frame it arrived in, its aggregate,
