@@ -36,6 +36,34 @@ pub(crate) struct KinesisRecord {
     aggregated: bool,
     entry: PutEntry,
     records: Vec<UserRecord>,
+    /// The earliest deadline and TTL expiry among `records`, kept so that
+    /// the send path need not walk records that are no longer in the cache.
+    deadline: Instant,
+    expiry: Instant,
+}
+
+impl KinesisRecord {
+    fn new(
+        shard_id: Arc<str>,
+        shard_idx: usize,
+        map_gen: u64,
+        aggregated: bool,
+        entry: PutEntry,
+        records: Vec<UserRecord>,
+    ) -> KinesisRecord {
+        let deadline = records.iter().map(|u| u.deadline).min().expect("records");
+        let expiry = records.iter().map(|u| u.expiry).min().expect("records");
+        KinesisRecord {
+            shard_id,
+            shard_idx,
+            map_gen,
+            aggregated,
+            entry,
+            records,
+            deadline,
+            expiry,
+        }
+    }
 }
 
 impl RequestSize for KinesisRecord {
@@ -422,21 +450,15 @@ impl StreamActor {
             let data = b.builder.encode(records.iter().map(|u| u.data.as_ref()));
             b.builder.clear();
             let first = &records[0];
-            KinesisRecord {
-                shard_id: b.shard_id.clone(),
-                shard_idx: idx,
-                map_gen: self.map_gen,
-                aggregated: true,
-                // The first record's key (not the KPL's fixed "a", which
-                // defeats Lambda's per-key parallelism) and its hash as the
-                // explicit hash key, so the aggregate lands on the predicted shard.
-                entry: PutEntry {
-                    data: Bytes::from(data),
-                    partition_key: first.partition_key.to_string_lossless(),
-                    explicit_hash_key: Some(first.hash.to_string()),
-                },
-                records,
-            }
+            // The first record's key (not the KPL's fixed "a", which
+            // defeats Lambda's per-key parallelism) and its hash as the
+            // explicit hash key, so the aggregate lands on the predicted shard.
+            let entry = PutEntry {
+                data: Bytes::from(data),
+                partition_key: first.partition_key.to_string_lossless(),
+                explicit_hash_key: Some(first.hash.to_string()),
+            };
+            KinesisRecord::new(b.shard_id.clone(), idx, self.map_gen, true, entry, records)
         };
         self.admit(idx, k, now);
     }
@@ -468,7 +490,7 @@ impl StreamActor {
             loop {
                 let b = &mut self.buffers[idx];
                 let Some(front) = b.held.front() else { break };
-                if front.records.iter().any(|u| u.expiry <= now) {
+                if front.expiry <= now {
                     let k = b.held.pop_front().expect("front exists");
                     let shard = k.shard_id.clone();
                     for u in k.records {
@@ -515,7 +537,7 @@ impl StreamActor {
     }
 
     fn push_ready(&mut self, k: KinesisRecord, _now: Instant) {
-        let due = k.records.iter().map(|u| u.deadline).min().expect("records");
+        let due = k.deadline;
         self.ready_due = Some(self.ready_due.map_or(due, |d| d.min(due)));
         self.ready_bytes += k.request_bytes();
         self.ready.push_back(k);
@@ -571,9 +593,8 @@ impl StreamActor {
             // No attempt may start after a record's TTL, however long the
             // wait for a free connection was.
             let now = Instant::now();
-            let (batch, expired): (Vec<_>, Vec<_>) = batch
-                .into_iter()
-                .partition(|k| k.records.iter().all(|u| u.expiry > now));
+            let (batch, expired): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|k| k.expiry > now);
             if !expired.is_empty() {
                 let _ = tx.send(StreamMsg::Unsent(expired));
             }
@@ -882,7 +903,7 @@ impl StreamActor {
             .max()
             .unwrap_or(1) as u32;
         let at = now + self.inner.backoff.delay(n, rand::random::<f64>());
-        if k.records.iter().all(|u| at < u.expiry) {
+        if at < k.expiry {
             Counters::add(&self.inner.counters.retries, k.records.len() as u64);
             return self.schedule(at, Retry::Whole(k));
         }
@@ -1063,18 +1084,12 @@ impl StreamActor {
 }
 
 fn single(shard_id: Arc<str>, shard_idx: usize, map_gen: u64, u: UserRecord) -> KinesisRecord {
-    KinesisRecord {
-        shard_id,
-        shard_idx,
-        map_gen,
-        aggregated: false,
-        entry: PutEntry {
-            data: u.data.clone(),
-            partition_key: u.partition_key.to_string_lossless(),
-            explicit_hash_key: u.explicit_hash_key.clone(),
-        },
-        records: vec![u],
-    }
+    let entry = PutEntry {
+        data: u.data.clone(),
+        partition_key: u.partition_key.to_string_lossless(),
+        explicit_hash_key: u.explicit_hash_key.clone(),
+    };
+    KinesisRecord::new(shard_id, shard_idx, map_gen, false, entry, vec![u])
 }
 
 fn attempt(
