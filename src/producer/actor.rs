@@ -845,7 +845,15 @@ impl StreamActor {
                                 o.sink.landed(o.tag, &landing, v);
                             }
                         }
-                        groups.push((u.origin, Vec::with_capacity(n - i)));
+                        // Room for all when one connection has the
+                        // aggregate (the usual case); later ones grow, so
+                        // many connections do not each reserve it all.
+                        let cap = if groups.is_empty() {
+                            n
+                        } else {
+                            (n - i).min(32)
+                        };
+                        groups.push((u.origin, Vec::with_capacity(cap)));
                         groups.len() - 1
                     }
                 },
@@ -853,7 +861,11 @@ impl StreamActor {
             groups[g].1.push(landed);
             last = g;
         }
-        for (o, v) in groups {
+        for (o, mut v) in groups {
+            // Results may wait a while to be written: hold no spare room.
+            if v.len() * 2 < v.capacity() {
+                v.shrink_to_fit();
+            }
             o.sink.landed(o.tag, &landing, v);
         }
         self.inner.release(n, cost);
