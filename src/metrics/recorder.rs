@@ -83,7 +83,8 @@ pub struct StreamMetrics {
     direct: [Stat; METRIC_COUNT],
     hists: [Option<Histogram<u64>>; 2],
     shards: Vec<ShardAcc>,
-    index: HashMap<Arc<str>, usize>,
+    // Looked up for nearly every record when records of many shards interleave.
+    index: HashMap<Arc<str>, usize, foldhash::fast::RandomState>,
     last: usize,
     errors: Vec<ErrAcc>,
     pending: u64,
@@ -113,7 +114,7 @@ impl StreamMetrics {
             direct: [Stat::EMPTY; METRIC_COUNT],
             hists,
             shards: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
             last: usize::MAX,
             errors: Vec::new(),
             pending: 0,
