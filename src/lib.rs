@@ -11,7 +11,9 @@
 //! - [`limit`]: per-shard token buckets (pure).
 //! - [`send`]: the seam to Kinesis; the only file that touches the AWS SDK.
 //! - [`producer`]: the pipeline ([`Producer`]): validation, per-stream
-//!   routing, aggregation, collection, sending, retries, results.
+//!   routing, aggregation, collection, sending, retries, results. One
+//!   actor task per stream (`producer/actor/`: its state and loop, `route`,
+//!   `send`, `map`).
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
 //! - [`shutdown`]: signals and the drain sequence.
 //! - [`metrics`]: the KPL's CloudWatch metrics, EMF, Prometheus, hot shards and the
