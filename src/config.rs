@@ -72,6 +72,9 @@ pub const STREAM_KEYS: &[&str] = &[
     "role_arn",
 ];
 
+/// The stream keys that choose a stream's Kinesis client (built at start).
+pub const STREAM_CLIENT_KEYS: &[&str] = &["region", "kinesis_endpoint", "role_arn"];
+
 /// The config file as written. See `kpld --help` and docs/configuration.md
 /// (or `systemd/kpld.toml.example`) for what each key means.
 #[derive(Debug, Default, Clone, Deserialize)]

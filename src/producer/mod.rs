@@ -167,22 +167,15 @@ pub const RECORD_BYTE_FACTOR: u64 = 5;
 /// See [`record_cost`].
 pub const RECORD_OVERHEAD: u64 = 2048;
 
-/// Keys SIGHUP applies without a restart (besides `log_level`, which the
-/// binary applies, and the `[streams.*]` tables).
-const LIVE_KEYS: &[&str] = &[
-    "aggregation_enabled",
-    "aggregation_max_count",
-    "aggregation_max_size",
-    "record_max_buffered_time_ms",
-    "record_ttl_ms",
-    "rate_limit",
-    "fail_if_throttled",
-    "max_record_size",
-    "compression",
-    "compression_level",
-    "streams_allowed",
-    "log_level",
-];
+/// Whether SIGHUP applies `key` without a restart: the per-stream settings
+/// but those that choose the Kinesis client, `streams_allowed`, and
+/// `log_level` (which the binary applies). `[streams.*]` tables are handled
+/// apart.
+fn applies_live(key: &str) -> bool {
+    use crate::config::{STREAM_CLIENT_KEYS, STREAM_KEYS};
+    (STREAM_KEYS.contains(&key) && !STREAM_CLIENT_KEYS.contains(&key))
+        || matches!(key, "streams_allowed" | "log_level")
+}
 
 /// What a reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -493,7 +486,7 @@ impl Producer {
             if old.get(k) == fresh.get(k) {
                 continue;
             }
-            let live_key = LIVE_KEYS.contains(&k.as_str());
+            let live_key = applies_live(k);
             let change = match (k.as_str(), old.get(k), fresh.get(k)) {
                 ("streams", _, _) => {
                     let (o, f) = (old_cfg.streams.clone(), new.streams.clone());
