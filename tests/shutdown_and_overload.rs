@@ -225,6 +225,37 @@ async fn ten_times_overload_keeps_memory_bounded_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_if_full_takes_what_fits_of_a_large_request_and_fails_the_rest() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 1)).await;
+    // 30 records against room for 10: taken in parts of 10; the first part
+    // fits, the second does not, so it and the third fail with Busy, and
+    // every record gets exactly one result.
+    let d = Daemon::start(
+        &fake.endpoint(),
+        "max_outstanding_records = 10\nrecord_max_buffered_time_ms = 500",
+    )
+    .await;
+    let (mut tx, mut rx) = d.connect().await;
+    let recs: Vec<_> = (0..30)
+        .map(|i| record(i, "s", "k", format!("{i}|x")))
+        .collect();
+    tx.put(recs, true).await.unwrap();
+    let results = collect_results(&mut rx, 30, Duration::from_secs(30)).await;
+    assert_eq!(results.len(), 30, "{results:?}");
+    let busy: Vec<u64> = results
+        .iter()
+        .filter(|(_, r)| r.error_code == "Busy")
+        .map(|(id, _)| *id)
+        .collect();
+    let ok = results.values().filter(|r| r.success).count();
+    assert_eq!((ok, busy.len()), (10, 20), "{results:?}");
+    assert!(busy.iter().all(|id| *id >= 10), "{busy:?}");
+    drop(tx);
+    let _ = d.stop().await;
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_if_full_answers_busy_at_once_instead_of_blocking() {
     let fake = FakeKinesis::start(FakeOptions::default().stream("s", 1)).await;
     fake.set_faults(FaultPlan {

@@ -451,8 +451,11 @@ impl Producer {
                         Err(_) => false,
                     };
                     if !ok {
+                        // This chunk and everything after it fail with Busy.
                         busy = true;
-                        rest = chunk;
+                        let mut all = chunk;
+                        all.append(&mut rest);
+                        rest = all;
                         continue;
                     }
                 } else {
