@@ -21,6 +21,7 @@
 #
 # Options: pass extra pytest arguments after `--`, e.g. `scripts/test.sh -- -k round_trip -x`.
 # KPLD_TEST_SKIP_RUST=1 skips step 2 except `cargo build` (for iterating on Python/Node tests).
+# KPLD_TEST_STEP_TIMEOUT_S (default 1200) bounds each test step: a hung test fails its step.
 # Logs of the servers: .work/test/*.log (printed when a step fails).
 set -euo pipefail
 
@@ -153,8 +154,11 @@ export KPLD_TEST_KINESIS_MOCK_ENDPOINT=${KINESIS_LOCAL_URL:-}
 export KPLD_TEST_MOTO_ENDPOINT=${MOTO_URL:-}
 
 # ---- 4. tests: Rust (unit + integration; may use the servers), Python, Node --------------------
+# Each test step is killed after this many seconds (CI has 90 minutes for everything;
+# the slowest step, the integration tests, takes 3-7 minutes).
+STEP_TIMEOUT_S=${KPLD_TEST_STEP_TIMEOUT_S:-1200}
 if [ "${KPLD_TEST_SKIP_RUST:-0}" != 1 ]; then
-  run_step "cargo test" cargo test || true
+  run_step "cargo test" timeout --kill-after=30 "$STEP_TIMEOUT_S" cargo test || true
 fi
 
 PYTEST_RAN=0    # suites that ran at least one test
@@ -162,11 +166,15 @@ PYTEST_SUITES=()
 run_pytest() { # run_pytest NAME DIR
   local name=$1 dir=$2 rc=0 t0=$SECONDS
   log "=== $name: pytest $dir"
-  "$VENV/bin/python" -m pytest "$dir" -ra -p no:cacheprovider ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} || rc=$?
+  # Bounded: a test that hangs (a result that never comes) fails the suite
+  # after STEP_TIMEOUT_S instead of holding CI until its own limit.
+  timeout --kill-after=30 "$STEP_TIMEOUT_S" \
+    "$VENV/bin/python" -m pytest "$dir" -ra -p no:cacheprovider ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} || rc=$?
   PYTEST_SUITES+=("$name")
   case $rc in
     0) PYTEST_RAN=1; record "$name" "PASS ($((SECONDS - t0)) s)" ;;
     5) record "$name" "NO TESTS (pytest exit 5: nothing collected)" ;;
+    124 | 137) PYTEST_RAN=1; record "$name" "FAIL (timed out after $STEP_TIMEOUT_S s)" ;;
     *) PYTEST_RAN=1; record "$name" "FAIL (pytest exit $rc, $((SECONDS - t0)) s)" ;;
   esac
 }
@@ -182,7 +190,8 @@ if [ $BUILD_OK -eq 1 ] && [ $SERVERS_OK -eq 1 ]; then
     record "pytest: some test ran" "FAIL (no test was collected in any suite)"
   fi
   if [ $HAVE_NODE_CLIENT -eq 1 ]; then
-    run_step "node --test clients/node" bash -c 'cd "$1" && node --test' _ "$ROOT/clients/node" || true
+    run_step "node --test clients/node" timeout --kill-after=30 "$STEP_TIMEOUT_S" \
+      bash -c 'cd "$1" && node --test' _ "$ROOT/clients/node" || true
   else
     record "node --test clients/node" "SKIP (clients/node/package.json does not exist)"
   fi
