@@ -366,7 +366,7 @@ impl Producer {
                 .sink
                 .deliver(tag, failure(id, code, message, Vec::new()))
         };
-        // Valid records in runs of one stream, in order.
+        // Valid records per stream, in order.
         let mut runs: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
         let n = records.len();
         let mut cache = StreamCache::default();
@@ -379,14 +379,23 @@ impl Producer {
                 }
             };
             match validate(r, now, &origin, entry, inner.bytes_budget_total()) {
-                Ok(u) => match runs.last_mut() {
-                    Some((s, v)) if Arc::ptr_eq(s, &entry.name) => v.push(u),
-                    _ => {
-                        let mut v = Vec::with_capacity(n);
-                        v.push(u);
-                        runs.push((entry.name.clone(), v));
-                    }
-                },
+                Ok(u) => {
+                    // Nearly always the stream of the record before; records
+                    // of streams that alternate still gather per stream.
+                    let run = match runs.last() {
+                        Some((s, _)) if Arc::ptr_eq(s, &entry.name) => runs.len() - 1,
+                        _ => match runs.iter().position(|(s, _)| **s == *entry.name) {
+                            Some(i) => i,
+                            None => {
+                                // Room for the whole request only for the first stream.
+                                let cap = if runs.is_empty() { n } else { 16 };
+                                runs.push((entry.name.clone(), Vec::with_capacity(cap)));
+                                runs.len() - 1
+                            }
+                        },
+                    };
+                    runs[run].1.push(u);
+                }
                 Err((id, code, message)) => fail(id, code, message),
             }
         }
