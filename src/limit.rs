@@ -109,6 +109,11 @@ impl ShardLimiter {
     }
 
     fn refill(&mut self, now: Instant) {
+        // A throttle is reported with the end of its call, which can be
+        // earlier than the last refill: time never runs backwards here.
+        if now <= self.last {
+            return;
+        }
         let secs = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;
         if self.factor < self.ceiling {
@@ -213,6 +218,18 @@ mod tests {
         );
         let _ = m.try_take(1, later + Duration::from_secs(3600));
         assert!((m.rate_percent() - 150.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_throttle_reported_late_does_not_give_time_back() {
+        let t0 = Instant::now();
+        let mut l = ShardLimiter::new(100, t0);
+        while l.try_take(10, t0).is_ok() {}
+        let t100 = t0 + Duration::from_millis(100);
+        assert!(l.try_take(10, t100).is_ok());
+        // The call that was throttled ended before the last refill.
+        l.throttled(t0 + Duration::from_millis(50));
+        assert!(l.try_take(10, t100).is_err());
     }
 
     #[test]
