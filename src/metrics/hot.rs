@@ -40,7 +40,9 @@ pub struct KeyCount {
 #[derive(Debug, Clone)]
 struct Slot {
     hash: u64,
-    key: String,
+    /// The key's bytes (checked UTF-8 when its record arrived; turned into
+    /// text only when the summary is read, not once per record).
+    key: Vec<u8>,
     count: u64,
     error: u64,
 }
@@ -70,7 +72,7 @@ impl SpaceSaving {
     /// (the pipeline passes the MD5-derived hash it already computed); keys
     /// are still compared, so colliding hashes never merge two keys.
     #[inline]
-    pub fn offer(&mut self, key: &str, hash: u64, weight: u64) {
+    pub fn offer(&mut self, key: &[u8], hash: u64, weight: u64) {
         self.total += weight;
         let mut min_i = 0usize;
         let mut min_c = u64::MAX;
@@ -87,7 +89,7 @@ impl SpaceSaving {
         if self.slots.len() < self.capacity {
             self.slots.push(Slot {
                 hash,
-                key: key.to_owned(),
+                key: key.to_vec(),
                 count: weight,
                 error: 0,
             });
@@ -97,7 +99,7 @@ impl SpaceSaving {
         // the error bound. The slot's key buffer is reused.
         let s = &mut self.slots[min_i];
         s.key.clear();
-        s.key.push_str(key);
+        s.key.extend_from_slice(key);
         s.hash = hash;
         s.error = s.count;
         s.count += weight;
@@ -115,7 +117,7 @@ impl SpaceSaving {
             .iter()
             .filter(|s| s.count > 0)
             .map(|s| KeyCount {
-                key: s.key.clone(),
+                key: String::from_utf8_lossy(&s.key).into_owned(),
                 bytes: s.count,
                 error: s.error,
             })
@@ -264,7 +266,7 @@ impl HotShard {
     }
 
     #[inline]
-    pub fn key(&mut self, key: &str, hash: u64, bytes: u64) {
+    pub fn key(&mut self, key: &[u8], hash: u64, bytes: u64) {
         self.keys.offer(key, hash, bytes);
         self.dirty = true;
     }
@@ -331,9 +333,9 @@ mod tests {
         let mut ss = SpaceSaving::new(8);
         for i in 0..10_000u64 {
             let k = format!("user-{i}");
-            ss.offer(&k, h(&k), 100);
+            ss.offer(k.as_bytes(), h(&k), 100);
             if i % 4 == 0 {
-                ss.offer("hot-key", h("hot-key"), 400);
+                ss.offer(b"hot-key", h("hot-key"), 400);
             }
         }
         let top = ss.top(3);
@@ -347,8 +349,8 @@ mod tests {
     #[test]
     fn colliding_hashes_do_not_merge_keys() {
         let mut ss = SpaceSaving::new(4);
-        ss.offer("a", 7, 10);
-        ss.offer("b", 7, 20);
+        ss.offer(b"a", 7, 10);
+        ss.offer(b"b", 7, 20);
         let top = ss.top(4);
         assert_eq!(top.len(), 2);
         assert_eq!(
@@ -386,10 +388,10 @@ mod tests {
     fn heavy_hitters_span_the_previous_window() {
         let t0 = Instant::now();
         let mut hs = HotShard::new(t0);
-        hs.key("k1", h("k1"), 1000);
+        hs.key(b"k1", h("k1"), 1000);
         let s = hs.sample(t0 + KEY_WINDOW, t0);
         assert_eq!(s.top_keys[0].key, "k1");
-        hs.key("k2", h("k2"), 10);
+        hs.key(b"k2", h("k2"), 10);
         let s = hs.sample(t0 + KEY_WINDOW + Duration::from_secs(1), t0);
         let keys: Vec<&str> = s.top_keys.iter().map(|k| k.key.as_str()).collect();
         assert_eq!(keys, ["k1", "k2"]);
@@ -416,7 +418,7 @@ mod tests {
             let mut truth: HashMap<String, u64> = HashMap::new();
             for (k, w) in &stream {
                 let key = format!("key-{k}");
-                ss.offer(&key, h(&key), *w);
+                ss.offer(key.as_bytes(), h(&key), *w);
                 *truth.entry(key).or_default() += w;
             }
             let total: u64 = truth.values().sum();

@@ -17,8 +17,9 @@
 //! - [`kinesis_record`](StreamMetrics::kinesis_record): UserRecordsPerKinesisRecord,
 //!   KinesisRecordsPut (1, or 0 on failure), KinesisRecordsDataPut,
 //!   ErrorsByCode and AllErrors (0 or 1), per predicted shard.
-//! - [`user_record_final`](StreamMetrics::user_record_final): UserRecordsPut (1, or 0
-//!   on failure), UserRecordsDataPut, UserRecordExpired, BufferingTime (one
+//! - [`user_record_landed`](StreamMetrics::user_record_landed) and
+//!   [`user_record_failed`](StreamMetrics::user_record_failed): UserRecordsPut (1,
+//!   or 0 on failure), UserRecordsDataPut, UserRecordExpired, BufferingTime (one
 //!   sample per attempt: its `delay_ms`), RetriesPerRecord.
 //! - [`partition_key`](StreamMetrics::partition_key): the hot-shard key summary.
 
@@ -207,10 +208,9 @@ impl StreamMetrics {
         }
     }
 
-    /// A user record got its final result. `shard`: where it landed on
-    /// success, the predicted shard on failure (None when it never had
-    /// one). `error_code` is empty on success. `data_len` is its data size.
-    #[inline]
+    /// The tests' shorthand for a final result given as its attempts:
+    /// `shard` is where it landed on success, the predicted shard on failure.
+    #[cfg(test)]
     pub fn user_record_final(
         &mut self,
         shard: Option<&Arc<str>>,
@@ -224,7 +224,7 @@ impl StreamMetrics {
                 let shard = shard.expect("a success has a shard");
                 self.user_record_landed(shard, data_len, earlier, last.delay_ms)
             }
-            _ => self.user_record_failed(shard, error_code, data_len, attempts),
+            _ => self.user_record_failed(shard, error_code, attempts),
         }
     }
 
@@ -259,7 +259,6 @@ impl StreamMetrics {
         &mut self,
         shard: Option<&Arc<str>>,
         error_code: &str,
-        _data_len: usize,
         attempts: &[Attempt],
     ) {
         self.mark();
@@ -290,8 +289,6 @@ impl StreamMetrics {
         self.mark();
         let i = self.slot(shard);
         let h = (hash as u64) ^ ((hash >> 64) as u64);
-        // Keys are checked UTF-8 when records arrive.
-        let key = std::str::from_utf8(key).unwrap_or("(not UTF-8)");
         self.shards[i].hot.key(key, h, bytes as u64);
     }
 

@@ -370,6 +370,7 @@ impl Producer {
         let mut runs: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
         let n = records.len();
         let mut cache = StreamCache::default();
+        let max_bytes = inner.bytes_budget_total();
         for r in records {
             let entry = match cache.lookup(&r.stream, &live) {
                 Ok(e) => e,
@@ -378,7 +379,7 @@ impl Producer {
                     continue;
                 }
             };
-            match validate(r, now, &origin, entry, inner.bytes_budget_total()) {
+            match validate(r, now, &origin, entry, max_bytes) {
                 Ok(u) => {
                     // Nearly always the stream of the record before; records
                     // of streams that alternate still gather per stream.
@@ -418,7 +419,6 @@ impl Producer {
         }
         // Take budget in chunks that fit the bounds, so a huge batch from an
         // embedding program cannot wait forever.
-        let max_bytes = inner.bytes_budget_total();
         let max_records = inner.records_budget_total();
         let mut busy = false;
         for (stream, mut rest) in runs {

@@ -20,7 +20,22 @@ pub struct Floor {
     pub records_per_aggregate: f64,
 }
 
-/// Runs each loop `rounds` times over `n` records and keeps the fastest
+/// Rounds of each measurement; the fastest counts (the others met noise).
+const ROUNDS: usize = 5;
+
+/// Nanoseconds per item of the fastest of [`ROUNDS`] runs of `f`, which
+/// handles `n` items per run.
+fn fastest_ns_per_item(n: usize, f: &mut dyn FnMut() -> u64) -> f64 {
+    (0..ROUNDS)
+        .map(|_| {
+            let t = Instant::now();
+            black_box(f());
+            t.elapsed().as_nanos() as f64 / n as f64
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+/// Runs each loop [`ROUNDS`] times over `n` records and keeps the fastest
 /// round (the least disturbed by other work on the machine).
 pub fn measure(keys: &[Vec<u8>], record_size: usize, agg_max: usize, n: usize) -> Floor {
     let keys: Vec<&str> = keys
@@ -28,16 +43,7 @@ pub fn measure(keys: &[Vec<u8>], record_size: usize, agg_max: usize, n: usize) -
         .map(|k| std::str::from_utf8(k).expect("generated keys are ASCII"))
         .collect();
     let data = vec![0x5au8; record_size];
-    let rounds = 5;
-    let best = |f: &mut dyn FnMut() -> u64| {
-        (0..rounds)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(f());
-                t.elapsed().as_nanos() as f64 / n as f64
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
+    let best = |f: &mut dyn FnMut() -> u64| fastest_ns_per_item(n, f);
     let md5_ns = best(&mut || {
         let mut acc = 0u128;
         for i in 0..n {
@@ -71,7 +77,7 @@ pub fn measure(keys: &[Vec<u8>], record_size: usize, agg_max: usize, n: usize) -
         acc
     };
     let aggregate_ns = best(&mut || encode(false, &mut aggregates));
-    let records_per_aggregate = n as f64 * rounds as f64 / aggregates as f64;
+    let records_per_aggregate = n as f64 * ROUNDS as f64 / aggregates as f64;
     let floor_ns = best(&mut || encode(true, &mut 0));
     Floor {
         md5_ns,
@@ -105,16 +111,7 @@ pub fn measure_compression(
 ) -> CompressionFloor {
     use flate2::{Compress, FlushCompress};
     use kpld::config::Compression;
-    let rounds = 5;
-    let best = |f: &mut dyn FnMut() -> u64| {
-        (0..rounds)
-            .map(|_| {
-                let t = Instant::now();
-                black_box(f());
-                t.elapsed().as_nanos() as f64 / n as f64
-            })
-            .fold(f64::INFINITY, f64::min)
-    };
+    let best = |f: &mut dyn FnMut() -> u64| fastest_ns_per_item(n, f);
     let mut fresh_bytes = 0u64;
     let fresh_ns = best(&mut || {
         let mut total = 0u64;

@@ -84,10 +84,41 @@ struct SampleArgs {
     count: usize,
 }
 
+/// The records a run or the floor is made of (every subcommand that makes
+/// records but `sample-payload`, whose default payload differs).
 #[derive(Args, Debug, Clone)]
-struct FloorArgs {
+struct PayloadArgs {
+    /// Bytes of data per user record (`--payload fixed`).
     #[arg(long, default_value_t = 100)]
     record_size: usize,
+    /// What the records carry.
+    #[arg(long, value_enum, default_value_t = Payload::Fixed)]
+    payload: Payload,
+    /// Seed of the generated payload (`--payload json-log`).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Distinct records generated for `--payload json-log`, used in turn.
+    #[arg(long, default_value_t = 10_000)]
+    payload_pool: usize,
+}
+
+impl PayloadArgs {
+    fn generate(&self) -> Vec<Vec<u8>> {
+        generate_payloads(self.payload, self.record_size, self.payload_pool, self.seed)
+    }
+}
+
+fn generate_payloads(kind: Payload, record_size: usize, pool: usize, seed: u64) -> Vec<Vec<u8>> {
+    match kind {
+        Payload::Fixed => payload::fixed(record_size),
+        Payload::JsonLog => payload::json_log(pool, seed),
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct FloorArgs {
+    #[command(flatten)]
+    data: PayloadArgs,
     #[arg(long, default_value_t = 1000)]
     keys: usize,
     /// aggregation_max_size of the aggregates built.
@@ -96,13 +127,6 @@ struct FloorArgs {
     /// Records per measured round (5 rounds, the fastest is kept).
     #[arg(long, default_value_t = 1_000_000)]
     records: usize,
-    /// What the records carry (json-log: `--record-size` becomes their mean size).
-    #[arg(long, value_enum, default_value_t = Payload::Fixed)]
-    payload: Payload,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    #[arg(long, default_value_t = 10_000)]
-    payload_pool: usize,
     /// Also measure compressing each record (a fresh encoder per record, as
     /// the daemon does, and one reused deflate state).
     #[arg(long, value_enum)]
@@ -168,18 +192,8 @@ struct RunArgs {
     endpoint: Option<String>,
     #[arg(long, default_value = "bench")]
     stream: String,
-    /// Bytes of data per user record (`--payload fixed`).
-    #[arg(long, default_value_t = 100)]
-    record_size: usize,
-    /// What the records carry.
-    #[arg(long, value_enum, default_value_t = Payload::Fixed)]
-    payload: Payload,
-    /// Seed of the generated payload (`--payload json-log`).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    /// Distinct records generated for `--payload json-log`, used in turn.
-    #[arg(long, default_value_t = 10_000)]
-    payload_pool: usize,
+    #[command(flatten)]
+    data: PayloadArgs,
     /// The daemon's `compression` setting (default: the daemon's, none).
     #[arg(long, value_enum)]
     compression: Option<CompressionArg>,
@@ -265,10 +279,7 @@ fn main() -> std::process::ExitCode {
             Ok(0)
         }
         Some(Cmd::SamplePayload(a)) => {
-            let pool = match a.payload {
-                Payload::Fixed => payload::fixed(a.record_size),
-                Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
-            };
+            let pool = generate_payloads(a.payload, a.record_size, a.payload_pool, a.seed);
             for p in pool.iter().take(a.count) {
                 println!("{}", String::from_utf8_lossy(p));
             }
@@ -311,15 +322,12 @@ fn make_keys(n: usize) -> Vec<Vec<u8>> {
 }
 
 fn floor_cmd(a: &FloorArgs) {
-    let payloads = match a.payload {
-        Payload::Fixed => payload::fixed(a.record_size),
-        Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
-    };
+    let payloads = a.data.generate();
     let size = mean_len(&payloads).round() as usize;
     let f = floor::measure(&make_keys(a.keys), size, a.aggregation_max_size, a.records);
     println!(
         "# floor: {size}-byte records{}, {} keys, aggregates of at most {} bytes, one thread",
-        if a.payload == Payload::JsonLog {
+        if a.data.payload == Payload::JsonLog {
             " (the mean of the json-log payload)"
         } else {
             ""
@@ -334,7 +342,7 @@ fn floor_cmd(a: &FloorArgs) {
             "# compression: {} level {}, each record alone, {} payload",
             how.name(),
             a.compression_level,
-            match a.payload {
+            match a.data.payload {
                 Payload::Fixed => "fixed",
                 Payload::JsonLog => "json-log",
             }
@@ -409,7 +417,7 @@ fn config_text(c: &BTreeMap<String, String>) -> String {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
-    if a.connections == 0 || a.batch == 0 || a.record_size > 1 << 20 {
+    if a.connections == 0 || a.batch == 0 || a.data.record_size > 1 << 20 {
         anyhow::bail!("--connections and --batch must be at least 1, --record-size at most 1 MiB");
     }
     let kpld = match &a.kpld {
@@ -423,10 +431,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
         anyhow::bail!("{} does not exist; build it or pass --kpld", kpld.display());
     }
     let keys = make_keys(a.keys);
-    let payloads = match a.payload {
-        Payload::Fixed => payload::fixed(a.record_size),
-        Payload::JsonLog => payload::json_log(a.payload_pool, a.seed),
-    };
+    let payloads = a.data.generate();
     let mean = mean_len(&payloads);
     let fl = (!a.no_floor).then(|| floor::measure(&keys, mean.round() as usize, 51_200, 300_000));
     let rt = if a.gen_threads <= 1 {
@@ -453,12 +458,12 @@ fn describe_payload(a: &RunArgs, payloads: &[Vec<u8>]) -> Vec<String> {
     let (min, max) = payloads.iter().fold((usize::MAX, 0), |(lo, hi), p| {
         (lo.min(p.len()), hi.max(p.len()))
     });
-    lines.push(match a.payload {
-        Payload::Fixed => format!("payload: fixed, {} bytes", a.record_size),
+    lines.push(match a.data.payload {
+        Payload::Fixed => format!("payload: fixed, {} bytes", a.data.record_size),
         Payload::JsonLog => format!(
             "payload: json-log, {} distinct records (seed {}), {min}..{max} bytes",
             payloads.len(),
-            a.seed
+            a.data.seed
         ),
     });
     lines.push(format!(
@@ -644,8 +649,8 @@ async fn run(
     println!(
         "# kpld-bench {}: {} records, {} keys, {} shards, {} connections, frames of {} records, rate {}, {}, aggregation {}, double {}",
         env!("CARGO_PKG_VERSION"),
-        match a.payload {
-            Payload::Fixed => format!("{}-byte", a.record_size),
+        match a.data.payload {
+            Payload::Fixed => format!("{}-byte", a.data.record_size),
             Payload::JsonLog => "JSON log".into(),
         },
         a.keys,

@@ -118,7 +118,7 @@ impl StreamActor {
         let b = &mut self.buffers[idx];
         if b.held.is_empty() {
             match b.limiter.try_take(k.request_bytes(), now) {
-                Ok(()) => return self.push_ready(k, now),
+                Ok(()) => return self.push_ready(k),
                 Err(wait) => {
                     let at = now + wait;
                     self.held_wake = Some(self.held_wake.map_or(at, |w| w.min(at)));
@@ -158,7 +158,7 @@ impl StreamActor {
                 match b.limiter.try_take(front.request_bytes(), now) {
                     Ok(()) => {
                         let k = b.held.pop_front().expect("front exists");
-                        self.push_ready(k, now);
+                        self.push_ready(k);
                     }
                     Err(wait) => {
                         let at = now + wait;
@@ -185,7 +185,7 @@ impl StreamActor {
         }
     }
 
-    pub(super) fn push_ready(&mut self, k: KinesisRecord, _now: Instant) {
+    pub(super) fn push_ready(&mut self, k: KinesisRecord) {
         let due = k.deadline;
         self.ready_due = Some(self.ready_due.map_or(due, |d| d.min(due)));
         self.ready_bytes += k.request_bytes();

@@ -246,9 +246,7 @@ impl StreamActor {
                     Some(g) => g,
                     None => {
                         if groups.len() == MAX_RESULT_GROUPS {
-                            for (o, v) in groups.drain(..) {
-                                o.sink.landed(o.tag, &landing, v);
-                            }
+                            deliver_landed(&landing, groups.drain(..));
                         }
                         // Room for all when one connection has the
                         // aggregate (the usual case); later ones grow, so
@@ -266,13 +264,7 @@ impl StreamActor {
             groups[g].1.push(landed);
             last = g;
         }
-        for (o, mut v) in groups {
-            // Results may wait a while to be written: hold no spare room.
-            if v.len() * 2 < v.capacity() {
-                v.shrink_to_fit();
-            }
-            o.sink.landed(o.tag, &landing, v);
-        }
+        deliver_landed(&landing, groups);
         self.inner.release(n, cost);
     }
 
@@ -286,7 +278,7 @@ impl StreamActor {
         message: String,
     ) {
         self.metrics
-            .user_record_failed(predicted, code, u.data.len(), &u.attempts);
+            .user_record_failed(predicted, code, &u.attempts);
         self.inner.fail(u, code, message);
     }
 
@@ -350,6 +342,20 @@ impl StreamActor {
     pub(super) fn schedule(&mut self, at: Instant, r: Retry) {
         self.retry_seq += 1;
         self.retries.insert((at, self.retry_seq), r);
+    }
+}
+
+/// Hands each connection its records' successes.
+fn deliver_landed(
+    landing: &Arc<Landing>,
+    groups: impl IntoIterator<Item = (Arc<Origin>, Vec<Landed>)>,
+) {
+    for (o, mut v) in groups {
+        // Results may wait a while to be written: hold no spare room.
+        if v.len() * 2 < v.capacity() {
+            v.shrink_to_fit();
+        }
+        o.sink.landed(o.tag, landing, v);
     }
 }
 
