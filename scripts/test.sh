@@ -74,7 +74,7 @@ print_summary() {
   for i in "${!STEP_NAMES[@]}"; do
     printf '  %-44s %s\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}"
   done
-  echo "  total time: $((SECONDS - START_TIME)) s"
+  echo "  total time: $((SECONDS - START_TIME)) s, $(df -Ph "$ROOT" | awk 'NR==2 {print $4}') left on disk"
   if [ $FAILED -eq 0 ]; then
     echo "  RESULT: ALL PASSED"
   else
