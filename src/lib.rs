@@ -15,6 +15,8 @@
 //!   actor task per stream (`producer/actor/`: its state and loop, `route`,
 //!   `send`, `map`).
 //! - [`server`]: the Unix socket server that drives a [`Producer`].
+//! - [`intake`]: each connection's frames, charged to one shared pool before
+//!   their bodies are read (memory of requests waiting for room).
 //! - [`shutdown`]: signals and the drain sequence.
 //! - [`metrics`]: the KPL's CloudWatch metrics, EMF, Prometheus, hot shards and the
 //!   `kpld stats` snapshot.
@@ -37,6 +39,7 @@ pub mod collect;
 pub mod compress;
 pub mod config;
 pub mod fake_kinesis;
+pub mod intake;
 pub mod limit;
 pub mod metrics;
 pub mod producer;

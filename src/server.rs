@@ -13,6 +13,7 @@
 //! `AccessDenied` error frame naming its uid, and a warning is logged.
 
 use crate::access::{AccessPolicy, Denied, SocketFile, SocketPerms};
+use crate::intake::{Frame, FrameError, FrameReader, Intake};
 use crate::ipc::{
     client_message, server_message, ClientMessage, Error as ErrorFrame, FlushReply, HelloReply,
     RecordResult, ServerMessage, StatsReply,
@@ -131,6 +132,7 @@ pub async fn serve(
     stop_reading: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let intake = Intake::new(producer.config().max_frame_size);
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -141,9 +143,10 @@ pub async fn serve(
                 let producer = producer.clone();
                 let stop_reading = stop_reading.clone();
                 let policy = policy.load_full();
+                let intake = intake.clone();
                 tracker.spawn(async move {
                     match policy.check_stream(&stream) {
-                        Ok(_) => handle_connection(stream, producer, stop_reading).await,
+                        Ok(_) => handle_connection(stream, producer, intake, stop_reading).await,
                         Err(denied) => refuse(stream, denied).await,
                     }
                 });
@@ -292,28 +295,30 @@ async fn refuse(stream: UnixStream, denied: Denied) {
 pub async fn handle_connection(
     stream: UnixStream,
     producer: Producer,
+    intake: Intake,
     stop_reading: CancellationToken,
 ) {
     let (rd, wr) = stream.into_split();
-    let codec = |max_frame: usize| {
-        LengthDelimitedCodec::builder()
-            .big_endian()
-            .length_field_length(4)
-            .max_frame_length(max_frame)
-            .new_codec()
-    };
-    let mut frames = FramedRead::new(rd, codec(producer.config().max_frame_size as usize));
+    let mut frames = FrameReader::new(rd, producer.config().max_frame_size);
     let (tx, rx) = mpsc::unbounded_channel();
     let backlog = Arc::new(Backlog::default());
-    let out = wr;
-    let writer = tokio::spawn(write_loop(out, rx, backlog.clone()));
-    read_loop(&mut frames, &tx, &producer, &stop_reading, &backlog).await;
+    let writer = tokio::spawn(write_loop(wr, rx, backlog.clone()));
+    read_loop(
+        &mut frames,
+        &intake,
+        &tx,
+        &producer,
+        &stop_reading,
+        &backlog,
+    )
+    .await;
     drop(tx);
     let _ = writer.await;
 }
 
 async fn read_loop(
-    frames: &mut FramedRead<tokio::net::unix::OwnedReadHalf, LengthDelimitedCodec>,
+    frames: &mut FrameReader<tokio::net::unix::OwnedReadHalf>,
+    intake: &Intake,
     tx: &mpsc::UnboundedSender<ConnEvent>,
     producer: &Producer,
     stop_reading: &CancellationToken,
@@ -340,21 +345,20 @@ async fn read_loop(
                 }
                 return;
             }
-            f = frames.next() => f,
+            f = async {
+                // A client that does not read its results is not read
+                // either, before its next frame takes any of the intake.
+                backlog.wait_for_room().await;
+                frames.next(intake).await
+            } => f,
         };
-        let bytes = match frame {
-            None => return,
-            Some(Ok(b)) => b.freeze(),
-            Some(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
-                return fatal(
-                    "FrameTooLarge",
-                    format!(
-                        "frame length exceeds max_frame_size ({} bytes); split the request",
-                        producer.config().max_frame_size
-                    ),
-                );
-            }
-            Some(Err(_)) => return,
+        // Held until the frame's records are in the producer's budget.
+        let (bytes, _charge) = match frame {
+            Ok(None) => return,
+            Ok(Some(Frame { body, charge })) => (body, charge),
+            Err(e @ FrameError::TooLarge { .. }) => return fatal("FrameTooLarge", e.to_string()),
+            Err(e @ FrameError::Stalled { .. }) => return fatal("FrameStalled", e.to_string()),
+            Err(FrameError::Io(_)) => return,
         };
         let msg = match ClientMessage::decode(bytes) {
             Ok(ClientMessage { msg: Some(m) }) => m,
@@ -406,7 +410,6 @@ async fn read_loop(
         }
         match msg {
             client_message::Msg::Put(req) => {
-                backlog.wait_for_room().await;
                 let n = req.records.len() as u64;
                 if n == 0 {
                     continue;

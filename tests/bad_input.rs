@@ -37,6 +37,10 @@ fn hello_frame() -> Vec<u8> {
 async fn read_until_closed(s: &mut UnixStream) -> Vec<ServerMessage> {
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+    read_frames(&buf)
+}
+
+fn read_frames(buf: &[u8]) -> Vec<ServerMessage> {
     let mut out = Vec::new();
     let mut at = 0;
     while at + 4 <= buf.len() {
@@ -131,6 +135,37 @@ async fn malformed_frames_get_a_clear_error_and_cost_only_their_connection() {
         assert!(fatal, "{what}: fatal");
         healthy_round(&d, 0, 50).await;
     }
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_stalled_mid_frame_is_cut_off_and_others_go_on_meanwhile() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
+    let d = Daemon::start(&fake.endpoint(), "").await;
+    // A length prefix of 8 MB takes half of the intake pool; the body stops
+    // after 10 bytes and the write half stays open.
+    let mut stalled = UnixStream::connect(&d.socket).await.unwrap();
+    stalled.write_all(&hello_frame()).await.unwrap();
+    stalled
+        .write_all(&8_000_000u32.to_be_bytes())
+        .await
+        .unwrap();
+    stalled.write_all(&[0u8; 10]).await.unwrap();
+    healthy_round(&d, 0, 50).await;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stalled.read_to_end(&mut buf))
+        .await
+        .expect("the daemon did not give up on a stalled frame")
+        .unwrap();
+    let msgs = read_frames(&buf);
+    assert_eq!(
+        error_code(&msgs),
+        Some(("FrameStalled".to_string(), true)),
+        "{msgs:?}"
+    );
+    healthy_round(&d, 100, 50).await;
     let (status, log) = d.stop().await;
     assert!(status.success(), "{log}");
     fake.shutdown().await;
