@@ -7,6 +7,7 @@
 #               then a fixed-size run with the double's log kept (exact PUT payload units)
 #   latency     paced at half the max rate measured by `throughput` (or BENCH_MAX_RATE)
 #   limits      the double enforces shard limits: goodput per shard, % throttled
+#   memory      1/8/32/64 clients sending 5 MB requests into a 32 MiB budget: peak RSS
 #   scaling     1/64/1024 shards, 1/16/256 connections, aggregation off
 #   peers       one serve-fake double; kpld, aiokpl and boto3+aws-kinesis-agg against it
 #   compression JSON log lines (--payload json-log, 200-1000 bytes) with the daemon's
@@ -40,7 +41,7 @@ PEERS=$ROOT/scripts/bench_peers
 mkdir -p "$OUT"
 
 SUITES=("$@")
-[ ${#SUITES[@]} -gt 0 ] || SUITES=(floor throughput latency limits scaling peers compression)
+[ ${#SUITES[@]} -gt 0 ] || SUITES=(floor throughput latency limits memory scaling peers compression)
 
 # run NAME ARGS...: one kpld-bench run, output kept in $OUT/NAME.txt.
 run() {
@@ -103,6 +104,17 @@ for suite in "${SUITES[@]}"; do
       run limits-rl150-48k "${LIM[@]}" --rate 48000
       run limits-rl150-36k "${LIM[@]}" --rate 36000
       run limits-rl100-48k "${LIM[@]}" --rate 48000 --rate-limit 100
+      ;;
+    memory)
+      # Many clients with large requests waiting for room: a 32 MiB budget, 5 MB
+      # requests (50 x 100,000 bytes), 16 shards with the service's limits (they set
+      # the pace, so requests wait). Peak RSS should stay within the budget + 64 MiB
+      # however many clients send (BENCHMARKS.md, "Memory").
+      for c in 1 8 32 64; do
+        run "memory-large-requests-$c" --record-size 100000 --batch 50 --connections "$c" \
+          --shards 16 --limits --set max_buffered_bytes=33554432 --duration 5 --no-floor
+        grep -E '^daemon_peak_rss_mib' "$OUT/memory-large-requests-$c.txt" | sed 's/^/    /' >&2 || true
+      done
       ;;
     scaling)
       for s in 1 64 1024; do
