@@ -40,7 +40,6 @@ const READ_AHEAD: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct Intake {
     pool: Arc<Semaphore>,
-    size: u64,
 }
 
 impl Intake {
@@ -49,17 +48,7 @@ impl Intake {
         let size = INTAKE_POOL_BYTES.max(max_frame_size);
         Intake {
             pool: Arc::new(Semaphore::new(size as usize)),
-            size,
         }
-    }
-
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
-    /// Bytes of the pool not held by any frame.
-    pub fn available(&self) -> u64 {
-        self.pool.available_permits() as u64
     }
 }
 
@@ -104,31 +93,34 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Reads at least one and at most `want` + [`READ_AHEAD`] more bytes;
-    /// false at EOF. Grows the buffer only when `want` does not fit: growing
-    /// it for the read-ahead too meant a new allocation and a copy for
-    /// nearly every read.
-    async fn fill(&mut self, want: usize) -> std::io::Result<bool> {
-        self.buf.reserve(want);
-        let n = (&mut self.rd)
-            .take((want + READ_AHEAD) as u64)
-            .read_buf(&mut self.buf)
-            .await?;
-        Ok(n > 0)
+    /// Reads until the buffer holds `n` bytes, and at most [`READ_AHEAD`]
+    /// past them; `UnexpectedEof` if the connection closes first. Grows the
+    /// buffer only by what `n` needs: growing it for the read-ahead too meant
+    /// a new allocation and a copy for nearly every read.
+    async fn fill_to(&mut self, n: usize) -> std::io::Result<()> {
+        while self.buf.len() < n {
+            let want = n - self.buf.len();
+            self.buf.reserve(want);
+            let read = (&mut self.rd)
+                .take((want + READ_AHEAD) as u64)
+                .read_buf(&mut self.buf)
+                .await?;
+            if read == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(())
     }
 
     /// The next frame, or `None` when the client closed between frames.
     /// Waits for room in `intake` before reading the body. Not cancel-safe:
     /// after a cancelled call the connection is out of step and must close.
     pub async fn next(&mut self, intake: &Intake) -> Result<Option<Frame>, FrameError> {
-        while self.buf.len() < 4 {
-            if !self.fill(4 - self.buf.len()).await? {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())
-                };
+        match self.fill_to(4).await {
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && self.buf.is_empty() => {
+                return Ok(None)
             }
+            r => r?,
         }
         let len = u32::from_be_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
         if len > self.max_frame {
@@ -145,20 +137,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             .await
             .expect("the intake pool is never closed");
         let whole = 4 + len;
-        if self.buf.len() < whole {
-            let read = async {
-                while self.buf.len() < whole {
-                    if !self.fill(whole - self.buf.len()).await? {
-                        return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
-                    }
-                }
-                Ok(())
-            };
-            match tokio::time::timeout(FRAME_BODY_TIMEOUT, read).await {
-                Ok(r) => r?,
-                Err(_) => return Err(FrameError::Stalled { len }),
-            }
-        }
+        tokio::time::timeout(FRAME_BODY_TIMEOUT, self.fill_to(whole))
+            .await
+            .map_err(|_| FrameError::Stalled { len })??;
         let mut frame = self.buf.split_to(whole);
         frame.advance(4);
         if frame.len() > READ_AHEAD {
@@ -171,6 +152,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             body: frame.freeze(),
             charge,
         }))
+    }
+}
+
+#[cfg(test)]
+impl Intake {
+    /// Bytes of the pool not held by any frame.
+    fn available(&self) -> usize {
+        self.pool.available_permits()
     }
 }
 
@@ -207,7 +196,7 @@ mod tests {
     #[tokio::test]
     async fn a_frame_holds_its_length_of_the_pool_until_its_charge_is_dropped() {
         let intake = Intake::new(1000);
-        let size = intake.size();
+        let size = intake.available();
         let mut bytes = framed(&[1u8; 600]);
         bytes.extend(framed(&[2u8; 600]));
         let mut reader = FrameReader::new(&bytes[..], 1000);
@@ -260,19 +249,21 @@ mod tests {
     #[tokio::test]
     async fn a_length_over_max_frame_size_is_refused_before_any_body_is_read() {
         let intake = Intake::new(100);
+        let size = intake.available();
         let bytes = 101u32.to_be_bytes();
         let mut reader = FrameReader::new(&bytes[..], 100);
         match reader.next(&intake).await {
             Err(FrameError::TooLarge { len: 101, max: 100 }) => {}
             other => panic!("expected TooLarge, got {:?}", other.map(|f| f.is_some())),
         }
-        assert_eq!(intake.available(), intake.size());
+        assert_eq!(intake.available(), size);
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_body_that_stops_arriving_is_given_up_and_its_charge_returned() {
         let (mut client, server) = tokio::io::duplex(1024);
         let intake = Intake::new(1000);
+        let size = intake.available();
         let mut reader = FrameReader::new(server, 1000);
         client.write_all(&500u32.to_be_bytes()).await.unwrap();
         client.write_all(&[0u8; 10]).await.unwrap();
@@ -284,7 +275,7 @@ mod tests {
             Err(FrameError::Stalled { len: 500 }) => {}
             other => panic!("expected Stalled, got {:?}", other.map(|f| f.is_some())),
         }
-        assert_eq!(intake.available(), intake.size());
+        assert_eq!(intake.available(), size);
         drop(client);
     }
 

@@ -247,15 +247,9 @@ async fn many_clients_with_large_requests_waiting_for_room_keep_memory_bounded()
     let pid = d.child.id();
     let (clients, per_client, record_size) = (24u64, 50u64, 100_000);
     let sent = sent_records(clients * per_client, "s", record_size);
-    let mut readers = Vec::new();
-    for c in 0..clients {
-        let ids = c * per_client..(c + 1) * per_client;
-        let (d, sent) = (&d, &sent);
-        readers.push(async move { put_all(d, sent, ids).await });
-    }
+    let puts = (0..clients).map(|c| put_all(&d, &sent, c * per_client..(c + 1) * per_client));
     // The puts are written while the first calls hang, then Kinesis recovers.
-    let writers = futures_util::future::join_all(readers);
-    let (mut receivers, _) = tokio::join!(writers, async {
+    let (mut receivers, _) = tokio::join!(futures_util::future::join_all(puts), async {
         tokio::time::sleep(Duration::from_secs(3)).await;
         fake.set_faults(FaultPlan::default());
     });
