@@ -71,7 +71,7 @@ machine() {
 }
 
 log "building release binaries"
-cargo build --release --bin kpld --bin kpld-bench 2>&1 | tail -n 2 >&2
+cargo build --release -p kpld -p kpld-bench 2>&1 | tail -n 2 >&2
 machine
 
 # The figures of the headline load (100-byte records, 1000 keys, 16 shards).

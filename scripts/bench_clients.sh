@@ -197,7 +197,7 @@ run_producer() {
 
 if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   log "building release binaries"
-  cargo build --release --bin kpld --bin kpld-bench 2>&1 | tail -n 2 >&2
+  cargo build --release -p kpld -p kpld-bench 2>&1 | tail -n 2 >&2
 fi
 [ -x "$KPLD" ] && [ -x "$BENCH" ] || die "no release build of kpld and kpld-bench"
 ensure_peer_venv aiokpl "$PEERS/requirements-aiokpl.txt"

@@ -38,7 +38,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 log "building kpld (debug build)"
-cargo build --quiet --bin kpld
+cargo build --quiet -p kpld --bin kpld
 KPLD_BIN=$ROOT/target/debug/kpld
 
 log "installing the demo's Python and npm packages (first run only)"

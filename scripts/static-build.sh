@@ -45,7 +45,7 @@ export CARGO_TARGET_DIR=${KPLD_STATIC_TARGET_DIR:-$ROOT/target/static}
 export RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static"
 
 echo "static-build: cargo build ${PROFILE_ARGS[*]} --locked --target $TARGET (RUSTFLAGS=$RUSTFLAGS, CARGO_TARGET_DIR=${CARGO_TARGET_DIR#"$ROOT"/})" >&2
-cargo build "${PROFILE_ARGS[@]}" --locked --target "$TARGET" --bin kpld >&2
+cargo build "${PROFILE_ARGS[@]}" --locked --target "$TARGET" -p kpld --bin kpld >&2
 
 BIN=$CARGO_TARGET_DIR/$TARGET/$PROFILE_DIR/kpld
 [ -x "$BIN" ] || { echo "static-build: $BIN was not produced" >&2; exit 1; }

@@ -6,10 +6,10 @@
 #   1. install what is missing (idempotent, skipped when already up to date):
 #      npm ci in tests/tools (kinesalite, kinesis-local), .venv with tests/requirements.txt
 #      and ./clients/python, npm ci in clients/node (if it exists)
-#   2. cargo fmt --check, cargo clippy -D warnings, cargo build
+#   2. cargo fmt --check, cargo clippy -D warnings, cargo build (every package of the workspace)
 #   3. start kinesalite, kinesis-local and moto_server (CloudWatch) on free loopback ports
 #      (stopped by PID on exit)
-#   4. cargo test, pytest tests/integration, pytest clients/python/tests, node --test in
+#   4. cargo test --workspace, pytest tests/integration, pytest clients/python/tests, node --test in
 #      clients/node
 #
 # Environment for step 4 (also what a developer sets to run one test by hand):
@@ -127,12 +127,12 @@ record "install (npm ci, venv, clients)" "PASS ($((SECONDS - t0)) s)"
 # ---- 2. Rust checks and build ----------------------------------------------------------------------------
 if [ "${KPLD_TEST_SKIP_RUST:-0}" != 1 ]; then
   run_step "cargo fmt --check" cargo fmt --all -- --check || true
-  run_step "cargo clippy -D warnings" cargo clippy --all-targets -- -D warnings || true
+  run_step "cargo clippy -D warnings" cargo clippy --all-targets --workspace -- -D warnings || true
 else
   record "cargo fmt/clippy/test" "SKIP (KPLD_TEST_SKIP_RUST=1)"
 fi
 BUILD_OK=1
-run_step "cargo build" cargo build || BUILD_OK=0
+run_step "cargo build" cargo build --workspace || BUILD_OK=0
 
 # ---- 3. servers ---------------------------------------------------------------------------
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
@@ -158,7 +158,7 @@ export KPLD_TEST_MOTO_ENDPOINT=${MOTO_URL:-}
 # the slowest step, the integration tests, takes 3-7 minutes).
 STEP_TIMEOUT_S=${KPLD_TEST_STEP_TIMEOUT_S:-1200}
 if [ "${KPLD_TEST_SKIP_RUST:-0}" != 1 ]; then
-  run_step "cargo test" timeout --kill-after=30 "$STEP_TIMEOUT_S" cargo test || true
+  run_step "cargo test" timeout --kill-after=30 "$STEP_TIMEOUT_S" cargo test --workspace || true
 fi
 
 PYTEST_RAN=0    # suites that ran at least one test

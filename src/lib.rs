@@ -26,8 +26,13 @@
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
-//! - [`fake_kinesis`]: a programmable Kinesis double over real HTTP, for the
-//!   tests and the benchmark (not used by the daemon).
+//!
+//! # Workspace
+//! This package is the daemon. Beside it in `crates/`, and not part of its API:
+//! - `kpld-kinesis-double` (`crates/kinesis-double`): a programmable Kinesis
+//!   double over real HTTP; a dev-dependency of the integration tests.
+//! - `kpld-bench` (`crates/kpld-bench`): the benchmark binary, which drives the
+//!   real `kpld` binary against the double.
 // One audited exception: taking the socket systemd passes as fd 3
 // (`systemd::take_passed_fd`: `#[allow(unsafe_code)]` with its SAFETY note).
 #![deny(unsafe_code)]
@@ -38,7 +43,6 @@ pub mod client;
 pub mod collect;
 pub mod compress;
 pub mod config;
-pub mod fake_kinesis;
 pub mod intake;
 pub mod limit;
 pub mod metrics;

@@ -5,8 +5,8 @@ mod common;
 
 use common::Daemon;
 use kpld::client::record;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions};
 use kpld::ipc::server_message::Msg;
+use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,7 @@ mod common;
 
 use common::{collect_results, Daemon};
 use kpld::client::record;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions};
+use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

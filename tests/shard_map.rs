@@ -6,7 +6,7 @@ mod common;
 use common::verify::{user_records, verify, Sent};
 use common::{collect_results, Daemon};
 use kpld::client::record;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions};
+use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use std::collections::HashMap;
 use std::time::Duration;
 

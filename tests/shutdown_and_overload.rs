@@ -7,7 +7,7 @@ use bytes::Bytes;
 use common::verify::{user_records, verify, Sent};
 use common::{collect_results, Daemon};
 use kpld::client::record;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions, FaultPlan, SlowPhase};
+use kpld_kinesis_double::{FakeKinesis, FakeOptions, FaultPlan, SlowPhase};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use common::verify::{user_records, verify, Sent};
 use common::{collect_results, Daemon};
 use kpld::client::record;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions, FaultPlan};
+use kpld_kinesis_double::{FakeKinesis, FakeOptions, FaultPlan};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,10 +6,10 @@
 
 use bytes::Bytes;
 use kpld::aggregate::MAGIC;
-use kpld::fake_kinesis::{AcceptedEntry, FakeKinesis};
 use kpld::ipc::RecordResult;
 use kpld::kpl_proto::AggregatedRecord;
 use kpld::shard_map::hash_partition_key;
+use kpld_kinesis_double::{AcceptedEntry, FakeKinesis};
 use md5::{Digest, Md5};
 use prost::Message;
 use std::collections::HashMap;

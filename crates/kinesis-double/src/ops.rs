@@ -604,9 +604,9 @@ fn get_records(sh: &Shared, body: &[u8]) -> Result<Vec<u8>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_kinesis::faults::{FaultDice, FaultPlan};
-    use crate::fake_kinesis::model::Model;
-    use crate::fake_kinesis::state::{CounterCells, RequestLimits};
+    use crate::faults::{FaultDice, FaultPlan};
+    use crate::model::Model;
+    use crate::state::{CounterCells, RequestLimits};
     use std::borrow::Cow;
     use std::sync::Mutex;
     use std::time::Instant;

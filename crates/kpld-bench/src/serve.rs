@@ -3,7 +3,7 @@
 //! server kpld is. Prints `endpoint: URL`, serves until SIGINT or SIGTERM,
 //! then prints the double's counters.
 
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions};
+use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use std::io::Write;
 
 #[derive(clap::Args, Debug, Clone)]

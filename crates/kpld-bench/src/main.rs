@@ -34,7 +34,7 @@ mod serve;
 mod wire;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kpld::fake_kinesis::{Counters, FakeKinesis};
+use kpld_kinesis_double::{Counters, FakeKinesis};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;

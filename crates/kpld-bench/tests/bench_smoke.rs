@@ -3,7 +3,27 @@
 //! only that it ran and that every record sent got a successful result; no
 //! timing figure is asserted (the machine is shared and noisy).
 
+use std::path::PathBuf;
 use std::process::Command;
+
+/// The daemon under test: `KPLD_BIN` if set (scripts/test.sh sets it), else the `kpld`
+/// beside `kpld-bench` in this profile's target directory. Cargo builds another package's
+/// binary only for that package's own tests, so `cargo test -p kpld-bench` alone may find
+/// none; the workspace-wide `cargo test` (and scripts/test.sh, which runs `cargo build`
+/// first) has it.
+fn kpld_bin() -> PathBuf {
+    let bin = match std::env::var_os("KPLD_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_kpld-bench")).with_file_name("kpld"),
+    };
+    assert!(
+        bin.is_file(),
+        "the kpld binary {} does not exist: run `cargo build` (or `cargo test` for the whole \
+         workspace), or set KPLD_BIN",
+        bin.display()
+    );
+    bin
+}
 
 fn figure(stdout: &str, name: &str) -> u64 {
     stdout
@@ -18,7 +38,8 @@ fn figure(stdout: &str, name: &str) -> u64 {
 #[test]
 fn bench_runs_and_every_record_is_acknowledged() {
     let out = Command::new(env!("CARGO_BIN_EXE_kpld-bench"))
-        .args(["--kpld", env!("CARGO_BIN_EXE_kpld")])
+        .arg("--kpld")
+        .arg(kpld_bin())
         .args(["--duration", "3", "--rate", "3000", "--connections", "2"])
         .args([
             "--shards",

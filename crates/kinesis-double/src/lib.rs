@@ -14,7 +14,7 @@
 //! # Use
 //! ```no_run
 //! # async fn demo() {
-//! use kpld::fake_kinesis::{FakeKinesis, FakeOptions, FaultPlan};
+//! use kpld_kinesis_double::{FakeKinesis, FakeOptions, FaultPlan};
 //! let fake = FakeKinesis::start(FakeOptions::default().stream("s", 4)).await;
 //! let url = fake.endpoint(); // point the SDK (or kpld's kinesis_endpoint) here
 //! fake.set_faults(FaultPlan { drop_response: 0.1, ..FaultPlan::default() });
@@ -54,6 +54,8 @@
 //!   every run.
 //! - Request-level faults hit puts only unless [`FaultScope::All`]; a reset is an RST
 //!   (`SO_LINGER 0`), a dropped answer a plain close after the entries were accepted.
+
+#![forbid(unsafe_code)]
 
 pub mod faults;
 pub mod json;

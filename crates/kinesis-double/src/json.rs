@@ -649,7 +649,7 @@ impl IteratorToken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake_kinesis::model::seq_string;
+    use crate::model::seq_string;
 
     #[test]
     fn put_records_entries_borrow_from_the_body() {

@@ -18,8 +18,8 @@ use aws_sdk_kinesis::types::{
 };
 use aws_sdk_kinesis::Client;
 use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
-use kpld::fake_kinesis::model::even_ranges;
-use kpld::fake_kinesis::{FakeKinesis, FakeOptions, FaultPlan, ShardInfo, ShardLimits};
+use kpld_kinesis_double::model::even_ranges;
+use kpld_kinesis_double::{FakeKinesis, FakeOptions, FaultPlan, ShardInfo, ShardLimits};
 use md5::{Digest, Md5};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -798,7 +798,7 @@ async fn slow_answer_times_the_client_out_after_accepting() {
 
 // ---------------------------------------------------------------------------------------
 // Throughput probe of the count-only mode (not a test of correctness; prints numbers).
-// Run: cargo test --release --test fake_kinesis -- --ignored --nocapture count_only
+// Run: cargo test --release -p kpld-kinesis-double --test fake_kinesis -- --ignored --nocapture count_only
 
 /// CPU seconds (user + system) used so far by the double's threads, from /proc.
 fn fake_cpu_secs() -> f64 {
