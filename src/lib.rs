@@ -14,7 +14,9 @@
 //!   routing, aggregation, collection, sending, retries, results. One
 //!   actor task per stream (`producer/actor/`: its state and loop, `route`,
 //!   `send`, `map`).
-//! - [`server`]: the Unix socket server that drives a [`Producer`].
+//! - [`server`]: the Unix socket server that drives a [`Producer`]: bind,
+//!   accept and access (`mod.rs`), one connection's reader and flush
+//!   bookkeeping (`connection`), the writer and result frames (`results`).
 //! - [`intake`]: each connection's frames, charged to one shared pool before
 //!   their bodies are read (memory of requests waiting for room).
 //! - [`shutdown`]: signals and the drain sequence.

@@ -1,0 +1,371 @@
+//! One connection: the reader loop (frames in, records into the [`Producer`]),
+//! the events it and the producer send the writer, and what the writer keeps
+//! for them (flush epochs, the count of results not yet written).
+
+use super::results::{error_frame, write_loop};
+use super::PROTOCOL_VERSION;
+use crate::intake::{Frame, FrameError, FrameReader, Intake};
+use crate::ipc::{
+    client_message, server_message, ClientMessage, HelloReply, RecordResult, ServerMessage,
+    StatsReply,
+};
+use crate::producer::{Landed, Landing, Producer, RecordInput, ResultSink};
+use prost::Message;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+
+/// What the reader and the producer tell the writer.
+pub(super) enum ConnEvent {
+    /// `n` records entered the current flush epoch.
+    Accepted(u64),
+    /// A flush request: answer once every earlier record is final.
+    Flush(u64),
+    Result(u64, RecordResult),
+    /// Successes of one put's records in one Kinesis record.
+    Landed(u64, Arc<Landing>, Vec<Landed>),
+    Send(ServerMessage),
+}
+
+/// Results waiting to be written to one client. A client that sends but
+/// never reads would otherwise make the daemon hold its results without
+/// bound: past [`MAX_UNWRITTEN_RESULTS`] the reader stops taking its requests.
+#[derive(Default)]
+pub(super) struct Backlog {
+    unwritten: AtomicUsize,
+    writer_gone: AtomicBool,
+    changed: Notify,
+}
+
+const MAX_UNWRITTEN_RESULTS: usize = 16 * 1024;
+
+impl Backlog {
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.changed.notified();
+            if self.unwritten.load(Ordering::Acquire) < MAX_UNWRITTEN_RESULTS
+                || self.writer_gone.load(Ordering::Acquire)
+            {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub(super) fn written(&self, n: usize) {
+        if n > 0 && self.unwritten.fetch_sub(n, Ordering::AcqRel) >= MAX_UNWRITTEN_RESULTS {
+            self.changed.notify_waiters();
+        }
+    }
+
+    pub(super) fn gone(&self) {
+        self.writer_gone.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+    }
+}
+
+struct ConnSink {
+    tx: mpsc::UnboundedSender<ConnEvent>,
+    backlog: Arc<Backlog>,
+}
+
+impl ResultSink for ConnSink {
+    fn deliver(&self, tag: u64, result: RecordResult) {
+        self.backlog.unwritten.fetch_add(1, Ordering::AcqRel);
+        // A vanished client no longer reads; its records still count as done.
+        let _ = self.tx.send(ConnEvent::Result(tag, result));
+    }
+
+    fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
+        self.backlog
+            .unwritten
+            .fetch_add(records.len(), Ordering::AcqRel);
+        let _ = self
+            .tx
+            .send(ConnEvent::Landed(tag, landing.clone(), records));
+    }
+}
+
+fn unsupported_compression(id: u64, value: i32) -> RecordResult {
+    RecordResult {
+        id,
+        success: false,
+        error_code: "UnsupportedCompression".into(),
+        error_message: format!(
+            "compression value {value} is not known to this kpld (1 none, 2 gzip, 3 zlib)"
+        ),
+        ..Default::default()
+    }
+}
+
+pub async fn handle_connection(
+    stream: UnixStream,
+    producer: Producer,
+    intake: Intake,
+    stop_reading: CancellationToken,
+) {
+    let (rd, wr) = stream.into_split();
+    let mut frames = FrameReader::new(rd, producer.config().max_frame_size);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let backlog = Arc::new(Backlog::default());
+    let writer = tokio::spawn(write_loop(wr, rx, backlog.clone()));
+    read_loop(
+        &mut frames,
+        &intake,
+        &tx,
+        &producer,
+        &stop_reading,
+        &backlog,
+    )
+    .await;
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn read_loop(
+    frames: &mut FrameReader<tokio::net::unix::OwnedReadHalf>,
+    intake: &Intake,
+    tx: &mpsc::UnboundedSender<ConnEvent>,
+    producer: &Producer,
+    stop_reading: &CancellationToken,
+    backlog: &Arc<Backlog>,
+) {
+    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink {
+        tx: tx.clone(),
+        backlog: backlog.clone(),
+    });
+    let fatal = |code: &str, message: String| {
+        let _ = tx.send(ConnEvent::Send(error_frame(code, message, true)));
+    };
+    let mut hello_done = false;
+    let mut epoch: u64 = 0;
+    loop {
+        let frame = tokio::select! {
+            _ = stop_reading.cancelled() => {
+                if hello_done {
+                    let _ = tx.send(ConnEvent::Send(error_frame(
+                        crate::producer::codes::SHUTTING_DOWN,
+                        "kpld is shutting down and reads no more requests".into(),
+                        true,
+                    )));
+                }
+                return;
+            }
+            f = async {
+                // A client that does not read its results is not read
+                // either, before its next frame takes any of the intake.
+                backlog.wait_for_room().await;
+                frames.next(intake).await
+            } => f,
+        };
+        // Held until the frame's records are in the producer's budget.
+        let (bytes, _charge) = match frame {
+            Ok(None) => return,
+            Ok(Some(Frame { body, charge })) => (body, charge),
+            Err(e @ FrameError::TooLarge { .. }) => return fatal("FrameTooLarge", e.to_string()),
+            Err(e @ FrameError::Stalled { .. }) => return fatal("FrameStalled", e.to_string()),
+            Err(FrameError::Io(_)) => return,
+        };
+        let msg = match ClientMessage::decode(bytes) {
+            Ok(ClientMessage { msg: Some(m) }) => m,
+            Ok(ClientMessage { msg: None }) => {
+                return fatal(
+                    "MalformedFrame",
+                    "the frame holds no message (empty ClientMessage)".into(),
+                )
+            }
+            Err(e) => {
+                return fatal(
+                    "MalformedFrame",
+                    format!("the frame is not a valid ClientMessage: {e}"),
+                )
+            }
+        };
+        if !hello_done {
+            match msg {
+                client_message::Msg::Hello(h) if h.protocol_version == PROTOCOL_VERSION => {
+                    hello_done = true;
+                    tracing::debug!(client = %h.client_name, "client connected");
+                    let cfg = producer.config();
+                    let _ = tx.send(ConnEvent::Send(ServerMessage {
+                        msg: Some(server_message::Msg::Hello(HelloReply {
+                            protocol_version: PROTOCOL_VERSION,
+                            server_version: format!("kpld {}", env!("CARGO_PKG_VERSION")),
+                            max_frame_size: cfg.max_frame_size,
+                            max_record_size: cfg.max_record_size,
+                        })),
+                    }));
+                    continue;
+                }
+                client_message::Msg::Hello(h) => {
+                    return fatal(
+                        "ProtocolVersion",
+                        format!(
+                            "protocol version {} is not supported; this kpld speaks version {PROTOCOL_VERSION}",
+                            h.protocol_version
+                        ),
+                    )
+                }
+                _ => {
+                    return fatal(
+                        "UnexpectedMessage",
+                        "the first frame must be a Hello with protocol_version 1".into(),
+                    )
+                }
+            }
+        }
+        match msg {
+            client_message::Msg::Put(req) => {
+                let n = req.records.len() as u64;
+                if n == 0 {
+                    continue;
+                }
+                let _ = tx.send(ConnEvent::Accepted(n));
+                let records: Vec<RecordInput> = req
+                    .records
+                    .into_iter()
+                    .filter_map(|r| {
+                        let compression = match crate::ipc::Compression::try_from(r.compression) {
+                            Ok(crate::ipc::Compression::Default) => None,
+                            Ok(crate::ipc::Compression::None) => {
+                                Some(crate::config::Compression::None)
+                            }
+                            Ok(crate::ipc::Compression::Gzip) => {
+                                Some(crate::config::Compression::Gzip)
+                            }
+                            Ok(crate::ipc::Compression::Zlib) => {
+                                Some(crate::config::Compression::Zlib)
+                            }
+                            Err(_) => {
+                                // Sending it uncompressed would leave its
+                                // consumer guessing: refuse it.
+                                sink.deliver(epoch, unsupported_compression(r.id, r.compression));
+                                return None;
+                            }
+                        };
+                        Some(RecordInput {
+                            id: r.id,
+                            stream: r.stream,
+                            partition_key: r.partition_key,
+                            explicit_hash_key: r.explicit_hash_key,
+                            data: r.data,
+                            compression,
+                        })
+                    })
+                    .collect();
+                // Waits while the buffers are full: the socket stops being
+                // read and the client blocks (backpressure).
+                producer
+                    .put(records, epoch, sink.clone(), req.busy_if_full)
+                    .await;
+            }
+            client_message::Msg::Flush(f) => {
+                let _ = tx.send(ConnEvent::Flush(f.id));
+                epoch += 1;
+                producer.flush();
+            }
+            client_message::Msg::Stats(s) => {
+                let json = producer.stats_json().to_string();
+                let _ = tx.send(ConnEvent::Send(ServerMessage {
+                    msg: Some(server_message::Msg::Stats(StatsReply { id: s.id, json })),
+                }));
+            }
+            client_message::Msg::Hello(_) => {
+                let _ = tx.send(ConnEvent::Send(error_frame(
+                    "UnexpectedMessage",
+                    "Hello was already received on this connection; ignored".into(),
+                    false,
+                )));
+            }
+        }
+    }
+}
+
+/// Tracks which flush requests can be answered: records are counted per
+/// epoch (the span between two flushes) and a flush is answered when no
+/// record of its epoch or an earlier one is outstanding.
+#[derive(Default)]
+pub(super) struct FlushTracker {
+    epoch: u64,
+    counts: VecDeque<(u64, u64)>,
+    waiting: VecDeque<(u64, u64)>,
+}
+
+impl FlushTracker {
+    pub(super) fn accepted(&mut self, n: u64) {
+        match self.counts.back_mut() {
+            Some((e, c)) if *e == self.epoch => *c += n,
+            _ => self.counts.push_back((self.epoch, n)),
+        }
+    }
+
+    pub(super) fn flush(&mut self, id: u64) {
+        self.waiting.push_back((self.epoch, id));
+        self.epoch += 1;
+    }
+
+    /// `n` records of `epoch` are final.
+    pub(super) fn finished(&mut self, epoch: u64, n: u64) {
+        if let Some((_, c)) = self.counts.iter_mut().find(|(e, _)| *e == epoch) {
+            *c = c.saturating_sub(n);
+        }
+    }
+
+    /// Flush ids that can be answered now.
+    pub(super) fn answerable(&mut self) -> Vec<u64> {
+        while self.counts.front().is_some_and(|(_, c)| *c == 0) {
+            self.counts.pop_front();
+        }
+        let oldest_pending = self.counts.front().map(|(e, _)| *e);
+        let mut out = Vec::new();
+        while let Some(&(e, id)) = self.waiting.front() {
+            if oldest_pending.is_some_and(|p| p <= e) {
+                break;
+            }
+            self.waiting.pop_front();
+            out.push(id);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FlushTracker;
+
+    #[test]
+    fn flush_waits_for_every_earlier_record() {
+        let mut t = FlushTracker::default();
+        t.accepted(2);
+        t.flush(7);
+        t.accepted(1);
+        t.flush(8);
+        assert!(t.answerable().is_empty());
+        t.finished(1, 1); // the record after flush 7
+        assert!(t.answerable().is_empty());
+        t.finished(0, 1);
+        assert!(t.answerable().is_empty());
+        t.finished(0, 1);
+        assert_eq!(t.answerable(), vec![7, 8]);
+    }
+
+    #[test]
+    fn flush_with_nothing_outstanding_is_answered_at_once() {
+        let mut t = FlushTracker::default();
+        t.flush(1);
+        assert_eq!(t.answerable(), vec![1]);
+    }
+
+    #[test]
+    fn later_records_do_not_hold_an_earlier_flush() {
+        let mut t = FlushTracker::default();
+        t.accepted(1);
+        t.flush(1);
+        t.accepted(5);
+        t.finished(0, 1);
+        assert_eq!(t.answerable(), vec![1]);
+    }
+}
