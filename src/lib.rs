@@ -7,13 +7,21 @@
 //! - [`aggregate`]: the KPL aggregated record encoder (pure).
 //! - [`collect`]: packing Kinesis records into PutRecords calls (pure).
 //! - [`compress`]: opt-in gzip/zlib of each record's data (pure).
-//! - [`retry`]: error classification and backoff (pure).
+//! - [`retry`]: error classes and full-jitter backoff (pure).
+//! - [`error_code`]: every failure reason ([`error_code::ErrorCode`]), its
+//!   wire string and its class (pure).
 //! - [`limit`]: per-shard token buckets (pure).
-//! - [`send`]: the seam to Kinesis; the only file that touches the AWS SDK.
-//! - [`producer`]: the pipeline ([`Producer`]): validation, per-stream
-//!   routing, aggregation, collection, sending, retries, results. One
-//!   actor task per stream (`producer/actor/`: its state and loop, `route`,
-//!   `send`, `map`).
+//! - [`kinesis`]: the Kinesis client seam ([`kinesis::KinesisApi`]); the only
+//!   file that touches the AWS SDK, and where errors are classified, once.
+//! - [`pipeline`]: one stream's pipeline as sans-IO state machines: `router`
+//!   (shard buffers, aggregation), `pacer` (rate limits), `collector`
+//!   (PutRecords calls), `retries` (backoff, TTLs), `shards` (map state,
+//!   reloads, misrouted aggregates), composed by `stream::StreamCore`, which
+//!   is fed inputs and the time and answers actions. No I/O.
+//! - [`producer`]: the API ([`Producer`]: `put`, `flush`, `shutdown`),
+//!   `validate` (one record against its stream's settings), `budget`
+//!   (`max_buffered_bytes` / `max_outstanding_records`), `actor` (the task
+//!   per stream that drives its `StreamCore` and performs its actions).
 //! - [`server`]: the Unix socket server that drives a [`Producer`]: bind,
 //!   accept and access (`mod.rs`), one connection's reader and flush
 //!   bookkeeping (`connection`), the writer and result frames (`results`).
@@ -28,6 +36,21 @@
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
+//!
+//! # The path of one record
+//! `server::connection` reads a `Put` frame (its bytes charged to the
+//! [`intake`] pool first) -> [`Producer::put`] validates it (`producer::validate`),
+//! takes its budget (`producer::budget`) and sends it to its stream's actor ->
+//! the actor feeds it to the stream's `StreamCore`: `Router` puts it in its
+//! predicted shard's buffer (MD5 of the key against the [`shard_map`]);
+//! when the buffer is full or its deadline comes it becomes one KPL
+//! aggregate ([`aggregate`]) -> `Pacer` (the shard's rate limit) ->
+//! `Collector` (a PutRecords call's worth, or the deadline) ->
+//! `Action::Send`: the actor calls [`kinesis`] on a task holding one of
+//! `max_connections` permits -> `Input::Sent` -> `Action::Landed` (shard and
+//! sequence number) or `Retries` (backoff, again through the pacer) or
+//! `Action::Failed` -> the connection's sink -> `server::results` writes the
+//! `Results` frame, and the budget is given back.
 //!
 //! # Workspace
 //! This package is the daemon. Beside it in `crates/`, and not part of its API:
@@ -45,12 +68,14 @@ pub mod client;
 pub mod collect;
 pub mod compress;
 pub mod config;
+pub mod error_code;
 pub mod intake;
+pub mod kinesis;
 pub mod limit;
 pub mod metrics;
+pub mod pipeline;
 pub mod producer;
 pub mod retry;
-pub mod send;
 pub mod server;
 pub mod shard_map;
 pub mod shutdown;

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use kpld::config::{Config, LogFormat};
-use kpld::send::{KinesisApi, SdkKinesis};
+use kpld::kinesis::{KinesisApi, SdkKinesis};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -147,7 +147,7 @@ async fn check(cfg: Config, path: Option<PathBuf>) -> anyhow::Result<u8> {
             .map_or("built-in defaults".to_string(), |p| p.display().to_string()),
         cfg.to_toml()
     );
-    let shared = match kpld::send::load_shared_config(&cfg).await {
+    let shared = match kpld::kinesis::load_shared_config(&cfg).await {
         Ok(s) => s,
         Err(e) => {
             print_out(&out);

@@ -5,6 +5,7 @@
 //! connections), waits a random delay in [0, min(cap, base * 2^n)] between
 //! attempts, and never schedules an attempt past the record's TTL.
 
+use crate::error_code::ErrorCode;
 use std::time::Duration;
 
 /// What to do with a record after an error.
@@ -20,45 +21,15 @@ pub enum ErrorClass {
     Fatal,
 }
 
-/// Classifies a Kinesis error code (per entry or whole request).
-pub fn classify_code(code: &str) -> ErrorClass {
-    match code {
-        "ProvisionedThroughputExceededException"
-        | "LimitExceededException"
-        | "ThrottlingException"
-        | "Throttling"
-        | "KMSThrottlingException"
-        | "RequestLimitExceeded"
-        | "SlowDown" => ErrorClass::Throttled,
-        "ResourceNotFoundException"
-        | "AccessDeniedException"
-        | "ValidationException"
-        | "InvalidArgumentException"
-        | "ResourceInUseException"
-        | "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken"
-        | "KMSDisabledException"
-        | "KMSInvalidStateException"
-        | "KMSAccessDeniedException"
-        | "KMSNotFoundException"
-        | "KMSOptInRequired" => ErrorClass::Fatal,
-        // InternalFailure, ServiceUnavailable and anything unknown: retry,
-        // bounded by the TTL.
-        _ => ErrorClass::Retryable,
-    }
-}
-
-/// Classifies a whole-request failure that carries an HTTP status.
-pub fn classify_http(status: u16, code: &str) -> ErrorClass {
-    if status >= 500 || status == 429 {
-        match classify_code(code) {
-            ErrorClass::Throttled => ErrorClass::Throttled,
-            _ => ErrorClass::Retryable,
-        }
+/// Classifies a whole-request failure that carries an HTTP status: a 5xx
+/// or 429 is worth retrying whatever its code says (but stays throttled
+/// when it is), anything else is what its code says.
+pub fn classify_http(status: u16, code: &ErrorCode) -> ErrorClass {
+    let by_code = code.class();
+    if (status >= 500 || status == 429) && by_code != ErrorClass::Throttled {
+        ErrorClass::Retryable
     } else {
-        classify_code(code)
+        by_code
     }
 }
 
@@ -110,26 +81,24 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn codes_are_classified() {
+    fn http_status_overrides_a_fatal_code_but_not_a_throttle() {
+        let c = ErrorCode::from_service;
         assert_eq!(
-            classify_code("ProvisionedThroughputExceededException"),
-            ErrorClass::Throttled
-        );
-        assert_eq!(classify_code("InternalFailure"), ErrorClass::Retryable);
-        assert_eq!(
-            classify_code("ResourceNotFoundException"),
-            ErrorClass::Fatal
-        );
-        assert_eq!(classify_code("AccessDeniedException"), ErrorClass::Fatal);
-        assert_eq!(
-            classify_http(500, "ValidationException"),
+            classify_http(500, &c("ValidationException")),
             ErrorClass::Retryable
         );
-        assert_eq!(classify_http(503, "SlowDown"), ErrorClass::Throttled);
-        assert_eq!(classify_http(400, "ValidationException"), ErrorClass::Fatal);
+        assert_eq!(classify_http(503, &c("SlowDown")), ErrorClass::Throttled);
         assert_eq!(
-            classify_http(400, "LimitExceededException"),
+            classify_http(400, &c("ValidationException")),
+            ErrorClass::Fatal
+        );
+        assert_eq!(
+            classify_http(400, &c("LimitExceededException")),
             ErrorClass::Throttled
+        );
+        assert_eq!(
+            classify_http(429, &c("ResourceNotFoundException")),
+            ErrorClass::Retryable
         );
     }
 

@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(dp.unit(), Some(&StandardUnit::Count));
     }
 
-    /// The same HTTP client setup as the daemon (send.rs load_shared_config),
+    /// The same HTTP client setup as the daemon (kinesis.rs load_shared_config),
     /// with the static credentials local servers need.
     async fn test_sdk_config() -> aws_config::SdkConfig {
         use aws_smithy_http_client::{tls, Builder};

@@ -1,14 +1,21 @@
-//! The pipeline: validation, per-stream routing, aggregation, collection,
-//! sending, retries and one final result per record.
+//! The producer: the pipeline as a library type ([`Producer`]). Records are
+//! validated, charged to the budget and handed to their stream's actor,
+//! which drives the stream's sans-IO core (`crate::pipeline`).
 //!
 //! ```text
-//! put() ──validate──▶ budget ──▶ stream actor ──▶ shard buffer (aggregate)
-//!                                   │  ▲                 │ size/count/deadline
-//!                                   │  │                 ▼
-//!                                   │  └── results ◀── send task ◀── ready queue
-//!                                   ▼                 (max_connections permits)
-//!                               ResultSink
+//! put() ──validate──▶ budget ──▶ stream actor ──▶ StreamCore (router, pacer,
+//!                                   │  ▲           collector, retries, shards)
+//!                                   │  └── Sent ◀── PutRecords task ◀── Action::Send
+//!                                   ▼             (max_connections permits)
+//!                               ResultSink  ◀── Action::Landed / Failed
 //! ```
+//!
+//! - this file: the API (`put`, `flush`, `shutdown`, stats) and the state
+//!   shared by the actors ([`Inner`]);
+//! - `validate`: one record checked against its stream's settings;
+//! - `budget`: what a record costs, and giving it back;
+//! - `actor`: the task per stream that performs the core's actions;
+//! - `reload`: SIGHUP's diff of two configurations.
 //!
 //! Invariants:
 //! - Every record accepted by [`Producer::put`] gets exactly one result
@@ -25,13 +32,17 @@
 //!   its records are sent again (attempt error `WrongShard`).
 
 mod actor;
+mod budget;
+#[cfg(test)]
+mod tests;
+mod validate;
 
 use crate::config::{Compression, Config, StreamSettings};
-use crate::ipc::{Attempt, RecordResult};
+use crate::error_code::ErrorCode;
+use crate::kinesis::KinesisApi;
 use crate::metrics::{MetricsConfig, MetricsHandle};
+use crate::pipeline::{Input, Origin, UserRecord};
 use crate::retry::Backoff;
-use crate::send::KinesisApi;
-use crate::shard_map::{hash_partition_key, parse_explicit_hash_key};
 use actor::{StreamActor, StreamMsg};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -42,19 +53,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use validate::{failure, validate, StreamCache};
 
-/// Error codes kpld itself puts in results (Kinesis codes pass through).
-pub mod codes {
-    pub const RECORD_TOO_LARGE: &str = "RecordTooLarge";
-    pub const INVALID_PARTITION_KEY: &str = "InvalidPartitionKey";
-    pub const INVALID_EXPLICIT_HASH_KEY: &str = "InvalidExplicitHashKey";
-    pub const INVALID_STREAM_NAME: &str = "InvalidStreamName";
-    pub const BUSY: &str = "Busy";
-    pub const EXPIRED: &str = "Expired";
-    pub const SHUTTING_DOWN: &str = "ShuttingDown";
-    pub const WRONG_SHARD: &str = "WrongShard";
-    pub const STREAM_NOT_ALLOWED: &str = "StreamNotAllowed";
-}
+pub use crate::pipeline::{Counters, Landed, Landing, ResultSink};
+pub use budget::{record_cost, RECORD_BYTE_FACTOR, RECORD_OVERHEAD};
 
 /// A record as an application hands it over. Text fields arrive as bytes so
 /// that invalid UTF-8 is a per-record error.
@@ -69,103 +71,6 @@ pub struct RecordInput {
     /// None: the stream's `compression` setting.
     pub compression: Option<Compression>,
 }
-
-/// Where a record's final result goes. `tag` is the caller's, given to
-/// [`Producer::put`]; the socket server uses it to track flushes.
-pub trait ResultSink: Send + Sync + 'static {
-    /// One record's result: every failure, and successes of a sink that
-    /// does not override [`landed`](Self::landed).
-    fn deliver(&self, tag: u64, result: RecordResult);
-
-    /// Records of one `put` that landed together in one Kinesis record, in
-    /// their order inside it. Successes come this way, one call per run of
-    /// records from the same `put` in an aggregate, so that nothing per
-    /// record is allocated or shared between threads on the result path.
-    fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
-        for l in records {
-            self.deliver(tag, l.into_result(landing));
-        }
-    }
-}
-
-/// Where a Kinesis record landed; shared by the user records it carried.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Landing {
-    pub shard_id: Arc<str>,
-    pub sequence_number: String,
-    /// Milliseconds the successful PutRecords call took.
-    pub duration_ms: u64,
-}
-
-/// One user record's success inside a [`Landing`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Landed {
-    pub id: u64,
-    /// The record's index inside its aggregate (0 when sent alone).
-    pub sub_sequence_number: u64,
-    /// `delay_ms` of the successful attempt.
-    pub delay_ms: u64,
-    /// Failed attempts before the successful one (usually none).
-    pub earlier: Vec<Attempt>,
-}
-
-impl Landed {
-    /// The record's result as the protocol carries it.
-    pub fn into_result(self, landing: &Landing) -> RecordResult {
-        let mut attempts = self.earlier;
-        attempts.push(Attempt {
-            success: true,
-            delay_ms: self.delay_ms,
-            duration_ms: landing.duration_ms,
-            ..Default::default()
-        });
-        RecordResult {
-            id: self.id,
-            success: true,
-            shard_id: String::from(&*landing.shard_id),
-            sequence_number: landing.sequence_number.clone(),
-            sub_sequence_number: self.sub_sequence_number,
-            attempts,
-            error_code: String::new(),
-            error_message: String::new(),
-        }
-    }
-}
-
-/// The sink and tag of one [`Producer::put`], shared by its records.
-pub(crate) struct Origin {
-    pub(crate) sink: Arc<dyn ResultSink>,
-    pub(crate) tag: u64,
-}
-
-impl Origin {
-    /// Whether results for `other`'s records may be delivered together with
-    /// this one's: the same sink (by address) and the same tag.
-    pub(crate) fn same_destination(&self, other: &Origin) -> bool {
-        let addr = |s: &Arc<dyn ResultSink>| Arc::as_ptr(s).cast::<()>();
-        self.tag == other.tag && addr(&self.sink) == addr(&other.sink)
-    }
-}
-
-/// What a record costs in memory, counted against `max_buffered_bytes` so
-/// that the bound holds for resident memory: [`RECORD_BYTE_FACTOR`] bytes per
-/// byte of data and key (the request frame it arrived in, its aggregate,
-/// the SDK's copy of that and the base64 JSON body of the call) plus
-/// [`RECORD_OVERHEAD`] (its bookkeeping, its result, allocator slack).
-/// Measured with kpld-bench under maximum load: about 4.8 bytes per byte
-/// plus 1.6 KiB (BENCHMARKS.md, "Memory"). A record never costs more than
-/// the whole budget, so a single record always fits.
-pub fn record_cost(data_and_key: usize, budget: u64) -> u32 {
-    let cost = (data_and_key as u64)
-        .saturating_mul(RECORD_BYTE_FACTOR)
-        .saturating_add(RECORD_OVERHEAD);
-    cost.min(budget).min(u32::MAX as u64) as u32
-}
-
-/// See [`record_cost`].
-pub const RECORD_BYTE_FACTOR: u64 = 5;
-/// See [`record_cost`].
-pub const RECORD_OVERHEAD: u64 = 2048;
 
 /// Whether SIGHUP applies `key` without a restart: the per-stream settings
 /// but those that choose the Kinesis client, `streams_allowed`, and
@@ -226,53 +131,12 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     /// Cancelled when the shutdown grace period runs out.
     pub(crate) abort: CancellationToken,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
     /// The metrics registry; each stream actor records into its own
     /// `StreamMetrics` from it.
     pub(crate) metrics: MetricsHandle,
     /// Records refused with ShuttingDown because they arrived during the drain.
     pub(crate) refused_at_shutdown: AtomicU64,
-}
-
-/// Totals since start, for `stats` and the tests' reports.
-#[derive(Default, Debug)]
-pub struct Counters {
-    pub user_records_received: AtomicU64,
-    pub user_records_put: AtomicU64,
-    pub user_records_failed: AtomicU64,
-    pub kinesis_records_put: AtomicU64,
-    pub put_records_calls: AtomicU64,
-    pub entries_throttled: AtomicU64,
-    pub entries_failed: AtomicU64,
-    pub requests_failed: AtomicU64,
-    pub retries: AtomicU64,
-    pub expired: AtomicU64,
-    pub wrong_shard: AtomicU64,
-    pub shard_map_loads: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-
-    pub fn snapshot(&self) -> serde_json::Value {
-        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        serde_json::json!({
-            "user_records_received": g(&self.user_records_received),
-            "user_records_put": g(&self.user_records_put),
-            "user_records_failed": g(&self.user_records_failed),
-            "kinesis_records_put": g(&self.kinesis_records_put),
-            "put_records_calls": g(&self.put_records_calls),
-            "entries_throttled": g(&self.entries_throttled),
-            "entries_failed": g(&self.entries_failed),
-            "requests_failed": g(&self.requests_failed),
-            "retries": g(&self.retries),
-            "expired": g(&self.expired),
-            "wrong_shard": g(&self.wrong_shard),
-            "shard_map_loads": g(&self.shard_map_loads),
-        })
-    }
 }
 
 impl Producer {
@@ -313,7 +177,7 @@ impl Producer {
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
                 abort: CancellationToken::new(),
-                counters: Counters::default(),
+                counters: Arc::default(),
                 metrics,
                 refused_at_shutdown: AtomicU64::new(0),
             }),
@@ -361,7 +225,7 @@ impl Producer {
         let now = Instant::now();
         let live = inner.live.load();
         let origin = Arc::new(Origin { sink, tag });
-        let fail = |id: u64, code: &str, message: String| {
+        let fail = |id: u64, code: ErrorCode, message: String| {
             origin
                 .sink
                 .deliver(tag, failure(id, code, message, Vec::new()))
@@ -411,7 +275,7 @@ impl Producer {
             for u in runs.into_iter().flat_map(|(_, v)| v) {
                 fail(
                     u.id,
-                    codes::SHUTTING_DOWN,
+                    ErrorCode::ShuttingDown,
                     "kpld is shutting down and accepts no new records".into(),
                 );
             }
@@ -425,7 +289,7 @@ impl Producer {
             while !rest.is_empty() {
                 if busy {
                     for u in rest.drain(..) {
-                        fail(u.id, codes::BUSY, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into());
+                        fail(u.id, ErrorCode::Busy, "kpld's buffers are full (max_buffered_bytes / max_outstanding_records); retry later".into());
                     }
                     break;
                 }
@@ -447,35 +311,13 @@ impl Producer {
                 // record_cost never exceeds the budget, so one record always fits.
                 let bytes = bytes as u32;
                 let count = n as u32;
-                if busy_if_full {
-                    let ok = match inner.bytes_budget.try_acquire_many(bytes) {
-                        Ok(b) => match inner.records_budget.try_acquire_many(count) {
-                            Ok(r) => {
-                                b.forget();
-                                r.forget();
-                                true
-                            }
-                            Err(_) => false,
-                        },
-                        Err(_) => false,
-                    };
-                    if !ok {
-                        // This chunk and everything after it fail with Busy.
-                        busy = true;
-                        let mut all = chunk;
-                        all.append(&mut rest);
-                        rest = all;
-                        continue;
-                    }
-                } else {
-                    let (Ok(b), Ok(r)) = (
-                        inner.bytes_budget.acquire_many(bytes).await,
-                        inner.records_budget.acquire_many(count).await,
-                    ) else {
-                        unreachable!("the budget semaphores are never closed")
-                    };
-                    b.forget();
-                    r.forget();
+                if !inner.take_budget(bytes, count, busy_if_full).await {
+                    // This chunk and everything after it fail with Busy.
+                    busy = true;
+                    let mut all = chunk;
+                    all.append(&mut rest);
+                    rest = all;
+                    continue;
                 }
                 inner
                     .outstanding
@@ -540,7 +382,7 @@ impl Producer {
         }
         let live = Live::from_config(new);
         for (name, tx) in self.inner.streams.lock().expect("streams lock").iter() {
-            let _ = tx.send(StreamMsg::Settings(live.settings_for(name).clone()));
+            let _ = tx.send(Input::Settings(live.settings_for(name).clone()));
         }
         self.inner.live.store(Arc::new(live));
         report
@@ -549,7 +391,7 @@ impl Producer {
     /// Sends everything buffered now instead of at its deadline.
     pub fn flush(&self) {
         for tx in self.inner.streams.lock().expect("streams lock").values() {
-            let _ = tx.send(StreamMsg::Flush);
+            let _ = tx.send(Input::Flush);
         }
     }
 
@@ -560,7 +402,7 @@ impl Producer {
         let inner = &self.inner;
         inner.draining.store(true, Ordering::Release);
         for tx in inner.streams.lock().expect("streams lock").values() {
-            let _ = tx.send(StreamMsg::Drain);
+            let _ = tx.send(Input::Drain);
         }
         let drained = tokio::time::timeout(grace, inner.wait_idle()).await.is_ok();
         let left = if drained { 0 } else { self.outstanding() };
@@ -577,177 +419,20 @@ impl Producer {
 }
 
 impl Inner {
-    fn bytes_budget_total(&self) -> u64 {
-        self.cfg.max_buffered_bytes.min(u32::MAX as u64)
-    }
-
-    fn records_budget_total(&self) -> u64 {
-        self.cfg.max_outstanding_records.min(u32::MAX as u64)
-    }
-
-    async fn wait_idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            if self.outstanding.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-
     /// Sends validated records of one stream to its actor.
     fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) {
         let mut streams = self.streams.lock().expect("streams lock");
         let tx = streams
             .entry(name.clone())
             .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));
-        if let Err(mpsc::error::SendError(StreamMsg::Records(recs))) =
-            tx.send(StreamMsg::Records(recs))
-        {
+        if let Err(mpsc::error::SendError(Input::Records(recs))) = tx.send(Input::Records(recs)) {
             drop(streams);
             // The actor is gone only after an abort.
             for u in recs {
-                self.fail(u, codes::SHUTTING_DOWN, "kpld is shutting down".into());
+                self.fail(u, ErrorCode::ShuttingDown, "kpld is shutting down".into());
             }
         }
     }
-
-    /// Delivers a record's failure and gives back its budget.
-    pub(crate) fn fail(&self, u: UserRecord, code: &str, message: String) {
-        let c = &self.counters;
-        Counters::add(&c.user_records_failed, 1);
-        if code == codes::EXPIRED {
-            Counters::add(&c.expired, 1);
-        }
-        u.origin
-            .sink
-            .deliver(u.origin.tag, failure(u.id, code, message, u.attempts));
-        self.release(1, u.cost as usize);
-    }
-
-    /// Gives back the budget of `records` records that are now final and
-    /// together held `bytes` of it.
-    pub(crate) fn release(&self, records: usize, bytes: usize) {
-        self.bytes_budget.add_permits(bytes);
-        self.records_budget.add_permits(records);
-        if self.outstanding.fetch_sub(records as u64, Ordering::AcqRel) == records as u64 {
-            self.idle.notify_waiters();
-        }
-    }
-}
-
-/// Checks one record against its stream's settings and builds its
-/// pipeline form.
-fn validate(
-    r: RecordInput,
-    now: Instant,
-    origin: &Arc<Origin>,
-    entry: &StreamEntry,
-    budget: u64,
-) -> Result<UserRecord, (u64, &'static str, String)> {
-    let id = r.id;
-    let (stream, settings) = (&entry.name, &entry.settings);
-    if !entry.allowed {
-        return Err((
-            id,
-            codes::STREAM_NOT_ALLOWED,
-            format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
-        ));
-    }
-    let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
-        (
-            id,
-            codes::INVALID_PARTITION_KEY,
-            "partition key is not valid UTF-8".to_string(),
-        )
-    })?;
-    let chars = pk.chars().count();
-    if chars == 0 {
-        return Err((
-            id,
-            codes::INVALID_PARTITION_KEY,
-            "partition key is empty; it must have 1 to 256 Unicode characters".into(),
-        ));
-    }
-    if chars > 256 {
-        return Err((
-            id,
-            codes::INVALID_PARTITION_KEY,
-            format!("partition key has {chars} characters; at most 256 are allowed"),
-        ));
-    }
-    let how = r.compression.unwrap_or(settings.compression);
-    let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
-        Some(c) => Bytes::from(c),
-        None => r.data,
-    };
-    // Limits apply to what is sent: the compressed size.
-    let size = data.len() + r.partition_key.len();
-    if size as u64 > settings.max_record_size {
-        return Err((
-            id,
-            codes::RECORD_TOO_LARGE,
-            format!(
-                "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
-                data.len(),
-                if how == Compression::None { "" } else { " after compression" },
-                r.partition_key.len(),
-                settings.max_record_size
-            ),
-        ));
-    }
-    let (hash, ehk) = match &r.explicit_hash_key {
-        None => (hash_partition_key(pk), None),
-        Some(k) => {
-            let s = std::str::from_utf8(k).map_err(|_| {
-                (
-                    id,
-                    codes::INVALID_EXPLICIT_HASH_KEY,
-                    "explicit hash key is not valid UTF-8".to_string(),
-                )
-            })?;
-            let h = parse_explicit_hash_key(s)
-                .map_err(|e| (id, codes::INVALID_EXPLICIT_HASH_KEY, e.to_string()))?;
-            // Normalised ("007" -> "7"): Kinesis refuses leading zeros,
-            // and would fail the whole PutRecords call for it.
-            (h, Some(h.to_string()))
-        }
-    };
-    Ok(UserRecord {
-        id,
-        origin: origin.clone(),
-        partition_key: PartitionKey(r.partition_key),
-        explicit_hash_key: ehk,
-        hash,
-        cost: record_cost(size, budget),
-        data,
-        deadline: now + entry.buffered_time,
-        expiry: now + entry.ttl,
-        ready_since: now,
-        attempts: Vec::new(),
-    })
-}
-
-pub(crate) fn failure(
-    id: u64,
-    code: &str,
-    message: String,
-    attempts: Vec<Attempt>,
-) -> RecordResult {
-    RecordResult {
-        id,
-        success: false,
-        attempts,
-        error_code: code.to_string(),
-        error_message: message,
-        ..Default::default()
-    }
-}
-
-fn valid_stream_name(s: &str) -> bool {
-    (1..=128).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
 }
 
 /// The settings SIGHUP can change: swapped whole, read once per request.
@@ -780,96 +465,4 @@ impl Live {
             Some(p) => p.iter().any(|p| crate::config::glob_match(p, stream)),
         }
     }
-}
-
-/// A stream's name, permission and settings, looked up once per run of
-/// records for it.
-struct StreamEntry {
-    name: Arc<str>,
-    allowed: bool,
-    settings: Arc<StreamSettings>,
-    buffered_time: Duration,
-    ttl: Duration,
-}
-
-/// The last stream name seen in a request, checked: records of one request
-/// nearly always share a stream.
-#[derive(Default)]
-struct StreamCache {
-    name: Option<Bytes>,
-    entry: Option<StreamEntry>,
-}
-
-impl StreamCache {
-    fn lookup(
-        &mut self,
-        stream: &Bytes,
-        live: &Live,
-    ) -> Result<&StreamEntry, (&'static str, String)> {
-        if self.name.as_deref() != Some(&stream[..]) {
-            self.name = Some(stream.clone());
-            self.entry = std::str::from_utf8(stream)
-                .ok()
-                .filter(|s| valid_stream_name(s))
-                .map(|s| {
-                    let settings = live.settings_for(s).clone();
-                    StreamEntry {
-                        name: Arc::from(s),
-                        allowed: live.allowed(s),
-                        buffered_time: settings.record_max_buffered_time(),
-                        ttl: settings.record_ttl(),
-                        settings,
-                    }
-                });
-        }
-        self.entry.as_ref().ok_or_else(|| {
-            (
-                codes::INVALID_STREAM_NAME,
-                format!(
-                    "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
-                    String::from_utf8_lossy(&stream[..stream.len().min(200)])
-                ),
-            )
-        })
-    }
-}
-
-/// A partition key checked to be 1 to 256 characters of UTF-8, kept as the
-/// slice of the request it arrived in (no copy per record).
-#[derive(Debug, Clone)]
-pub(crate) struct PartitionKey(Bytes);
-
-impl PartitionKey {
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.0
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    pub(crate) fn to_string_lossless(&self) -> String {
-        String::from_utf8(self.0.to_vec()).expect("checked to be UTF-8 when the record arrived")
-    }
-}
-
-/// A record inside the pipeline.
-pub(crate) struct UserRecord {
-    pub(crate) id: u64,
-    /// Where its result goes.
-    pub(crate) origin: Arc<Origin>,
-    pub(crate) partition_key: PartitionKey,
-    pub(crate) explicit_hash_key: Option<String>,
-    pub(crate) hash: u128,
-    pub(crate) data: Bytes,
-    /// Budget bytes held until the result.
-    pub(crate) cost: u32,
-    /// When it must be sent (arrival + record_max_buffered_time; now for retries).
-    pub(crate) deadline: Instant,
-    /// record_ttl_ms after arrival: no attempt starts after this.
-    pub(crate) expiry: Instant,
-    /// Arrival, or the end of the previous attempt: the start of `delay_ms`.
-    pub(crate) ready_since: Instant,
-    /// Failed attempts so far.
-    pub(crate) attempts: Vec<Attempt>,
 }

@@ -93,7 +93,9 @@ fn unsupported_compression(id: u64, value: i32) -> RecordResult {
     RecordResult {
         id,
         success: false,
-        error_code: "UnsupportedCompression".into(),
+        error_code: crate::error_code::ErrorCode::UnsupportedCompression
+            .as_str()
+            .into(),
         error_message: format!(
             "compression value {value} is not known to this kpld (1 none, 2 gzip, 3 zlib)"
         ),
@@ -147,7 +149,7 @@ async fn read_loop(
             _ = stop_reading.cancelled() => {
                 if hello_done {
                     let _ = tx.send(ConnEvent::Send(error_frame(
-                        crate::producer::codes::SHUTTING_DOWN,
+                        crate::error_code::ErrorCode::ShuttingDown.as_str(),
                         "kpld is shutting down and reads no more requests".into(),
                         true,
                     )));

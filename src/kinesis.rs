@@ -1,16 +1,21 @@
-//! The seam to Kinesis: the only file that touches the AWS SDK.
+//! The Kinesis client seam: the only file that touches the AWS SDK.
 //!
 //! The pipeline sees [`KinesisApi`]; [`SdkKinesis`] implements it with
 //! aws-sdk-kinesis (SDK retries off: the pipeline owns retries, backoff and
 //! TTLs). A PutRecords that answers HTTP 200 with failed entries is data
-//! (`Ok` with per-entry errors), not an `Err`.
+//! (`Ok` with per-entry errors), not an `Err`. Every error is classified
+//! here, once, into an [`ErrorCode`] and an [`ErrorClass`] (with the HTTP
+//! status of the raw response where there is one); the pipeline only reads
+//! the class.
 
 use crate::config::{Config, StreamSettings};
-use crate::retry::{classify_code, classify_http, ErrorClass};
+use crate::error_code::ErrorCode;
+use crate::retry::{classify_http, ErrorClass};
 use crate::shard_map::Shard;
 use aws_sdk_kinesis::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ShardFilter, ShardFilterType};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use bytes::Bytes;
 use std::future::Future;
 use std::pin::Pin;
@@ -34,19 +39,28 @@ pub enum EntryResult {
         shard_id: String,
         sequence_number: String,
     },
-    Err {
-        code: String,
-        message: String,
-    },
+    /// The entry was refused; classified like a failed call.
+    Err(ApiError),
 }
 
-/// A failed call, classified.
+/// A failed call or a refused entry, classified.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
     pub class: ErrorClass,
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+}
+
+impl ApiError {
+    /// An error with the class its code has.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            class: code.class(),
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 /// The Kinesis calls the pipeline makes.
@@ -154,61 +168,36 @@ pub async fn load_shared_config(cfg: &Config) -> Result<aws_config::SdkConfig, S
     Ok(shared)
 }
 
-fn sdk_error<E, R>(e: SdkError<E, R>) -> ApiError
+fn sdk_error<E>(e: SdkError<E, HttpResponse>) -> ApiError
 where
-    E: ProvideErrorMetadata + std::error::Error,
-    R: std::fmt::Debug,
-    SdkError<E, R>: std::error::Error,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     match &e {
         SdkError::ServiceError(se) => {
             let err = se.err();
-            let code = err.code().unwrap_or("Unknown").to_string();
-            let message = err.message().unwrap_or("").to_string();
-            let status = raw_status(se.raw());
-            let class = match status {
-                Some(s) => classify_http(s, &code),
-                None => classify_code(&code),
-            };
+            let code = ErrorCode::from_service(err.code().unwrap_or("Unknown"));
+            let class = classify_http(se.raw().status().as_u16(), &code);
             ApiError {
                 class,
                 code,
-                message,
+                message: err.message().unwrap_or("").to_string(),
             }
         }
-        SdkError::TimeoutError(_) => ApiError {
-            class: ErrorClass::Retryable,
-            code: "RequestTimeout".into(),
-            message: "no answer within request_timeout_ms".into(),
-        },
-        SdkError::DispatchFailure(d) => ApiError {
-            class: ErrorClass::Retryable,
-            code: if d.is_timeout() {
-                "ConnectTimeout".into()
+        SdkError::TimeoutError(_) => ApiError::new(
+            ErrorCode::RequestTimeout,
+            "no answer within request_timeout_ms",
+        ),
+        SdkError::DispatchFailure(d) => {
+            let code = if d.is_timeout() {
+                ErrorCode::ConnectTimeout
             } else {
-                "ConnectionError".into()
-            },
-            message: error_chain(&e),
-        },
-        SdkError::ResponseError(_) => ApiError {
-            class: ErrorClass::Retryable,
-            code: "ResponseError".into(),
-            message: error_chain(&e),
-        },
-        _ => ApiError {
-            class: ErrorClass::Fatal,
-            code: "RequestError".into(),
-            message: error_chain(&e),
-        },
+                ErrorCode::ConnectionError
+            };
+            ApiError::new(code, error_chain(&e))
+        }
+        SdkError::ResponseError(_) => ApiError::new(ErrorCode::ResponseError, error_chain(&e)),
+        _ => ApiError::new(ErrorCode::RequestError, error_chain(&e)),
     }
-}
-
-fn raw_status<R: std::fmt::Debug>(raw: &R) -> Option<u16> {
-    // The raw response type is generic here; its Debug output starts with the
-    // status. Parsing it keeps this function independent of the HTTP crate.
-    let s = format!("{raw:?}");
-    let i = s.find("status: StatusCode(")? + "status: StatusCode(".len();
-    s[i..].split(')').next()?.parse().ok()
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -254,13 +243,13 @@ impl KinesisApi for SdkKinesis {
                         let err = sdk_error(e);
                         let filter_refused = token.is_none()
                             && filter_ok.load(Ordering::Relaxed)
-                            && matches!(
+                            && (matches!(
+                                err.code,
+                                ErrorCode::Validation | ErrorCode::InvalidArgument
+                            ) || matches!(
                                 err.code.as_str(),
-                                "ValidationException"
-                                    | "InvalidArgumentException"
-                                    | "SerializationException"
-                                    | "UnknownOperationException"
-                            );
+                                "SerializationException" | "UnknownOperationException"
+                            ));
                         if filter_refused {
                             filter_ok.store(false, Ordering::Relaxed);
                             continue;
@@ -283,14 +272,10 @@ impl KinesisApi for SdkKinesis {
                         range.starting_hash_key().parse::<u128>(),
                         range.ending_hash_key().parse::<u128>(),
                     ) else {
-                        return Err(ApiError {
-                            class: ErrorClass::Retryable,
-                            code: "BadShardMap".into(),
-                            message: format!(
-                                "shard {} has an unreadable hash key range",
-                                s.shard_id()
-                            ),
-                        });
+                        return Err(ApiError::new(
+                            ErrorCode::BadShardMap,
+                            format!("shard {} has an unreadable hash key range", s.shard_id()),
+                        ));
                     };
                     shards.push(Shard {
                         id: s.shard_id().into(),
@@ -334,22 +319,21 @@ impl KinesisApi for SdkKinesis {
                             shard_id: shard.to_string(),
                             sequence_number: seq.to_string(),
                         },
-                        (_, _, code) => EntryResult::Err {
-                            code: code.unwrap_or("Unknown").to_string(),
-                            message: r.error_message().unwrap_or("").to_string(),
-                        },
+                        (_, _, code) => EntryResult::Err(ApiError::new(
+                            ErrorCode::from_service(code.unwrap_or("Unknown")),
+                            r.error_message().unwrap_or(""),
+                        )),
                     },
                 )
                 .collect();
             if results.len() != n {
-                return Err(ApiError {
-                    class: ErrorClass::Retryable,
-                    code: "ResponseError".into(),
-                    message: format!(
+                return Err(ApiError::new(
+                    ErrorCode::ResponseError,
+                    format!(
                         "PutRecords answered {} results for {n} entries",
                         results.len()
                     ),
-                });
+                ));
             }
             Ok(results)
         })

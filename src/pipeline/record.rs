@@ -1,0 +1,220 @@
+//! What flows through the pipeline: user records as accepted, Kinesis
+//! records (an aggregate or one raw record) as sent, and where a record's
+//! final result goes.
+
+use crate::collect::RequestSize;
+use crate::ipc::{Attempt, RecordResult};
+use crate::kinesis::PutEntry;
+use bytes::Bytes;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Where a record's final result goes. `tag` is the caller's, given to
+/// `Producer::put`; the socket server uses it to track flushes.
+pub trait ResultSink: Send + Sync + 'static {
+    /// One record's result: every failure, and successes of a sink that
+    /// does not override [`landed`](Self::landed).
+    fn deliver(&self, tag: u64, result: RecordResult);
+
+    /// Records of one `put` that landed together in one Kinesis record, in
+    /// their order inside it. Successes come this way, one call per run of
+    /// records from the same `put` in an aggregate, so that nothing per
+    /// record is allocated or shared between threads on the result path.
+    fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
+        for l in records {
+            self.deliver(tag, l.into_result(landing));
+        }
+    }
+}
+
+/// Where a Kinesis record landed; shared by the user records it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landing {
+    pub shard_id: Arc<str>,
+    pub sequence_number: String,
+    /// Milliseconds the successful PutRecords call took.
+    pub duration_ms: u64,
+}
+
+/// One user record's success inside a [`Landing`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    pub id: u64,
+    /// The record's index inside its aggregate (0 when sent alone).
+    pub sub_sequence_number: u64,
+    /// `delay_ms` of the successful attempt.
+    pub delay_ms: u64,
+    /// Failed attempts before the successful one (usually none).
+    pub earlier: Vec<Attempt>,
+}
+
+impl Landed {
+    /// The record's result as the protocol carries it.
+    pub fn into_result(self, landing: &Landing) -> RecordResult {
+        let mut attempts = self.earlier;
+        attempts.push(Attempt {
+            success: true,
+            delay_ms: self.delay_ms,
+            duration_ms: landing.duration_ms,
+            ..Default::default()
+        });
+        RecordResult {
+            id: self.id,
+            success: true,
+            shard_id: String::from(&*landing.shard_id),
+            sequence_number: landing.sequence_number.clone(),
+            sub_sequence_number: self.sub_sequence_number,
+            attempts,
+            error_code: String::new(),
+            error_message: String::new(),
+        }
+    }
+}
+
+/// The sink and tag of one `Producer::put`, shared by its records.
+pub struct Origin {
+    pub sink: Arc<dyn ResultSink>,
+    pub tag: u64,
+}
+
+impl Origin {
+    /// Whether results for `other`'s records may be delivered together with
+    /// this one's: the same sink (by address) and the same tag.
+    pub fn same_destination(&self, other: &Origin) -> bool {
+        let addr = |s: &Arc<dyn ResultSink>| Arc::as_ptr(s).cast::<()>();
+        self.tag == other.tag && addr(&self.sink) == addr(&other.sink)
+    }
+}
+
+/// A partition key checked to be 1 to 256 characters of UTF-8, kept as the
+/// slice of the request it arrived in (no copy per record).
+#[derive(Debug, Clone)]
+pub struct PartitionKey(Bytes);
+
+impl PartitionKey {
+    /// `key` must be valid UTF-8 (checked by the caller).
+    pub(crate) fn new_checked(key: Bytes) -> PartitionKey {
+        debug_assert!(std::str::from_utf8(&key).is_ok());
+        PartitionKey(key)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn to_string_lossless(&self) -> String {
+        String::from_utf8(self.0.to_vec()).expect("checked to be UTF-8 when the record arrived")
+    }
+}
+
+/// A record inside the pipeline.
+pub struct UserRecord {
+    pub(crate) id: u64,
+    /// Where its result goes.
+    pub(crate) origin: Arc<Origin>,
+    pub(crate) partition_key: PartitionKey,
+    pub(crate) explicit_hash_key: Option<String>,
+    pub(crate) hash: u128,
+    pub(crate) data: Bytes,
+    /// Budget bytes held until the result.
+    pub(crate) cost: u32,
+    /// When it must be sent (arrival + record_max_buffered_time; now for retries).
+    pub(crate) deadline: Instant,
+    /// record_ttl_ms after arrival: no attempt starts after this.
+    pub(crate) expiry: Instant,
+    /// Arrival, or the end of the previous attempt: the start of `delay_ms`.
+    pub(crate) ready_since: Instant,
+    /// Failed attempts so far.
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+impl UserRecord {
+    /// The caller's id, echoed in the result.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+}
+
+/// One PutRecords entry: an aggregate or a single raw record.
+pub struct KinesisRecord {
+    /// The shard it was predicted for (id and index in the map), and the map
+    /// generation that did it.
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) shard_idx: usize,
+    pub(crate) map_gen: u64,
+    pub(crate) aggregated: bool,
+    pub(crate) entry: PutEntry,
+    pub(crate) records: Vec<UserRecord>,
+    /// The earliest deadline and TTL expiry among `records`, kept so that
+    /// the send path need not walk records that are no longer in the cache.
+    pub(crate) deadline: Instant,
+    pub(crate) expiry: Instant,
+}
+
+impl KinesisRecord {
+    pub(crate) fn new(
+        shard_id: Arc<str>,
+        shard_idx: usize,
+        map_gen: u64,
+        aggregated: bool,
+        entry: PutEntry,
+        records: Vec<UserRecord>,
+    ) -> KinesisRecord {
+        let deadline = records.iter().map(|u| u.deadline).min().expect("records");
+        let expiry = records.iter().map(|u| u.expiry).min().expect("records");
+        KinesisRecord {
+            shard_id,
+            shard_idx,
+            map_gen,
+            aggregated,
+            entry,
+            records,
+            deadline,
+            expiry,
+        }
+    }
+
+    /// A record sent on its own, under its own keys.
+    pub(crate) fn single(
+        shard_id: Arc<str>,
+        shard_idx: usize,
+        map_gen: u64,
+        u: UserRecord,
+    ) -> KinesisRecord {
+        let entry = PutEntry {
+            data: u.data.clone(),
+            partition_key: u.partition_key.to_string_lossless(),
+            explicit_hash_key: u.explicit_hash_key.clone(),
+        };
+        KinesisRecord::new(shard_id, shard_idx, map_gen, false, entry, vec![u])
+    }
+
+    /// The entry this record is sent as.
+    pub fn entry(&self) -> &PutEntry {
+        &self.entry
+    }
+
+    /// The user records it carries, in order.
+    pub fn user_records(&self) -> &[UserRecord] {
+        &self.records
+    }
+
+    /// When its first TTL runs out: no attempt may start after this.
+    pub fn expiry(&self) -> Instant {
+        self.expiry
+    }
+}
+
+impl RequestSize for KinesisRecord {
+    fn request_bytes(&self) -> usize {
+        self.entry.data.len() + self.entry.partition_key.len()
+    }
+}

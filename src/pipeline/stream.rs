@@ -1,0 +1,745 @@
+//! One stream's pipeline as a state machine ([`StreamCore`]): it is fed
+//! [`Input`]s and the current time, and answers with [`Action`]s (calls to
+//! make, results to deliver) and the time it next needs to be woken. It
+//! owns the stream's [`Shards`] (map state), [`Router`] (shard buffers),
+//! [`Pacer`] (rate limits), [`Collector`] (PutRecords calls) and
+//! [`Retries`]; it does no I/O, so it runs in tests with no runtime, no
+//! sockets and no sleeping. `producer::actor` is the thin task that drives
+//! it.
+//!
+//! A record's path: `Input::Records` -> [`Router::route`] (its shard's
+//! buffer; waits in [`Shards::waiting`] while there is no map) -> a
+//! Kinesis record when the buffer is full or due -> [`Pacer::admit`] (held
+//! while the shard is at its limit) -> [`Collector`] -> `Action::Send` ->
+//! `Input::Sent` -> `Action::Landed` (success), or [`Retries`] (backoff,
+//! then the pacer again, whole, or the router, loose), or `Action::Failed`.
+
+use super::collector::Collector;
+use super::counters::Counters;
+use super::pacer::Pacer;
+use super::record::{KinesisRecord, Landed, Landing, Origin, UserRecord};
+use super::retries::{Retries, Retry, Verdict};
+use super::router::{RouteLimits, Router};
+use super::shards::{Loaded, MapState, Misrouted, NoMap, Shards};
+use crate::collect::{BatchLimits, RequestSize};
+use crate::config::StreamSettings;
+use crate::error_code::ErrorCode;
+use crate::ipc::Attempt;
+use crate::kinesis::{ApiError, EntryResult};
+use crate::metrics::{EntryOutcome, StreamMetrics};
+use crate::retry::ErrorClass;
+use crate::shard_map::ShardMap;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+/// Destinations (connections) whose results one Kinesis record's successes
+/// are grouped for before delivery; more start a new round of groups.
+const MAX_RESULT_GROUPS: usize = 64;
+
+/// What the driver tells the core.
+pub enum Input {
+    /// Records accepted for this stream.
+    Records(Vec<UserRecord>),
+    /// Send everything buffered now.
+    Flush,
+    /// kpld is shutting down: send everything now, and from now on.
+    Drain,
+    /// The answer to an [`Action::Send`] (`batch` may have lost records
+    /// that expired waiting for a connection: see `Unsent`).
+    Sent {
+        batch: Vec<KinesisRecord>,
+        outcome: Result<Vec<EntryResult>, ApiError>,
+        started: Instant,
+        ended: Instant,
+    },
+    /// Part of a batch not sent because a record in it expired while it
+    /// waited for a connection.
+    Unsent(Vec<KinesisRecord>),
+    /// The answer to an [`Action::LoadShards`].
+    ShardsLoaded(Result<ShardMap, ApiError>),
+    /// New settings from a reload.
+    Settings(Arc<StreamSettings>),
+}
+
+/// What the core asks the driver to do.
+// `Failed` carries its record by value: actions are moved once, from the
+// core to the driver, and a box would cost an allocation per failure.
+#[allow(clippy::large_enum_variant)]
+pub enum Action {
+    /// Make one PutRecords call with these entries, in order; answer with
+    /// [`Input::Sent`].
+    Send(Vec<KinesisRecord>),
+    /// Load the stream's shard map; answer with [`Input::ShardsLoaded`].
+    LoadShards,
+    /// Successes to deliver, one `landed` per group; then `records`
+    /// records holding `cost` budget bytes are final.
+    Landed {
+        landing: Arc<Landing>,
+        groups: Vec<(Arc<Origin>, Vec<Landed>)>,
+        records: usize,
+        cost: usize,
+    },
+    /// A record's final failure.
+    Failed {
+        record: UserRecord,
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Settings of the whole daemon that a stream's core needs.
+#[derive(Debug, Clone, Copy)]
+pub struct CoreLimits {
+    pub batch: BatchLimits,
+    /// `max_connections`, named in the message of a record that expired
+    /// waiting for one.
+    pub max_connections: u64,
+}
+
+pub struct StreamCore {
+    name: Arc<str>,
+    settings: Arc<StreamSettings>,
+    route_limits: RouteLimits,
+    limits: CoreLimits,
+    shards: Shards,
+    router: Router,
+    pacer: Pacer,
+    collector: Collector,
+    retries: Retries,
+    /// Send actions not yet answered with `Sent`.
+    in_flight: usize,
+    draining: bool,
+    aborted: bool,
+    /// This stream's metrics, committed to the registry about once a second.
+    metrics: StreamMetrics,
+    counters: Arc<Counters>,
+    actions: Vec<Action>,
+    /// Kinesis records just built, on their way to the pacer.
+    built: Vec<KinesisRecord>,
+}
+
+impl StreamCore {
+    /// A core whose first action is to load the shard map.
+    pub fn new(
+        name: Arc<str>,
+        settings: Arc<StreamSettings>,
+        limits: CoreLimits,
+        retries: Retries,
+        metrics: StreamMetrics,
+        counters: Arc<Counters>,
+        draining: bool,
+    ) -> StreamCore {
+        let mut core = StreamCore {
+            route_limits: RouteLimits::new(&settings),
+            name,
+            settings,
+            limits,
+            shards: Shards::default(),
+            router: Router::default(),
+            pacer: Pacer::default(),
+            collector: Collector::new(limits.batch),
+            retries,
+            in_flight: 0,
+            draining,
+            aborted: false,
+            metrics,
+            counters,
+            actions: Vec::new(),
+            built: Vec::new(),
+        };
+        core.start_load();
+        core
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// Send actions not yet answered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    pub fn is_aborted(&self) -> bool {
+        self.aborted
+    }
+
+    /// The actions decided since the last call, in order.
+    pub fn take_actions(&mut self, into: &mut Vec<Action>) {
+        into.append(&mut self.actions);
+    }
+
+    /// Feeds one input at `now`. Sends start in [`poll`](Self::poll).
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Records(recs) => {
+                self.metrics.user_records_received(recs.len());
+                for u in recs {
+                    self.route(u, now);
+                }
+            }
+            Input::Flush => {
+                // Records waiting for the shard map go out as soon as it is there.
+                self.shards.flush_after_load = !self.shards.waiting.is_empty();
+                self.flush_all(now);
+            }
+            Input::Drain => {
+                self.draining = true;
+                self.flush_all(now);
+            }
+            Input::Sent {
+                batch,
+                outcome,
+                started,
+                ended,
+            } => {
+                self.in_flight -= 1;
+                self.on_sent(batch, outcome, started, ended, now);
+            }
+            Input::Unsent(batch) => self.on_unsent(batch, now),
+            Input::ShardsLoaded(r) => self.on_map_loaded(r, now),
+            Input::Settings(s) => {
+                if s.rate_limit != self.settings.rate_limit {
+                    self.pacer.set_rate(s.rate_limit, now);
+                }
+                self.route_limits = RouteLimits::new(&s);
+                self.settings = s;
+            }
+        }
+    }
+
+    /// The earliest time [`poll`](Self::poll) has timed work to do.
+    pub fn next_wakeup(&mut self) -> Option<Instant> {
+        [
+            self.router.next_deadline(),
+            self.collector.next_due(),
+            self.retries.next_at(),
+            self.shards.next_wake(),
+            self.pacer.next_wake(),
+            self.metrics.next_commit(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Does the timed work due at `now` (retries, deadlines, held records,
+    /// TTLs of records waiting for the map, reloads) and starts the
+    /// PutRecords calls that are due.
+    pub fn poll(&mut self, now: Instant) {
+        self.metrics.maybe_commit(now);
+        if self.aborted {
+            return;
+        }
+        if self.shards.reload_due(now) {
+            self.start_load();
+        }
+        while let Some(r) = self.retries.pop_due(now) {
+            let loose = match r {
+                Retry::Whole(k)
+                    if k.map_gen == self.shards.generation && self.shards.map().is_some() =>
+                {
+                    self.admit(k, now);
+                    continue;
+                }
+                Retry::Whole(k) => k.records,
+                Retry::Loose(v) => v,
+            };
+            for mut u in loose {
+                u.deadline = now;
+                self.route(u, now);
+            }
+        }
+        let mut built = std::mem::take(&mut self.built);
+        self.router.flush_due(now, &mut built);
+        self.built = built;
+        self.admit_built(now);
+        self.release_held(now);
+        if !self.shards.waiting.is_empty() {
+            for u in self.shards.expire_waiting(now) {
+                let msg = format!(
+                    "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
+                    self.settings.record_ttl_ms, self.name
+                );
+                self.fail(u, None, ErrorCode::Expired, msg);
+            }
+        }
+        if self.draining {
+            self.flush_all(now);
+        }
+        while let Some(batch) = self.collector.next_batch(now) {
+            self.in_flight += 1;
+            self.actions.push(Action::Send(batch));
+        }
+    }
+
+    /// Fails everything this core holds with `ShuttingDown` (not what is in
+    /// flight: those calls are cancelled and come back as `Sent`), and
+    /// everything it is given from now on.
+    pub fn abort(&mut self) {
+        self.aborted = true;
+        let mut all: Vec<UserRecord> = std::mem::take(&mut self.shards.waiting);
+        all.append(&mut self.router.drain());
+        all.extend(self.pacer.drain().into_iter().flat_map(|k| k.records));
+        all.extend(self.collector.drain().flat_map(|k| k.records));
+        all.append(&mut self.retries.drain());
+        all.extend(
+            std::mem::take(&mut self.shards.misrouted)
+                .into_iter()
+                .flat_map(|m| m.k.records),
+        );
+        for u in all {
+            let msg =
+                "kpld shut down before the record could be delivered (shutdown_grace_ms ran out)";
+            self.fail(u, None, ErrorCode::ShuttingDown, msg.to_string());
+        }
+    }
+
+    // ---- routing, pacing, collection -----------------------------------
+
+    /// Puts a record into the buffer of its shard (or the waiting list).
+    fn route(&mut self, u: UserRecord, now: Instant) {
+        let Some(map) = self.shards.map() else {
+            if let NoMap::Fail(code, message) = self.shards.no_map(now) {
+                // Fail fast on a stream that was just found unusable.
+                return self.fail(u, None, code, message);
+            }
+            if matches!(self.shards.state, MapState::Failed { .. }) {
+                self.start_load();
+            }
+            self.shards.waiting.push(u);
+            return;
+        };
+        let idx = map.index_of(u.hash);
+        // Counted here, while the key is still in the cache from its
+        // arrival: at its result it is cold memory (a cache miss per record
+        // cost 12% of the daemon's CPU there).
+        self.metrics.partition_key(
+            self.router.shard_id(idx),
+            u.partition_key.as_bytes(),
+            u.hash,
+            u.data.len() + u.partition_key.len(),
+        );
+        let mut built = std::mem::take(&mut self.built);
+        self.router.route(idx, u, &self.route_limits, &mut built);
+        self.built = built;
+        self.admit_built(now);
+    }
+
+    fn admit_built(&mut self, now: Instant) {
+        let mut built = std::mem::take(&mut self.built);
+        for k in built.drain(..) {
+            self.admit(k, now);
+        }
+        self.built = built;
+    }
+
+    /// Passes a Kinesis record through its shard's rate limit: on to the
+    /// collector, or held until the buckets refill.
+    fn admit(&mut self, k: KinesisRecord, now: Instant) {
+        if let Some(k) = self.pacer.admit(k, now) {
+            self.collector.push(k);
+        }
+    }
+
+    /// Held records whose tokens are there go on; the expired ones fail,
+    /// and the other records of their Kinesis record are routed again.
+    fn release_held(&mut self, now: Instant) {
+        let (mut ready, mut expired) = (Vec::new(), Vec::new());
+        self.pacer.release(now, &mut ready, &mut expired);
+        for k in ready {
+            self.collector.push(k);
+        }
+        let mut reroute = Vec::new();
+        for k in expired {
+            let shard = k.shard_id;
+            for u in k.records {
+                if u.expiry <= now {
+                    let msg = format!(
+                        "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
+                        self.settings.record_ttl_ms, shard, self.settings.rate_limit
+                    );
+                    self.fail(u, Some(&shard), ErrorCode::Expired, msg);
+                } else {
+                    reroute.push(u);
+                }
+            }
+        }
+        for u in reroute {
+            self.route(u, now);
+        }
+    }
+
+    fn flush_all(&mut self, now: Instant) {
+        let mut built = std::mem::take(&mut self.built);
+        self.router.flush_all(&mut built);
+        self.built = built;
+        self.admit_built(now);
+        self.collector.flush(now);
+    }
+
+    // ---- answers of PutRecords -------------------------------------------
+
+    /// Kinesis records that waited for a connection past a record's TTL:
+    /// the expired records fail, the others are routed again.
+    fn on_unsent(&mut self, batch: Vec<KinesisRecord>, now: Instant) {
+        for k in batch {
+            let shard = k.shard_id;
+            for u in k.records {
+                if u.expiry <= now {
+                    let msg = format!(
+                        "record_ttl_ms ({} ms) ran out while the record waited for a free connection (max_connections = {})",
+                        self.settings.record_ttl_ms, self.limits.max_connections
+                    );
+                    self.fail(u, Some(&shard), ErrorCode::Expired, msg);
+                } else {
+                    self.route(u, now);
+                }
+            }
+        }
+    }
+
+    fn on_sent(
+        &mut self,
+        batch: Vec<KinesisRecord>,
+        outcome: Result<Vec<EntryResult>, ApiError>,
+        started: Instant,
+        ended: Instant,
+        now: Instant,
+    ) {
+        if batch.is_empty() {
+            return;
+        }
+        let c = self.counters.clone();
+        Counters::add(&c.put_records_calls, 1);
+        let user_records = batch.iter().map(|k| k.records.len()).sum();
+        self.metrics.put_records_result(
+            ended.saturating_duration_since(started).as_millis() as u64,
+            batch.len(),
+            user_records,
+            outcome.as_ref().err().map(|e| e.code.as_str()),
+        );
+        match outcome {
+            Ok(results) => {
+                for (k, r) in batch.into_iter().zip(results) {
+                    let entry = match &r {
+                        EntryResult::Ok { .. } => EntryOutcome::Put,
+                        EntryResult::Err(e) => EntryOutcome::Failed(e.code.as_str()),
+                    };
+                    self.metrics.kinesis_record(
+                        &k.shard_id,
+                        k.records.len(),
+                        k.request_bytes(),
+                        entry,
+                    );
+                    match r {
+                        EntryResult::Ok {
+                            shard_id,
+                            sequence_number,
+                        } => {
+                            Counters::add(&c.kinesis_records_put, 1);
+                            if *shard_id == *k.shard_id {
+                                let shard = k.shard_id.clone();
+                                self.succeed(k, shard, sequence_number, started, ended);
+                            } else {
+                                let shard = shard_id.into();
+                                self.on_wrong_shard(k, shard, sequence_number, started, ended, now);
+                            }
+                        }
+                        EntryResult::Err(e) => {
+                            Counters::add(&c.entries_failed, 1);
+                            if e.class == ErrorClass::Throttled {
+                                Counters::add(&c.entries_throttled, 1);
+                                // The shard is full: slow down its limiter
+                                // (unless the map changed since).
+                                if k.map_gen == self.shards.generation {
+                                    self.pacer.throttled(k.shard_idx, ended);
+                                }
+                            }
+                            self.retry_or_fail(k, &e, started, ended, now);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                Counters::add(&c.requests_failed, 1);
+                if e.code == ErrorCode::ResourceNotFound {
+                    // The stream may have been deleted: forget its map.
+                    self.shards.forget(&e, now);
+                }
+                for k in batch {
+                    self.metrics.kinesis_record(
+                        &k.shard_id,
+                        k.records.len(),
+                        k.request_bytes(),
+                        EntryOutcome::NotSent,
+                    );
+                    self.retry_or_fail(k, &e, started, ended, now);
+                }
+            }
+        }
+    }
+
+    /// The successes of a Kinesis record that landed on `shard`: one
+    /// [`Landing`] shared by its records, grouped per connection (sink and
+    /// tag) so that each connection gets one delivery.
+    fn succeed(
+        &mut self,
+        k: KinesisRecord,
+        shard: Arc<str>,
+        seq: String,
+        started: Instant,
+        ended: Instant,
+    ) {
+        let landing = Arc::new(Landing {
+            shard_id: shard,
+            sequence_number: seq,
+            duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+        });
+        let (n, aggregated) = (k.records.len(), k.aggregated);
+        Counters::add(&self.counters.user_records_put, n as u64);
+        let mut cost = 0usize;
+        // Records of many puts share an aggregate (with many shards, hardly
+        // two in a row come from the same put), but few connections do.
+        let mut groups: Vec<(Arc<Origin>, Vec<Landed>)> = Vec::new();
+        let mut last = 0usize;
+        for (i, u) in k.records.into_iter().enumerate() {
+            let delay_ms = started.saturating_duration_since(u.ready_since).as_millis() as u64;
+            self.metrics
+                .user_record_landed(&landing.shard_id, u.data.len(), &u.attempts, delay_ms);
+            cost += u.cost as usize;
+            let landed = Landed {
+                id: u.id,
+                sub_sequence_number: if aggregated { i as u64 } else { 0 },
+                delay_ms,
+                earlier: u.attempts,
+            };
+            let same = |(o, _): &(Arc<Origin>, Vec<Landed>)| o.same_destination(&u.origin);
+            let g = match groups.get(last).filter(|g| same(g)) {
+                Some(_) => last,
+                None => match groups.iter().position(same) {
+                    Some(g) => g,
+                    None => {
+                        if groups.len() == MAX_RESULT_GROUPS {
+                            self.actions.push(Action::Landed {
+                                landing: landing.clone(),
+                                groups: std::mem::take(&mut groups),
+                                records: 0,
+                                cost: 0,
+                            });
+                        }
+                        // Room for all when one connection has the
+                        // aggregate (the usual case); later ones grow, so
+                        // many connections do not each reserve it all.
+                        let cap = if groups.is_empty() {
+                            n
+                        } else {
+                            (n - i).min(32)
+                        };
+                        groups.push((u.origin, Vec::with_capacity(cap)));
+                        groups.len() - 1
+                    }
+                },
+            };
+            groups[g].1.push(landed);
+            last = g;
+        }
+        self.actions.push(Action::Landed {
+            landing,
+            groups,
+            records: n,
+            cost,
+        });
+    }
+
+    /// A record's failure, its metrics recorded first. `predicted`: the
+    /// shard it was sent to, if any.
+    fn fail(
+        &mut self,
+        u: UserRecord,
+        predicted: Option<&Arc<str>>,
+        code: ErrorCode,
+        message: String,
+    ) {
+        self.metrics
+            .user_record_failed(predicted, code.as_str(), &u.attempts);
+        self.actions.push(Action::Failed {
+            record: u,
+            code,
+            message,
+        });
+    }
+
+    /// After a failed attempt: the attempt goes into each record's history,
+    /// then [`Retries::after_failure`] decides.
+    fn retry_or_fail(
+        &mut self,
+        mut k: KinesisRecord,
+        err: &ApiError,
+        started: Instant,
+        ended: Instant,
+        now: Instant,
+    ) {
+        let shard = k.shard_id.clone();
+        for u in &mut k.records {
+            let a = attempt(u, err, started, ended);
+            u.attempts.push(a);
+            u.ready_since = ended;
+        }
+        let verdict =
+            self.retries
+                .after_failure(k, err, self.settings.fail_if_throttled, self.aborted, now);
+        match verdict {
+            Verdict::Fail(records) => {
+                for u in records {
+                    self.fail(u, Some(&shard), err.code.clone(), err.message.clone());
+                }
+            }
+            Verdict::Retry { retried, expired } => {
+                Counters::add(&self.counters.retries, retried as u64);
+                for u in expired {
+                    let msg = format!(
+                        "record_ttl_ms ({} ms) ran out after {} attempts; last error {}: {}",
+                        self.settings.record_ttl_ms,
+                        u.attempts.len(),
+                        err.code,
+                        err.message
+                    );
+                    self.fail(u, Some(&shard), ErrorCode::Expired, msg);
+                }
+            }
+        }
+    }
+
+    // ---- the shard map -----------------------------------------------------
+
+    fn start_load(&mut self) {
+        if self.aborted || !self.shards.start_load() {
+            return;
+        }
+        Counters::add(&self.counters.shard_map_loads, 1);
+        self.actions.push(Action::LoadShards);
+    }
+
+    /// A Kinesis record landed on a shard other than the predicted one: the
+    /// map that predicted it is stale. Refresh it once per event (only when
+    /// the current map made the prediction) and judge the record against the
+    /// refreshed map.
+    fn on_wrong_shard(
+        &mut self,
+        k: KinesisRecord,
+        shard: Arc<str>,
+        seq: String,
+        started: Instant,
+        ended: Instant,
+        now: Instant,
+    ) {
+        let current = k.map_gen == self.shards.generation;
+        if current {
+            self.start_load();
+        }
+        if k.records.len() == 1 {
+            // A single record is readable wherever it landed.
+            return self.succeed(k, shard, seq, started, ended);
+        }
+        match self.shards.map() {
+            Some(map) if !current => {
+                let readable = k.records.iter().all(|u| *map.lookup(u.hash).id == *shard);
+                self.judge_misrouted(Misrouted { k, shard, seq }, readable, None, now);
+            }
+            _ => {
+                self.shards.misrouted.push(Misrouted { k, shard, seq });
+                self.start_load();
+            }
+        }
+    }
+
+    /// Settles an aggregate that landed on another shard than predicted: a
+    /// success when every record in it hashes into that shard (what the
+    /// KCL checks), else its records are sent again.
+    fn judge_misrouted(
+        &mut self,
+        m: Misrouted,
+        readable: bool,
+        map_error: Option<&ApiError>,
+        now: Instant,
+    ) {
+        let Misrouted { mut k, shard, seq } = m;
+        if readable {
+            // The attempt's timing was not kept while it waited for the map.
+            return self.succeed(k, shard, seq, now, now);
+        }
+        let msg = match map_error {
+            None => format!(
+                "the aggregate landed on {shard} (sequence number {seq}), not the predicted {}, and not all its records hash into {shard}; sent again after the shard map refresh",
+                k.shard_id
+            ),
+            Some(e) => format!(
+                "the aggregate landed on {shard} (sequence number {seq}), not the predicted {}; the shard map could not be refreshed ({e}), so it is sent again",
+                k.shard_id
+            ),
+        };
+        Counters::add(&self.counters.wrong_shard, 1);
+        // Never resend this aggregate as it is: its records are routed anew.
+        k.map_gen = u64::MAX;
+        let err = ApiError::new(ErrorCode::WrongShard, msg);
+        self.retry_or_fail(k, &err, now, now, now);
+    }
+
+    fn on_map_loaded(&mut self, r: Result<ShardMap, ApiError>, now: Instant) {
+        match r {
+            Ok(map) => {
+                let mut reroute = std::mem::take(&mut self.shards.waiting);
+                if let Loaded::Changed = self.shards.loaded(map) {
+                    // Everything not yet sent was aggregated for the old
+                    // map: take it apart and route it again.
+                    let map = self.shards.map().expect("just loaded");
+                    let gen = self.shards.generation;
+                    reroute.append(&mut self.router.reset(map.shards(), gen));
+                    let held = self.pacer.reset(map.len(), self.settings.rate_limit, now);
+                    reroute.extend(held.into_iter().flat_map(|k| k.records));
+                    reroute.extend(self.collector.drain().flat_map(|k| k.records));
+                }
+                for m in std::mem::take(&mut self.shards.misrouted) {
+                    let map = self.shards.map().expect("just loaded");
+                    let readable =
+                        m.k.records
+                            .iter()
+                            .all(|u| *map.lookup(u.hash).id == *m.shard);
+                    self.judge_misrouted(m, readable, None, now);
+                }
+                for u in reroute {
+                    self.route(u, now);
+                }
+                if std::mem::take(&mut self.shards.flush_after_load) {
+                    self.flush_all(now);
+                }
+            }
+            Err(e) => {
+                for m in std::mem::take(&mut self.shards.misrouted) {
+                    self.judge_misrouted(m, false, Some(&e), now);
+                }
+                match self.shards.load_failed(&e, now) {
+                    None => {
+                        for u in std::mem::take(&mut self.shards.waiting) {
+                            self.fail(u, None, e.code.clone(), e.message.clone());
+                        }
+                    }
+                    Some(delay) => {
+                        tracing::warn!(stream = %self.name, error = %e, retry_in_ms = delay.as_millis() as u64, "shard map load failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn attempt(u: &UserRecord, err: &ApiError, started: Instant, ended: Instant) -> Attempt {
+    Attempt {
+        success: false,
+        error_code: err.code.as_str().to_string(),
+        error_message: err.message.clone(),
+        delay_ms: started.saturating_duration_since(u.ready_since).as_millis() as u64,
+        duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+    }
+}

@@ -1,0 +1,220 @@
+//! The stream actor: the task that drives one stream's [`StreamCore`]. It
+//! owns the core (so the record path takes no locks), feeds it messages
+//! and the time, sleeps until the core's next wake-up, and performs its
+//! actions: PutRecords and ListShards calls on tasks of their own (a
+//! PutRecords waits for one of the `max_connections` permits first), and
+//! results delivered to their sinks with the budget given back.
+
+use super::Inner;
+use crate::error_code::ErrorCode;
+use crate::kinesis::{ApiError, KinesisApi};
+use crate::pipeline::{Action, CoreLimits, Input, KinesisRecord, Retries, StreamCore};
+use crate::shard_map::ShardMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// What reaches a stream's actor: inputs for its core, from the producer
+/// and from the calls the actor started.
+pub(crate) type StreamMsg = Input;
+
+pub(crate) struct StreamActor {
+    inner: Arc<Inner>,
+    core: StreamCore,
+    api: Arc<dyn KinesisApi>,
+    tx: mpsc::UnboundedSender<StreamMsg>,
+    /// Reused between wake-ups.
+    actions: Vec<Action>,
+}
+
+impl StreamActor {
+    pub(crate) fn spawn(inner: Arc<Inner>, name: Arc<str>) -> mpsc::UnboundedSender<StreamMsg> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let limits = CoreLimits {
+            batch: crate::collect::BatchLimits {
+                max_count: inner.cfg.collection_max_count as usize,
+                max_bytes: inner.cfg.collection_max_size as usize,
+            },
+            max_connections: inner.cfg.max_connections,
+        };
+        let draining = inner.draining.load(Ordering::Acquire);
+        let settings = inner.live.load().settings_for(&name).clone();
+        let api = inner.stream_apis.get(&*name).unwrap_or(&inner.api).clone();
+        let core = StreamCore::new(
+            name.clone(),
+            settings,
+            limits,
+            Retries::from_os(inner.backoff),
+            inner.metrics.stream(&name),
+            inner.counters.clone(),
+            draining,
+        );
+        let actor = StreamActor {
+            inner,
+            core,
+            api,
+            tx: tx.clone(),
+            actions: Vec::new(),
+        };
+        tokio::spawn(actor.run(rx));
+        tx
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<StreamMsg>) {
+        self.perform();
+        let abort = self.inner.abort.clone();
+        loop {
+            let wake = self.core.next_wakeup();
+            tokio::select! {
+                biased;
+                _ = abort.cancelled(), if !self.core.is_aborted() => self.core.abort(),
+                msg = rx.recv() => match msg {
+                    // One clock read per message, not per record (2% of the CPU).
+                    Some(m) => self.core.handle(m, Instant::now()),
+                    None => return,
+                },
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
+            }
+            // Take whatever else is queued before doing timed work, so one
+            // wake-up serves many messages.
+            while let Ok(m) = rx.try_recv() {
+                self.core.handle(m, Instant::now());
+            }
+            self.core.poll(Instant::now());
+            self.perform();
+            if self.core.is_aborted() && self.core.in_flight() == 0 {
+                self.core.abort();
+                self.perform();
+                self.inner
+                    .streams
+                    .lock()
+                    .expect("streams lock")
+                    .remove(self.core.name());
+                // Late senders see a closed channel and fail their records.
+                rx.close();
+                while let Some(m) = rx.recv().await {
+                    self.core.handle(m, Instant::now());
+                    self.core.abort();
+                    self.perform();
+                }
+                return;
+            }
+        }
+    }
+
+    /// Performs what the core decided.
+    fn perform(&mut self) {
+        let mut actions = std::mem::take(&mut self.actions);
+        self.core.take_actions(&mut actions);
+        for a in actions.drain(..) {
+            match a {
+                Action::Send(batch) => self.spawn_send(batch),
+                Action::LoadShards => self.spawn_load(),
+                Action::Landed {
+                    landing,
+                    groups,
+                    records,
+                    cost,
+                } => {
+                    for (o, mut v) in groups {
+                        // Results may wait a while to be written: hold no spare room.
+                        if v.len() * 2 < v.capacity() {
+                            v.shrink_to_fit();
+                        }
+                        o.sink.landed(o.tag, &landing, v);
+                    }
+                    if records > 0 {
+                        self.inner.release(records, cost);
+                    }
+                }
+                Action::Failed {
+                    record,
+                    code,
+                    message,
+                } => self.inner.fail(record, code, message),
+            }
+        }
+        self.actions = actions;
+    }
+
+    fn spawn_send(&self, batch: Vec<KinesisRecord>) {
+        let permits = self.inner.send_permits.clone();
+        let api = self.api.clone();
+        let abort = self.inner.abort.clone();
+        let tx = self.tx.clone();
+        let stream = self.core.name().clone();
+        // A safety net over the SDK's own attempt timeout.
+        let hard_timeout = self.inner.cfg.request_timeout() + Duration::from_secs(2);
+        tokio::spawn(async move {
+            let cancelled = || {
+                ApiError::new(
+                    ErrorCode::ShuttingDown,
+                    "kpld shut down while the record was waiting to be sent or in flight; it may or may not be in the stream",
+                )
+            };
+            let permit = tokio::select! {
+                p = permits.acquire_owned() => p.expect("permits never close"),
+                _ = abort.cancelled() => {
+                    let now = Instant::now();
+                    let _ = tx.send(Input::Sent { batch, outcome: Err(cancelled()), started: now, ended: now });
+                    return;
+                }
+            };
+            // No attempt may start after a record's TTL, however long the
+            // wait for a free connection was.
+            let now = Instant::now();
+            let (batch, expired): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|k| k.expiry() > now);
+            if !expired.is_empty() {
+                let _ = tx.send(Input::Unsent(expired));
+            }
+            let started = Instant::now();
+            let outcome = if batch.is_empty() {
+                Ok(Vec::new())
+            } else {
+                let entries = batch.iter().map(|k| k.entry().clone()).collect();
+                let call = tokio::time::timeout(hard_timeout, api.put_records(&stream, entries));
+                tokio::select! {
+                    r = call => r.unwrap_or_else(|_| Err(ApiError::new(
+                        ErrorCode::RequestTimeout,
+                        "no answer within request_timeout_ms",
+                    ))),
+                    _ = abort.cancelled() => Err(cancelled()),
+                }
+            };
+            drop(permit);
+            let _ = tx.send(Input::Sent {
+                batch,
+                outcome,
+                started,
+                ended: Instant::now(),
+            });
+        });
+    }
+
+    fn spawn_load(&self) {
+        let api = self.api.clone();
+        let tx = self.tx.clone();
+        let name = self.core.name().clone();
+        tokio::spawn(async move {
+            let r = api.list_shards(&name).await.and_then(|shards| {
+                ShardMap::new(shards).map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::IncompleteShardMap,
+                        format!("ListShards for stream {name}: {e}"),
+                    )
+                })
+            });
+            let _ = tx.send(Input::ShardsLoaded(r));
+        });
+    }
+}
+
+async fn sleep_until_opt(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}

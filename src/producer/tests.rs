@@ -1,0 +1,462 @@
+//! The whole pipeline in process: a [`Producer`] (its actors and their
+//! cores) against an in-memory [`KinesisApi`] with scripted faults, on
+//! Tokio's paused clock, so that minutes of retries and backoff run in
+//! milliseconds and every run is the same. The HTTP double and the real
+//! servers are the integration tests' business.
+
+use super::*;
+use crate::aggregate::MAGIC;
+use crate::ipc::RecordResult;
+use crate::kinesis::{ApiError, BoxFuture, EntryResult, PutEntry};
+use crate::pipeline::testkit::{even_shards, Collect};
+use crate::shard_map::{hash_partition_key, Shard};
+use prost::Message;
+use std::collections::VecDeque;
+
+/// What the fake does with one PutRecords call (by call number, from 0).
+#[derive(Clone)]
+enum CallFault {
+    /// Refuse every entry with this code.
+    EveryEntry(ErrorCode),
+    /// Refuse entry `n` with this code, accept the others.
+    Entry(usize, ErrorCode),
+    /// Store the entries, then never answer (the response is lost).
+    Hang,
+}
+
+/// One stored Kinesis record.
+#[derive(Debug, Clone)]
+struct Stored {
+    shard: Arc<str>,
+    range: (u128, u128),
+    entry: PutEntry,
+}
+
+#[derive(Default)]
+struct FakeState {
+    /// Open shards; closed ones are gone from here.
+    shards: Vec<Shard>,
+    /// Answers for the next ListShards calls before the open shards.
+    stale_maps: VecDeque<Vec<Shard>>,
+    faults: Vec<(usize, CallFault)>,
+    calls: Vec<Vec<PutEntry>>,
+    stored: Vec<Stored>,
+    list_calls: usize,
+}
+
+/// An in-memory Kinesis stream: routes each entry by its explicit hash key
+/// (or the MD5 of its key) to the open shard holding it, as Kinesis does.
+#[derive(Default, Clone)]
+struct FakeApi(Arc<Mutex<FakeState>>);
+
+impl FakeApi {
+    fn with_shards(shards: Vec<Shard>) -> FakeApi {
+        let f = FakeApi::default();
+        f.0.lock().unwrap().shards = shards;
+        f
+    }
+
+    fn fault(&self, call: usize, f: CallFault) {
+        self.0.lock().unwrap().faults.push((call, f));
+    }
+
+    /// Splits open shard `id` at the middle of its range.
+    fn split(&self, id: &str, children: (&str, &str)) {
+        let mut s = self.0.lock().unwrap();
+        let i = s.shards.iter().position(|x| &*x.id == id).unwrap();
+        let p = s.shards.remove(i);
+        let mid = p.start + (p.end - p.start) / 2;
+        s.shards.push(Shard {
+            id: children.0.into(),
+            start: p.start,
+            end: mid,
+        });
+        s.shards.push(Shard {
+            id: children.1.into(),
+            start: mid + 1,
+            end: p.end,
+        });
+    }
+
+    /// Merges open shards `a` and `b` (adjacent) into `child`.
+    fn merge(&self, a: &str, b: &str, child: &str) {
+        let mut s = self.0.lock().unwrap();
+        let take = |s: &mut FakeState, id: &str| {
+            let i = s.shards.iter().position(|x| &*x.id == id).unwrap();
+            s.shards.remove(i)
+        };
+        let (x, y) = (take(&mut s, a), take(&mut s, b));
+        s.shards.push(Shard {
+            id: child.into(),
+            start: x.start.min(y.start),
+            end: x.end.max(y.end),
+        });
+    }
+
+    fn calls(&self) -> Vec<Vec<PutEntry>> {
+        self.0.lock().unwrap().calls.clone()
+    }
+
+    fn stored(&self) -> Vec<Stored> {
+        self.0.lock().unwrap().stored.clone()
+    }
+}
+
+impl KinesisApi for FakeApi {
+    fn list_shards(&self, _stream: &str) -> BoxFuture<Result<Vec<Shard>, ApiError>> {
+        let mut s = self.0.lock().unwrap();
+        s.list_calls += 1;
+        let shards = s.stale_maps.pop_front().unwrap_or_else(|| s.shards.clone());
+        Box::pin(async move { Ok(shards) })
+    }
+
+    fn put_records(
+        &self,
+        _stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> BoxFuture<Result<Vec<EntryResult>, ApiError>> {
+        let mut s = self.0.lock().unwrap();
+        let call = s.calls.len();
+        s.calls.push(entries.clone());
+        let fault = s
+            .faults
+            .iter()
+            .find(|(c, _)| *c == call)
+            .map(|(_, f)| f.clone());
+        let mut results = Vec::new();
+        for (i, e) in entries.into_iter().enumerate() {
+            let refused = match &fault {
+                Some(CallFault::EveryEntry(code)) => Some(code.clone()),
+                Some(CallFault::Entry(n, code)) if *n == i => Some(code.clone()),
+                _ => None,
+            };
+            if let Some(code) = refused {
+                results.push(EntryResult::Err(ApiError::new(code, "refused by the fake")));
+                continue;
+            }
+            let hash = match &e.explicit_hash_key {
+                Some(k) => k.parse().unwrap(),
+                None => hash_partition_key(&e.partition_key),
+            };
+            let shard = s
+                .shards
+                .iter()
+                .find(|x| x.start <= hash && hash <= x.end)
+                .unwrap()
+                .clone();
+            let seq = format!("{:020}", s.stored.len());
+            s.stored.push(Stored {
+                shard: shard.id.clone(),
+                range: (shard.start, shard.end),
+                entry: e,
+            });
+            results.push(EntryResult::Ok {
+                shard_id: shard.id.to_string(),
+                sequence_number: seq,
+            });
+        }
+        drop(s);
+        Box::pin(async move {
+            if matches!(fault, Some(CallFault::Hang)) {
+                std::future::pending::<()>().await;
+            }
+            Ok(results)
+        })
+    }
+}
+
+/// The user records (partition key, data) inside a stored Kinesis record.
+fn user_records(e: &PutEntry) -> Vec<(String, Vec<u8>)> {
+    let d = &e.data;
+    if d.len() < 20 || d[..4] != MAGIC {
+        return vec![(e.partition_key.clone(), d.to_vec())];
+    }
+    let agg = crate::kpl_proto::AggregatedRecord::decode(&d[4..d.len() - 16]).unwrap();
+    agg.records
+        .iter()
+        .map(|r| {
+            let pk = agg.partition_key_table[r.partition_key_index as usize].clone();
+            (pk, r.data.to_vec())
+        })
+        .collect()
+}
+
+/// What the KCL checks: every user record of an aggregate hashes into the
+/// shard the aggregate landed on (else it drops the whole aggregate).
+fn assert_readable(stored: &[Stored]) {
+    for s in stored {
+        for (pk, _) in user_records(&s.entry) {
+            let h = hash_partition_key(&pk);
+            assert!(
+                s.range.0 <= h && h <= s.range.1,
+                "record {pk} is in an aggregate on {} but hashes outside it",
+                s.shard
+            );
+        }
+    }
+}
+
+fn config(extra: &[(&str, &str)]) -> Config {
+    let env = [("KPLD_METRICS_LEVEL", "none")]
+        .iter()
+        .chain(extra)
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+    Config::load(None, env).unwrap()
+}
+
+fn inputs(ids: std::ops::Range<u64>, keys: u64) -> Vec<RecordInput> {
+    ids.map(|id| RecordInput {
+        id,
+        stream: Bytes::from_static(b"s"),
+        partition_key: Bytes::from(format!("key-{}", id % keys)),
+        explicit_hash_key: None,
+        data: Bytes::from(format!("data-{id}")),
+        compression: None,
+    })
+    .collect()
+}
+
+/// Waits (in paused time) until `n` results are in, at most `limit`.
+async fn results(sink: &Collect, n: usize, limit: Duration) -> Vec<RecordResult> {
+    let start = Instant::now();
+    while sink.0.lock().unwrap().len() < n {
+        assert!(
+            start.elapsed() < limit,
+            "only {} of {n} results after {limit:?}",
+            sink.0.lock().unwrap().len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut r = sink.take();
+    r.sort_by_key(|r| r.id);
+    r
+}
+
+/// Every id in `ids` has exactly one result, each a success on the shard
+/// where the fake holds its record.
+fn assert_all_landed(r: &[RecordResult], ids: std::ops::Range<u64>, fake: &FakeApi) {
+    assert_eq!(
+        r.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids.collect::<Vec<_>>()
+    );
+    let stored = fake.stored();
+    for x in r {
+        assert!(x.success, "record {} failed: {x:?}", x.id);
+        let data = format!("data-{}", x.id).into_bytes();
+        let on = stored
+            .iter()
+            .find(|s| user_records(&s.entry).iter().any(|(_, d)| *d == data))
+            .expect("the fake holds every record that succeeded");
+        // The copy its result names must be one a consumer reads: on that
+        // shard, in a Kinesis record whose every user record hashes into it.
+        let readable = stored.iter().any(|s| {
+            *s.shard == *x.shard_id
+                && user_records(&s.entry).iter().any(|(_, d)| *d == data)
+                && user_records(&s.entry).iter().all(|(pk, _)| {
+                    let h = hash_partition_key(pk);
+                    s.range.0 <= h && h <= s.range.1
+                })
+        });
+        assert!(
+            readable,
+            "record {} reported on {} has no readable copy there (stored on {})",
+            x.id, x.shard_id, on.shard
+        );
+    }
+}
+
+fn producer(cfg: Config, fake: &FakeApi) -> (Producer, Arc<Collect>) {
+    (
+        Producer::new(cfg, Arc::new(fake.clone())),
+        Arc::new(Collect::default()),
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_while_records_flow_leaves_every_aggregate_readable() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    let (p, sink) = producer(config(&[]), &fake);
+    p.put(inputs(0..400, 50), 0, sink.clone(), false).await;
+    assert_all_landed(
+        &results(&sink, 400, Duration::from_secs(5)).await,
+        0..400,
+        &fake,
+    );
+    // kpld still predicts with the two-shard map: aggregates built for
+    // shard 0 land on one child, though half their records hash into the
+    // other.
+    fake.split(
+        "shardId-000000000000",
+        ("shardId-000000000002", "shardId-000000000003"),
+    );
+    p.put(inputs(400..800, 50), 0, sink.clone(), false).await;
+    let r = results(&sink, 400, Duration::from_secs(30)).await;
+    // Aggregates that landed unreadable were sent again, and each result
+    // names a readable copy.
+    assert_all_landed(&r, 400..800, &fake);
+    assert!(
+        Counters::get(&p.counters().wrong_shard) > 0,
+        "an aggregate was misrouted"
+    );
+    assert!(
+        Counters::get(&p.counters().shard_map_loads) >= 2,
+        "the map was refreshed"
+    );
+    assert!(r.iter().all(|x| x.shard_id != "shardId-000000000000"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_merge_while_records_flow_succeeds_without_resending() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    let (p, sink) = producer(config(&[]), &fake);
+    p.put(inputs(0..200, 50), 0, sink.clone(), false).await;
+    results(&sink, 200, Duration::from_secs(5)).await;
+    fake.merge(
+        "shardId-000000000000",
+        "shardId-000000000001",
+        "shardId-000000000002",
+    );
+    let stored_before = fake.stored().len();
+    p.put(inputs(200..400, 50), 0, sink.clone(), false).await;
+    let r = results(&sink, 200, Duration::from_secs(30)).await;
+    assert_all_landed(&r, 200..400, &fake);
+    assert_readable(&fake.stored());
+    // Both parents' aggregates hash into the child: readable as they
+    // landed, so nothing is sent twice.
+    assert_eq!(Counters::get(&p.counters().wrong_shard), 0);
+    let copies: usize = fake.stored()[stored_before..]
+        .iter()
+        .map(|s| user_records(&s.entry).len())
+        .sum();
+    assert_eq!(copies, 200);
+    assert!(r.iter().all(|x| x.shard_id == "shardId-000000000002"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_map_at_start_is_refreshed_and_nothing_is_lost() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    // The first ListShards answers the map from before a split.
+    fake.split(
+        "shardId-000000000000",
+        ("shardId-000000000001", "shardId-000000000002"),
+    );
+    fake.0.lock().unwrap().stale_maps.push_back(even_shards(1));
+    let (p, sink) = producer(config(&[]), &fake);
+    p.put(inputs(0..300, 30), 0, sink.clone(), false).await;
+    let r = results(&sink, 300, Duration::from_secs(30)).await;
+    assert_all_landed(&r, 0..300, &fake);
+    assert!(fake.0.lock().unwrap().list_calls >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttl_runs_out_in_the_middle_of_retries_with_the_last_error_named() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    for call in 0..1000 {
+        fake.fault(
+            call,
+            CallFault::EveryEntry(ErrorCode::ProvisionedThroughputExceeded),
+        );
+    }
+    let cfg = config(&[("KPLD_RECORD_TTL_MS", "3000")]);
+    let (p, sink) = producer(cfg, &fake);
+    let t0 = Instant::now();
+    p.put(inputs(0..20, 5), 0, sink.clone(), false).await;
+    let r = results(&sink, 20, Duration::from_secs(10)).await;
+    let took = t0.elapsed();
+    assert!(
+        took <= Duration::from_millis(3_200),
+        "failed {took:?} after arrival"
+    );
+    for x in &r {
+        assert!(!x.success);
+        assert_eq!(x.error_code, "Expired");
+        assert!(
+            x.error_message
+                .contains("last error ProvisionedThroughputExceededException"),
+            "{}",
+            x.error_message
+        );
+        assert!(x.attempts.len() >= 3, "retried: {:?}", x.attempts);
+        assert!(x
+            .attempts
+            .iter()
+            .all(|a| !a.success && a.error_code == "ProvisionedThroughputExceededException"));
+    }
+    assert_eq!(p.outstanding(), 0, "the budget is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttling_storm_backs_off_then_every_record_lands_once() {
+    let fake = FakeApi::with_shards(even_shards(4));
+    for call in 0..30 {
+        fake.fault(
+            call,
+            CallFault::EveryEntry(ErrorCode::ProvisionedThroughputExceeded),
+        );
+    }
+    let (p, sink) = producer(config(&[]), &fake);
+    p.put(inputs(0..2000, 200), 0, sink.clone(), false).await;
+    let r = results(&sink, 2000, Duration::from_secs(30)).await;
+    assert_all_landed(&r, 0..2000, &fake);
+    let copies: usize = fake
+        .stored()
+        .iter()
+        .map(|s| user_records(&s.entry).len())
+        .sum();
+    assert_eq!(copies, 2000, "each record stored once");
+    let c = p.counters();
+    assert!(Counters::get(&c.entries_throttled) > 0);
+    assert!(r.iter().any(|x| x.attempts.len() > 1));
+    // Full-jitter backoff, not the KPL's retry storm: far fewer calls than
+    // one per record per retry.
+    assert!(fake.calls().len() < 200, "{} calls", fake.calls().len());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_aggregate_is_retried_whole_with_the_same_bytes() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    fake.fault(0, CallFault::Entry(0, ErrorCode::InternalFailure));
+    let (p, sink) = producer(config(&[]), &fake);
+    p.put(inputs(0..100, 20), 0, sink.clone(), false).await;
+    let r = results(&sink, 100, Duration::from_secs(10)).await;
+    assert_all_landed(&r, 0..100, &fake);
+    let calls = fake.calls();
+    let failed = &calls[0][0];
+    assert!(
+        failed.data.starts_with(&MAGIC),
+        "the refused entry is an aggregate"
+    );
+    assert!(
+        calls[1..].iter().flatten().any(|e| e.data == failed.data),
+        "sent again as the same aggregate"
+    );
+    let retried: Vec<_> = r.iter().filter(|x| x.attempts.len() == 2).collect();
+    assert_eq!(retried.len(), user_records(failed).len());
+    for x in retried {
+        assert_eq!(x.attempts[0].error_code, "InternalFailure");
+        assert!(x.attempts[1].success);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_response_times_out_and_is_retried_at_least_once() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    fake.fault(0, CallFault::Hang);
+    let cfg = config(&[("KPLD_REQUEST_TIMEOUT_MS", "1000")]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..50, 10), 0, sink.clone(), false).await;
+    let r = results(&sink, 50, Duration::from_secs(20)).await;
+    assert_all_landed(&r, 0..50, &fake);
+    for x in &r {
+        assert_eq!(x.attempts.len(), 2, "{:?}", x.attempts);
+        assert_eq!(x.attempts[0].error_code, "RequestTimeout");
+    }
+    // The lost answer's records are in the stream twice: at least once.
+    let copies: usize = fake
+        .stored()
+        .iter()
+        .map(|s| user_records(&s.entry).len())
+        .sum();
+    assert_eq!(copies, 100);
+    assert_eq!(sink.take().len(), 0, "one result per record");
+}

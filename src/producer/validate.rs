@@ -1,0 +1,180 @@
+//! One record checked against its stream's settings (stream name,
+//! `streams_allowed`, partition key, size after compression, explicit hash
+//! key) and built into its pipeline form.
+
+use super::{record_cost, Live, RecordInput};
+use crate::config::{Compression, StreamSettings};
+use crate::error_code::ErrorCode;
+use crate::ipc::{Attempt, RecordResult};
+use crate::pipeline::{Origin, PartitionKey, UserRecord};
+use crate::shard_map::{hash_partition_key, parse_explicit_hash_key};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Checks one record against its stream's settings and builds its
+/// pipeline form.
+pub(super) fn validate(
+    r: RecordInput,
+    now: Instant,
+    origin: &Arc<Origin>,
+    entry: &StreamEntry,
+    budget: u64,
+) -> Result<UserRecord, (u64, ErrorCode, String)> {
+    let id = r.id;
+    let (stream, settings) = (&entry.name, &entry.settings);
+    if !entry.allowed {
+        return Err((
+            id,
+            ErrorCode::StreamNotAllowed,
+            format!("stream {stream:?} is not in streams_allowed; records for it are refused"),
+        ));
+    }
+    let pk = std::str::from_utf8(&r.partition_key).map_err(|_| {
+        (
+            id,
+            ErrorCode::InvalidPartitionKey,
+            "partition key is not valid UTF-8".to_string(),
+        )
+    })?;
+    let chars = pk.chars().count();
+    if chars == 0 {
+        return Err((
+            id,
+            ErrorCode::InvalidPartitionKey,
+            "partition key is empty; it must have 1 to 256 Unicode characters".into(),
+        ));
+    }
+    if chars > 256 {
+        return Err((
+            id,
+            ErrorCode::InvalidPartitionKey,
+            format!("partition key has {chars} characters; at most 256 are allowed"),
+        ));
+    }
+    let how = r.compression.unwrap_or(settings.compression);
+    let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
+        Some(c) => Bytes::from(c),
+        None => r.data,
+    };
+    // Limits apply to what is sent: the compressed size.
+    let size = data.len() + r.partition_key.len();
+    if size as u64 > settings.max_record_size {
+        return Err((
+            id,
+            ErrorCode::RecordTooLarge,
+            format!(
+                "record is {size} bytes (data {}{} + partition key {}); max_record_size for stream {stream} is {}",
+                data.len(),
+                if how == Compression::None { "" } else { " after compression" },
+                r.partition_key.len(),
+                settings.max_record_size
+            ),
+        ));
+    }
+    let (hash, ehk) = match &r.explicit_hash_key {
+        None => (hash_partition_key(pk), None),
+        Some(k) => {
+            let s = std::str::from_utf8(k).map_err(|_| {
+                (
+                    id,
+                    ErrorCode::InvalidExplicitHashKey,
+                    "explicit hash key is not valid UTF-8".to_string(),
+                )
+            })?;
+            let h = parse_explicit_hash_key(s)
+                .map_err(|e| (id, ErrorCode::InvalidExplicitHashKey, e.to_string()))?;
+            // Normalised ("007" -> "7"): Kinesis refuses leading zeros,
+            // and would fail the whole PutRecords call for it.
+            (h, Some(h.to_string()))
+        }
+    };
+    Ok(UserRecord {
+        id,
+        origin: origin.clone(),
+        partition_key: PartitionKey::new_checked(r.partition_key),
+        explicit_hash_key: ehk,
+        hash,
+        cost: record_cost(size, budget),
+        data,
+        deadline: now + entry.buffered_time,
+        expiry: now + entry.ttl,
+        ready_since: now,
+        attempts: Vec::new(),
+    })
+}
+
+pub(crate) fn failure(
+    id: u64,
+    code: ErrorCode,
+    message: String,
+    attempts: Vec<Attempt>,
+) -> RecordResult {
+    RecordResult {
+        id,
+        success: false,
+        attempts,
+        error_code: code.as_str().to_string(),
+        error_message: message,
+        ..Default::default()
+    }
+}
+
+fn valid_stream_name(s: &str) -> bool {
+    (1..=128).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+}
+
+/// A stream's name, permission and settings, looked up once per run of
+/// records for it.
+pub(super) struct StreamEntry {
+    pub(super) name: Arc<str>,
+    allowed: bool,
+    settings: Arc<StreamSettings>,
+    buffered_time: Duration,
+    ttl: Duration,
+}
+
+/// The last stream name seen in a request, checked: records of one request
+/// nearly always share a stream.
+#[derive(Default)]
+pub(super) struct StreamCache {
+    name: Option<Bytes>,
+    entry: Option<StreamEntry>,
+}
+
+impl StreamCache {
+    pub(super) fn lookup(
+        &mut self,
+        stream: &Bytes,
+        live: &Live,
+    ) -> Result<&StreamEntry, (ErrorCode, String)> {
+        if self.name.as_deref() != Some(&stream[..]) {
+            self.name = Some(stream.clone());
+            self.entry = std::str::from_utf8(stream)
+                .ok()
+                .filter(|s| valid_stream_name(s))
+                .map(|s| {
+                    let settings = live.settings_for(s).clone();
+                    StreamEntry {
+                        name: Arc::from(s),
+                        allowed: live.allowed(s),
+                        buffered_time: settings.record_max_buffered_time(),
+                        ttl: settings.record_ttl(),
+                        settings,
+                    }
+                });
+        }
+        self.entry.as_ref().ok_or_else(|| {
+            (
+                ErrorCode::InvalidStreamName,
+                format!(
+                    "stream name {:?} is not valid: 1 to 128 characters of a-z, A-Z, 0-9, '_', '-', '.'",
+                    String::from_utf8_lossy(&stream[..stream.len().min(200)])
+                ),
+            )
+        })
+    }
+}
