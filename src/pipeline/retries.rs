@@ -49,9 +49,17 @@ impl Retries {
         }
     }
 
-    /// Randomness from the OS, for the daemon.
+    /// Randomness from the OS, for the daemon; where the OS has none to
+    /// give (an empty chroot without /dev/urandom), the clock and the
+    /// process id seed it: jitter needs spread, not secrecy.
     pub fn from_os(backoff: Backoff) -> Retries {
-        Self::new(backoff, StdRng::from_os_rng())
+        let rng = StdRng::try_from_os_rng().unwrap_or_else(|_| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            StdRng::seed_from_u64(nanos ^ (u64::from(std::process::id()) << 32))
+        });
+        Self::new(backoff, rng)
     }
 
     /// After a failed attempt of `k` (whose records already carry the
