@@ -90,6 +90,15 @@ impl serde::Serialize for SocketMode {
     }
 }
 
+impl<'de> Deserialize<'de> for SocketMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mode = ModeSetting::deserialize(d)?;
+        mode.resolve()
+            .map(SocketMode)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// A user or group as written: a numeric id or a name.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]

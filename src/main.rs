@@ -227,33 +227,12 @@ fn reload(
     *current = applied;
 }
 
-/// Copies the keys that only a restart changes from `running` into `next`,
-/// so the next reload compares against what really runs.
+/// Copies the keys that only a restart changes (`sighup = Restart` in the
+/// key table) from `running` into `next`, so the next reload compares
+/// against what really runs.
 fn for_restart_keys(running: &Config, next: &mut Config) {
-    next.socket_path = running.socket_path.clone();
-    next.socket_mode = running.socket_mode;
-    next.socket_group = running.socket_group;
-    next.region = running.region.clone();
-    next.kinesis_endpoint = running.kinesis_endpoint.clone();
-    next.collection_max_count = running.collection_max_count;
-    next.collection_max_size = running.collection_max_size;
-    next.max_connections = running.max_connections;
-    next.request_timeout_ms = running.request_timeout_ms;
-    next.connect_timeout_ms = running.connect_timeout_ms;
-    next.max_frame_size = running.max_frame_size;
-    next.max_buffered_bytes = running.max_buffered_bytes;
-    next.max_outstanding_records = running.max_outstanding_records;
-    next.retry_backoff_base_ms = running.retry_backoff_base_ms;
-    next.retry_backoff_max_ms = running.retry_backoff_max_ms;
-    next.shutdown_grace_ms = running.shutdown_grace_ms;
-    next.log_format = running.log_format;
-    next.metrics_level = running.metrics_level;
-    next.metrics_granularity = running.metrics_granularity;
-    next.metrics_namespace = running.metrics_namespace.clone();
-    next.metrics_upload_delay_ms = running.metrics_upload_delay_ms;
-    next.cloudwatch_endpoint = running.cloudwatch_endpoint.clone();
-    next.metrics_emf_path = running.metrics_emf_path.clone();
-    next.metrics_prometheus_addr = running.metrics_prometheus_addr.clone();
+    use kpld::config::{Sighup, KEYS};
+    next.keep_keys(running, KEYS.iter().filter(|k| k.sighup == Sighup::Restart));
 }
 
 /// `kpld stats`: exit 0, or 1 when the daemon cannot be reached.

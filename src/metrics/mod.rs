@@ -46,6 +46,11 @@ pub mod stats;
 
 pub use recorder::{EntryOutcome, StreamMetrics};
 pub use registry::{Filter, Granularity, Level, Metric};
+// Config values, kept here under their old names for the metrics code.
+pub use crate::config::values::{
+    parse_prometheus_addr, validate_namespace, DEFAULT_NAMESPACE, DEFAULT_UPLOAD_DELAY_MS,
+    UPLOAD_DELAY_RANGE_MS,
+};
 
 use registry::{IntervalReport, Registry};
 use std::net::SocketAddr;
@@ -104,11 +109,6 @@ impl Default for MetricsConfig {
     }
 }
 
-pub const DEFAULT_NAMESPACE: &str = "KinesisProducerLibrary";
-pub const DEFAULT_UPLOAD_DELAY_MS: u64 = 60_000;
-/// Allowed `metrics_upload_delay_ms`.
-pub const UPLOAD_DELAY_RANGE_MS: std::ops::RangeInclusive<u64> = 100..=3_600_000;
-
 impl MetricsConfig {
     /// Whether metrics go to CloudWatch with PutMetricData.
     pub fn uploads_to_cloudwatch(&self) -> bool {
@@ -130,95 +130,6 @@ impl MetricsConfig {
                 .map(|a| parse_prometheus_addr(a).expect("validated by the config")),
         }
     }
-}
-
-impl std::str::FromStr for Level {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Level, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "none" => Ok(Level::None),
-            "summary" => Ok(Level::Summary),
-            "detailed" => Ok(Level::Detailed),
-            _ => Err(format!(
-                "{s:?} is not one of \"none\", \"summary\", \"detailed\""
-            )),
-        }
-    }
-}
-
-impl std::str::FromStr for Granularity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Granularity, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "global" => Ok(Granularity::Global),
-            "stream" => Ok(Granularity::Stream),
-            "shard" => Ok(Granularity::Shard),
-            _ => Err(format!(
-                "{s:?} is not one of \"global\", \"stream\", \"shard\""
-            )),
-        }
-    }
-}
-
-impl Level {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::None => "none",
-            Level::Summary => "summary",
-            Level::Detailed => "detailed",
-        }
-    }
-}
-
-impl Granularity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Granularity::Global => "global",
-            Granularity::Stream => "stream",
-            Granularity::Shard => "shard",
-        }
-    }
-}
-
-impl serde::Serialize for Level {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl serde::Serialize for Granularity {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-/// `metrics_namespace`: what CloudWatch accepts for a custom namespace.
-pub fn validate_namespace(ns: &str) -> Result<(), String> {
-    let n = ns.chars().count();
-    if !(1..=255).contains(&n) {
-        return Err(format!("{ns:?} must have 1 to 255 characters"));
-    }
-    if ns.starts_with(':') {
-        return Err(format!("{ns:?} must not start with ':'"));
-    }
-    if ns.starts_with("AWS/") {
-        return Err(format!(
-            "{ns:?}: namespaces starting with \"AWS/\" are reserved for AWS services"
-        ));
-    }
-    if !ns.chars().all(|c| c.is_ascii() && !c.is_ascii_control()) {
-        return Err(format!("{ns:?} must be printable ASCII"));
-    }
-    Ok(())
-}
-
-/// `metrics_prometheus_addr`: "IP:PORT", or a bare port (then loopback).
-pub fn parse_prometheus_addr(s: &str) -> Result<SocketAddr, String> {
-    if let Ok(port) = s.parse::<u16>() {
-        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
-    }
-    s.parse::<SocketAddr>()
-        .map_err(|_| format!("{s:?} is not an address like \"127.0.0.1:9464\" (or a port number)"))
 }
 
 /// `metrics_emf_path`: "-" or "stdout" for standard output, else a file.

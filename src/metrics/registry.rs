@@ -66,21 +66,8 @@ impl Unit {
     }
 }
 
-/// `metrics_level`: which metrics are recorded and published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Level {
-    None,
-    Summary,
-    Detailed,
-}
-
-/// `metrics_granularity`: the most specific dimensions published.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Granularity {
-    Global,
-    Stream,
-    Shard,
-}
+// Config values (config::values): the config module must not depend on metrics.
+pub use crate::config::{Granularity, Level};
 
 impl Metric {
     pub const ALL: [Metric; METRIC_COUNT] = [

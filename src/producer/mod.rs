@@ -72,28 +72,8 @@ pub struct RecordInput {
     pub compression: Option<Compression>,
 }
 
-/// Whether SIGHUP applies `key` without a restart: the per-stream settings
-/// but those that choose the Kinesis client, `streams_allowed`, and
-/// `log_level` (which the binary applies). `[streams.*]` tables are handled
-/// apart.
-fn applies_live(key: &str) -> bool {
-    use crate::config::{STREAM_CLIENT_KEYS, STREAM_KEYS};
-    (STREAM_KEYS.contains(&key) && !STREAM_CLIENT_KEYS.contains(&key))
-        || matches!(key, "streams_allowed" | "log_level")
-}
-
-/// What a reload changed.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Reload {
-    /// Applied now: `key: old -> new`, or `streams.NAME`.
-    pub changed: Vec<String>,
-    /// Changed in the file but kept until a restart.
-    pub restart_needed: Vec<String>,
-}
-
-fn toml_table(c: &Config) -> toml::Table {
-    c.to_toml().parse().expect("our own TOML parses")
-}
+mod reload;
+pub use reload::Reload;
 
 /// What [`Producer::shutdown`] left undelivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -332,54 +312,7 @@ impl Producer {
     /// `streams_allowed` change at once, for records already buffered too;
     /// returns the keys that changed live and those that need a restart.
     pub fn reconfigure(&self, old_cfg: &Config, new: &Config) -> Reload {
-        let mut report = Reload::default();
-        let old = toml_table(old_cfg);
-        let fresh = toml_table(new);
-        let keys: std::collections::BTreeSet<&String> = old.keys().chain(fresh.keys()).collect();
-        for k in keys {
-            if old.get(k) == fresh.get(k) {
-                continue;
-            }
-            let live_key = applies_live(k);
-            let change = match (k.as_str(), old.get(k), fresh.get(k)) {
-                ("streams", _, _) => {
-                    let (o, f) = (old_cfg.streams.clone(), new.streams.clone());
-                    let names: std::collections::BTreeSet<&String> =
-                        o.keys().chain(f.keys()).collect();
-                    for n in names {
-                        if o.get(n) == f.get(n) {
-                            continue;
-                        }
-                        let own_client = |s: Option<&StreamSettings>| {
-                            s.map(|s| {
-                                (
-                                    s.region.clone(),
-                                    s.kinesis_endpoint.clone(),
-                                    s.role_arn.clone(),
-                                )
-                            })
-                        };
-                        if own_client(o.get(n)) != own_client(f.get(n)) {
-                            report
-                                .restart_needed
-                                .push(format!("streams.{n} region/kinesis_endpoint/role_arn"));
-                        }
-                        report.changed.push(format!("streams.{n}"));
-                    }
-                    continue;
-                }
-                (_, o, f) => format!(
-                    "{k}: {} -> {}",
-                    o.map_or("unset".into(), |v| v.to_string()),
-                    f.map_or("unset".into(), |v| v.to_string())
-                ),
-            };
-            if live_key {
-                report.changed.push(change);
-            } else {
-                report.restart_needed.push(change);
-            }
-        }
+        let report = Reload::between(old_cfg, new);
         let live = Live::from_config(new);
         for (name, tx) in self.inner.streams.lock().expect("streams lock").iter() {
             let _ = tx.send(Input::Settings(live.settings_for(name).clone()));
