@@ -350,14 +350,24 @@ impl StreamCore {
         for k in ready {
             self.collector.push(k);
         }
+        let why = format!(
+            "waited for the shard's rate limit (rate_limit = {}%)",
+            self.settings.rate_limit
+        );
+        self.expire_or_reroute(expired, &why, now);
+    }
+
+    /// The records of `batch` whose TTL ran out fail (`why` says what they
+    /// waited for); the others are routed again, maybe to a new shard.
+    fn expire_or_reroute(&mut self, batch: Vec<KinesisRecord>, why: &str, now: Instant) {
         let mut reroute = Vec::new();
-        for k in expired {
+        for k in batch {
             let shard = k.shard_id;
             for u in k.records {
                 if u.expiry <= now {
                     let msg = format!(
-                        "record_ttl_ms ({} ms) ran out while the record waited for shard {}'s rate limit (rate_limit = {}%)",
-                        self.settings.record_ttl_ms, shard, self.settings.rate_limit
+                        "record_ttl_ms ({} ms) ran out while the record on shard {shard} {why}",
+                        self.settings.record_ttl_ms
                     );
                     self.fail(u, Some(&shard), ErrorCode::Expired, msg);
                 } else {
@@ -383,20 +393,11 @@ impl StreamCore {
     /// Kinesis records that waited for a connection past a record's TTL:
     /// the expired records fail, the others are routed again.
     fn on_unsent(&mut self, batch: Vec<KinesisRecord>, now: Instant) {
-        for k in batch {
-            let shard = k.shard_id;
-            for u in k.records {
-                if u.expiry <= now {
-                    let msg = format!(
-                        "record_ttl_ms ({} ms) ran out while the record waited for a free connection (max_connections = {})",
-                        self.settings.record_ttl_ms, self.limits.max_connections
-                    );
-                    self.fail(u, Some(&shard), ErrorCode::Expired, msg);
-                } else {
-                    self.route(u, now);
-                }
-            }
-        }
+        let why = format!(
+            "waited for a free connection (max_connections = {})",
+            self.limits.max_connections
+        );
+        self.expire_or_reroute(batch, &why, now);
     }
 
     fn on_sent(

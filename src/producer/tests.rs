@@ -11,7 +11,7 @@ use crate::kinesis::{ApiError, BoxFuture, EntryResult, PutEntry};
 use crate::pipeline::testkit::{even_shards, Collect};
 use crate::shard_map::{hash_partition_key, Shard};
 use prost::Message;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// What the fake does with one PutRecords call (by call number, from 0).
 #[derive(Clone)]
@@ -239,28 +239,41 @@ fn assert_all_landed(r: &[RecordResult], ids: std::ops::Range<u64>, fake: &FakeA
         r.iter().map(|r| r.id).collect::<Vec<_>>(),
         ids.collect::<Vec<_>>()
     );
+    // Decode every stored Kinesis record once: data -> (shard, stored
+    // copy readable) for each copy of it.
     let stored = fake.stored();
+    let mut copies: HashMap<Vec<u8>, Vec<(Arc<str>, bool)>> = HashMap::new();
+    for s in &stored {
+        let users = user_records(&s.entry);
+        // What the KCL checks: every user record hashes into the shard.
+        let readable = users.iter().all(|(pk, _)| {
+            let h = hash_partition_key(pk);
+            s.range.0 <= h && h <= s.range.1
+        });
+        for (_, d) in users {
+            copies
+                .entry(d)
+                .or_default()
+                .push((s.shard.clone(), readable));
+        }
+    }
     for x in r {
         assert!(x.success, "record {} failed: {x:?}", x.id);
         let data = format!("data-{}", x.id).into_bytes();
-        let on = stored
-            .iter()
-            .find(|s| user_records(&s.entry).iter().any(|(_, d)| *d == data))
+        let on = copies
+            .get(&data)
             .expect("the fake holds every record that succeeded");
         // The copy its result names must be one a consumer reads: on that
         // shard, in a Kinesis record whose every user record hashes into it.
-        let readable = stored.iter().any(|s| {
-            *s.shard == *x.shard_id
-                && user_records(&s.entry).iter().any(|(_, d)| *d == data)
-                && user_records(&s.entry).iter().all(|(pk, _)| {
-                    let h = hash_partition_key(pk);
-                    s.range.0 <= h && h <= s.range.1
-                })
-        });
+        let readable = on
+            .iter()
+            .any(|(shard, readable)| **shard == *x.shard_id && *readable);
         assert!(
             readable,
-            "record {} reported on {} has no readable copy there (stored on {})",
-            x.id, x.shard_id, on.shard
+            "record {} reported on {} has no readable copy there (stored on {:?})",
+            x.id,
+            x.shard_id,
+            on.iter().map(|(s, _)| s).collect::<Vec<_>>()
         );
     }
 }
