@@ -10,7 +10,8 @@
 #   3. start kinesalite, kinesis-local and moto_server (CloudWatch) on free loopback ports
 #      (stopped by PID on exit)
 #   4. cargo test --workspace, pytest tests/integration, pytest clients/python/tests, node --test in
-#      clients/node
+#      clients/node; the summary counts passed and skipped tests per step, and under CI=true any
+#      skipped test not named in .ci/expected-skips fails the run
 #
 # Environment for step 4 (also what a developer sets to run one test by hand):
 #   KPLD_BIN                          the daemon binary (target/debug/kpld)
@@ -67,6 +68,38 @@ run_step() {
   return $rc
 }
 
+# count_step NAME KIND REPORT: adds "N passed, M skipped" to NAME's summary line (KIND is
+# junit, tap or cargo; see scripts/test_counts.py). Under CI every skipped test must be listed
+# by name in .ci/expected-skips, or the step "NAME: skips" fails naming it: a suite must never
+# pass by skipping.
+TOTAL_SKIPPED=0
+count_step() {
+  local name=$1 kind=$2 report=$3 counts i unexpected=()
+  if ! counts=$("$VENV/bin/python" "$ROOT/scripts/test_counts.py" "$kind" "$report"); then
+    record "$name: counts" "FAIL (no readable $kind report at ${report#"$ROOT"/})"
+    return
+  fi
+  local head passed skipped
+  head=$(head -n1 <<<"$counts")
+  passed=$(sed -E 's/.*passed=([0-9]+).*/\1/' <<<"$head")
+  skipped=$(sed -E 's/.*skipped=([0-9]+).*/\1/' <<<"$head")
+  TOTAL_SKIPPED=$((TOTAL_SKIPPED + skipped))
+  for i in "${!STEP_NAMES[@]}"; do
+    if [ "${STEP_NAMES[$i]}" = "$name" ]; then
+      STEP_RESULTS[i]="${STEP_RESULTS[$i]}: $passed passed, $skipped skipped"
+    fi
+  done
+  [ "${CI:-}" = true ] || return 0
+  while IFS= read -r line; do
+    local test=${line#skip }
+    grep -qxF "$test" <(sed -E 's/[[:space:]]*#.*//; /^$/d' "$ROOT/.ci/expected-skips") ||
+      unexpected+=("$test")
+  done < <(grep '^skip ' <<<"$counts" || true)
+  if [ ${#unexpected[@]} -gt 0 ]; then
+    record "$name: skips" "FAIL (not in .ci/expected-skips: ${unexpected[*]})"
+  fi
+}
+
 print_summary() {
   local i
   echo
@@ -74,6 +107,7 @@ print_summary() {
   for i in "${!STEP_NAMES[@]}"; do
     printf '  %-44s %s\n' "${STEP_NAMES[$i]}" "${STEP_RESULTS[$i]}"
   done
+  echo "  skipped tests: $TOTAL_SKIPPED (under CI only those in .ci/expected-skips may skip)"
   echo "  total time: $((SECONDS - START_TIME)) s, $(df -Ph "$ROOT" | awk 'NR==2 {print $4}') left on disk"
   if [ $FAILED -eq 0 ]; then
     echo "  RESULT: ALL PASSED"
@@ -158,7 +192,9 @@ export KPLD_TEST_MOTO_ENDPOINT=${MOTO_URL:-}
 # the slowest step, the integration tests, takes 3-7 minutes).
 STEP_TIMEOUT_S=${KPLD_TEST_STEP_TIMEOUT_S:-1200}
 if [ "${KPLD_TEST_SKIP_RUST:-0}" != 1 ]; then
-  run_step "cargo test" timeout --kill-after=30 "$STEP_TIMEOUT_S" cargo test --workspace || true
+  run_step "cargo test" timeout --kill-after=30 "$STEP_TIMEOUT_S" \
+    bash -c 'set -o pipefail; cargo test --workspace 2>&1 | tee "$1"' _ "$WORK/cargo-test.log" || true
+  count_step "cargo test" cargo "$WORK/cargo-test.log"
 fi
 
 PYTEST_RAN=0    # suites that ran at least one test
@@ -168,8 +204,11 @@ run_pytest() { # run_pytest NAME DIR
   log "=== $name: pytest $dir"
   # Bounded: a test that hangs (a result that never comes) fails the suite
   # after STEP_TIMEOUT_S instead of holding CI until its own limit.
+  local junit=$WORK/junit-${dir//\//-}.xml
+  rm -f "$junit"
   timeout --kill-after=30 "$STEP_TIMEOUT_S" \
-    "$VENV/bin/python" -m pytest "$dir" -ra -p no:cacheprovider ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} || rc=$?
+    "$VENV/bin/python" -m pytest "$dir" -ra -p no:cacheprovider --junitxml="$junit" \
+    ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} || rc=$?
   PYTEST_SUITES+=("$name")
   case $rc in
     0) PYTEST_RAN=1; record "$name" "PASS ($((SECONDS - t0)) s)" ;;
@@ -177,6 +216,7 @@ run_pytest() { # run_pytest NAME DIR
     124 | 137) PYTEST_RAN=1; record "$name" "FAIL (timed out after $STEP_TIMEOUT_S s)" ;;
     *) PYTEST_RAN=1; record "$name" "FAIL (pytest exit $rc, $((SECONDS - t0)) s)" ;;
   esac
+  [ $rc -eq 5 ] || count_step "$name" junit "$junit"
 }
 
 if [ $BUILD_OK -eq 1 ] && [ $SERVERS_OK -eq 1 ]; then
@@ -190,8 +230,11 @@ if [ $BUILD_OK -eq 1 ] && [ $SERVERS_OK -eq 1 ]; then
     record "pytest: some test ran" "FAIL (no test was collected in any suite)"
   fi
   if [ $HAVE_NODE_CLIENT -eq 1 ]; then
+    rm -f "$WORK/node.tap"
     run_step "node --test clients/node" timeout --kill-after=30 "$STEP_TIMEOUT_S" \
-      bash -c 'cd "$1" && node --test' _ "$ROOT/clients/node" || true
+      bash -c 'cd "$1" && node --test --test-reporter=spec --test-reporter-destination=stdout \
+        --test-reporter=tap --test-reporter-destination="$2"' _ "$ROOT/clients/node" "$WORK/node.tap" || true
+    count_step "node --test clients/node" tap "$WORK/node.tap"
   else
     record "node --test clients/node" "SKIP (clients/node/package.json does not exist)"
   fi

@@ -124,8 +124,17 @@ mod tests {
         fn delay_stays_within_zero_and_ceiling(base in 1u64..1000, extra in 0u64..100_000, retry in 0u32..100, unit in 0.0f64..1.0) {
             let b = Backoff::new(Duration::from_millis(base), Duration::from_millis(base + extra)).unwrap();
             let d = b.delay(retry, unit);
-            prop_assert!(d <= b.ceiling(retry));
-            prop_assert!(d <= Duration::from_millis(base + extra));
+            // Worked out apart from `ceiling`: min(base * 2^(retry-1), max),
+            // in nanoseconds, with the exponent bounded as the KPL's is not.
+            let max_ns = u128::from(base + extra) * 1_000_000;
+            let doubled = (u128::from(base) * 1_000_000) << retry.saturating_sub(1).min(30);
+            let ceiling_ns = doubled.min(max_ns);
+            prop_assert!(d.as_nanos() <= ceiling_ns);
+            // Full jitter: the delay is the sample's fraction of the
+            // ceiling (so a delay stuck at zero, or at the ceiling, fails).
+            let want = ceiling_ns as f64 * unit;
+            prop_assert!((d.as_nanos() as f64 - want).abs() <= 1.0 + want * 1e-9,
+                "delay {:?}, want {} ns", d, want);
         }
     }
 }

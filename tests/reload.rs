@@ -59,11 +59,20 @@ async fn sighup_applies_live_settings_and_names_what_needs_a_restart() {
         assert!(Instant::now() < deadline, "{}", d.log_text());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tx.put(vec![record(9, "b", "k", "9|z")], false)
-        .await
-        .unwrap();
-    let r = collect_results(&mut rx, 1, Duration::from_secs(10)).await;
-    assert!(r[&9].success);
+    // What only the kept config does: the default one would allow "c" (and
+    // fail it as not found) and aggregate b's two records into one.
+    let recs = vec![
+        record(9, "b", "k9", "9|z"),
+        record(10, "b", "k10", "10|z"),
+        record(11, "c", "k", "11|z"),
+    ];
+    tx.put(recs, false).await.unwrap();
+    tx.flush(1).await.unwrap();
+    let r = collect_results(&mut rx, 3, Duration::from_secs(10)).await;
+    assert!(r[&9].success && r[&10].success, "{r:?}");
+    assert_eq!(r[&11].error_code, "StreamNotAllowed", "{:?}", r[&11]);
+    let on_b = fake.log().into_iter().filter(|e| e.stream == "b").count();
+    assert_eq!(on_b, 5, "aggregation is still off for b");
     drop(tx);
     let (status, log) = d.stop().await;
     assert!(status.success(), "{log}");

@@ -346,6 +346,79 @@ mod tests {
         }
     }
 
+    #[test]
+    fn every_key_set_away_from_its_default_is_read_and_printed_with_that_value() {
+        use keys::{Allowed, Bound, DefaultValue};
+        let mut checked = 0;
+        for k in keys::global_keys().filter(|k| k.name != keys::STREAMS) {
+            // Values to try, away from the default; keys whose bounds name
+            // other keys may refuse some, so the first one that loads counts.
+            let tries: Vec<String> = match (&k.default, &k.allowed) {
+                (DefaultValue::Bool(b), _) => vec![(!b).to_string()],
+                (DefaultValue::Str(d), Allowed::OneOf(vals)) => vals
+                    .iter()
+                    .filter(|v| *v != d)
+                    .map(|v| format!("{v:?}"))
+                    .collect(),
+                (DefaultValue::Int(d), Allowed::Range(lo, hi))
+                | (
+                    DefaultValue::Int(d),
+                    Allowed::Ranges {
+                        global: (lo, hi), ..
+                    },
+                ) => {
+                    let lit = |b: &Bound| match b {
+                        Bound::Lit(v) => Some(*v),
+                        Bound::Key(..) => None,
+                    };
+                    [d.checked_add(1), d.checked_sub(1), lit(hi), lit(lo)]
+                        .into_iter()
+                        .flatten()
+                        .filter(|v| v != d)
+                        .map(|v| v.to_string())
+                        .collect()
+                }
+                _ => match k.name {
+                    "socket_path" => vec!["\"/tmp/kpld-elsewhere.sock\"".into()],
+                    "socket_mode" => vec!["\"0600\"".into()],
+                    "socket_group" => vec!["0".into()],
+                    "allowed_uids" | "allowed_gids" => vec!["[0]".into()],
+                    "region" => vec!["\"eu-west-1\"".into()],
+                    "kinesis_endpoint" | "cloudwatch_endpoint" => {
+                        vec!["\"http://127.0.0.1:4567\"".into()]
+                    }
+                    "log_level" => vec!["\"debug\"".into()],
+                    "metrics_namespace" => vec!["\"Elsewhere\"".into()],
+                    "metrics_emf_path" => vec!["\"-\"".into()],
+                    "metrics_prometheus_addr" => vec!["\"127.0.0.1:9464\"".into()],
+                    "streams_allowed" => vec!["[\"a*\"]".into()],
+                    "aggregation_max_size" => vec!["1000".into()],
+                    "max_frame_size" => vec!["16777216".into()],
+                    "role_arn" => vec!["\"arn:aws:iam::1:role/r\"".into()],
+                    _ => panic!("{}: no value to try; add one here", k.name),
+                },
+            };
+            let read_back = tries.iter().find_map(|v| {
+                let printed = load(&format!("{} = {v}", k.name), &[]).ok()?.to_toml();
+                Some((v, printed))
+            });
+            let (v, printed) =
+                read_back.unwrap_or_else(|| panic!("{}: none of {tries:?} is accepted", k.name));
+            let line = format!("{} = {v}", k.name);
+            assert!(
+                printed.lines().any(|l| l == line),
+                "{} set to {v} is not read back:\n{printed}",
+                k.name
+            );
+            checked += 1;
+        }
+        assert_eq!(
+            checked,
+            keys::global_keys().count() - 1,
+            "every key but `streams`"
+        );
+    }
+
     /// A config that sets every key, the optional ones too.
     const EVERY_KEY: &str = "socket_group = 0\nregion = \"eu-west-1\"\n\
         kinesis_endpoint = \"http://127.0.0.1:4567\"\nstreams_allowed = [\"a*\"]\n\

@@ -861,7 +861,16 @@ mod tests {
                 let mut one = Stat::EMPTY;
                 one.put(*v as f64);
                 r.add_leaf(k.clone(), &one);
-                for p in k.prefixes() {
+                // Written out apart from `prefixes`: the global series, the
+                // stream's, and the shard's when the value has one.
+                let mut series = vec![
+                    key(Metric::UserRecordsDataPut, None, None, None),
+                    key(Metric::UserRecordsDataPut, None, Some(streams[*s]), None),
+                ];
+                if shards[*sh].is_some() {
+                    series.push(k.clone());
+                }
+                for p in series {
                     expect.entry(p).or_default().put(*v as f64);
                 }
             }

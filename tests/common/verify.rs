@@ -121,9 +121,24 @@ pub struct Report {
     pub failed: HashMap<String, usize>,
     /// Records found more than once in the stream.
     pub duplicated: usize,
+    /// Duplicated records with more copies than they had attempts whose
+    /// answer was lost or that landed on the wrong shard (what can store a
+    /// record without kpld knowing it): each one a defect.
+    pub unexplained_duplicates: Vec<String>,
     /// Attempts beyond the first, over all records.
     pub retries: usize,
 }
+
+/// Attempt outcomes after which the record may be in the stream although
+/// kpld did not count the attempt a success: the answer never came (or came
+/// broken), or the record landed in a Kinesis record on a shard it does not
+/// hash into and was sent again.
+const COPY_WITHOUT_SUCCESS: [&str; 4] = [
+    "RequestTimeout",
+    "ConnectionError",
+    "ResponseError",
+    "WrongShard",
+];
 
 /// Checks every success against the log; returns the figures.
 pub fn verify(
@@ -146,6 +161,21 @@ pub fn verify(
             .unwrap_or_else(|| panic!("record {id} reported put but is not in the stream"));
         if copies.len() > 1 {
             r.duplicated += 1;
+            let causes = res
+                .attempts
+                .iter()
+                .filter(|a| !a.success && COPY_WITHOUT_SUCCESS.contains(&a.error_code.as_str()))
+                .count();
+            if copies.len() - 1 > causes {
+                r.unexplained_duplicates.push(format!(
+                    "record {id}: {} copies, attempts {:?}",
+                    copies.len(),
+                    res.attempts
+                        .iter()
+                        .map(|a| a.error_code.as_str())
+                        .collect::<Vec<_>>()
+                ));
+            }
         }
         let hit = copies
             .iter()

@@ -77,17 +77,20 @@ def test_ttl_expires_records_of_one_stream_only(kpld, producers, kinesis, make_s
 
 def test_compression_asked_per_record_overrides_the_stream(kpld, producers, kinesis, make_stream):
     s = make_stream(kinesis, 1)
-    d = kpld()
+    # The stream compresses with gzip: what a record asks for must win over it.
+    d = kpld(streams={s: {"compression": "gzip"}})
     p = producers(d)
     data = b"hello hello hello hello hello hello"
-    f1 = p.put_record(s, data, partition_key="a", compression="zlib")
-    f2 = p.put_record(s, data + b"!", partition_key="b")
+    asked_zlib = p.put_record(s, data, partition_key="zlib", compression="zlib")
+    asked_none = p.put_record(s, data + b"?", partition_key="none", compression="none")
+    stream_default = p.put_record(s, data + b"!", partition_key="default")
     p.flush()
-    f1.result(timeout=60)
-    f2.result(timeout=60)
+    for f in (asked_zlib, asked_none, stream_default):
+        f.result(timeout=60)
     got = {u.partition_key: u.data for u in read_stream(kinesis, s).user_records}
-    assert zlib.decompress(got["a"]) == data
-    assert got["b"] == data + b"!"
+    assert zlib.decompress(got["zlib"]) == data
+    assert got["none"] == data + b"?"
+    assert gzip.decompress(got["default"]) == data + b"!"
 
 
 def test_streams_allowed_refuses_other_streams_with_a_clear_error(kpld, producers, kinesis, make_stream):

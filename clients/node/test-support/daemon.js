@@ -14,6 +14,11 @@ const KPLD_BIN = process.env.KPLD_BIN;
 const ENDPOINT = process.env.KPLD_TEST_KINESIS_ENDPOINT;
 const SKIP_REASON =
   KPLD_BIN && ENDPOINT ? false : 'set KPLD_BIN (the kpld binary) and KPLD_TEST_KINESIS_ENDPOINT (a running kinesalite) to run';
+// Under CI the integration tests must run: a missing prerequisite fails the suite instead of
+// skipping it.
+if (SKIP_REASON && ['1', 'true', 'yes'].includes(String(process.env.CI).toLowerCase())) {
+  throw new Error(`prerequisite missing under CI: ${SKIP_REASON}`);
+}
 
 // Bounds that keep a broken daemon from hanging the suite; they assert nothing.
 const READY_DEADLINE_MS = 30000;

@@ -176,6 +176,32 @@ describe('kpld integration', { skip: h.SKIP_REASON }, () => {
     assert.equal(plain.data.toString(), text);
   });
 
+  it('per-record compression overrides a stream that compresses: none and zlib win over gzip', LONG, async (t) => {
+    const zlib = require('node:zlib');
+    const gzDir = h.tempDir();
+    const socketPath = path.join(gzDir, 'kpld.sock');
+    const d = await h.startDaemon({ dir: gzDir, socketPath, config: { compression: 'gzip' } });
+    const p = new Producer({ socketPath });
+    t.after(async () => {
+      p.destroy();
+      await d.stop('SIGTERM');
+      fs.rmSync(gzDir, { recursive: true, force: true });
+    });
+    const text = 'compress me, '.repeat(200);
+    const rs = await p.putRecords(stream, [
+      { partitionKey: 'over-none', data: text, compression: 'none' },
+      { partitionKey: 'over-zlib', data: text, compression: 'zlib' },
+      { partitionKey: 'over-default', data: text },
+    ]);
+    for (const r of rs) assert.equal(r.status, 'fulfilled', r.reason && r.reason.message);
+    const read = await h.readStream(kinesis, stream);
+    const find = (v) => read.get(v.shardId).find((u) => u.sequenceNumber === v.sequenceNumber && u.subSequenceNumber === v.subSequenceNumber);
+    const [none, zl, dflt] = rs.map((r) => find(r.value));
+    assert.equal(none.data.toString(), text);
+    assert.equal(zlib.inflateSync(zl.data).toString(), text);
+    assert.equal(zlib.gunzipSync(dflt.data).toString(), text);
+  });
+
   it('send(): results only count, and a failed record is emitted as recordFailed', LONG, async () => {
     const p = new Producer({ socketPath: daemon.socketPath });
     const failures = [];

@@ -46,6 +46,14 @@ def stream(kinesis):
 
 
 @pytest.fixture
+def own_stream(kinesis):
+    """A 4-shard stream of one test alone, for tests that read all of it back."""
+    name = harness.create_stream(kinesis, 4)
+    yield name
+    kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+
+
+@pytest.fixture
 def make_daemon(kpld_bin, kinesis_endpoint, tmp_path_factory):
     """Factory of started daemons (stopped with SIGTERM at teardown, which
     must exit 0 unless the test killed the daemon itself)."""

@@ -101,6 +101,33 @@ def read_back(kinesis: Any, stream: str, shard_id: str, sequence_number: str, su
     return user["partitionKey"], data
 
 
+def read_all(kinesis: Any, stream: str) -> Dict[Tuple[str, str, int], Tuple[str, bytes]]:
+    """Every user record of the stream, (shard, sequence number, sub-sequence
+    number) -> (partition key, data): each shard read once from TRIM_HORIZON
+    and deaggregated by aws-kinesis-agg. Call it after every put has its
+    result."""
+    from aws_kinesis_agg.deaggregator import iter_deaggregate_records
+
+    out: Dict[Tuple[str, str, int], Tuple[str, bytes]] = {}
+    for shard_id in shard_ranges(kinesis, stream):
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")[
+            "ShardIterator"
+        ]
+        while it:
+            resp = kinesis.get_records(ShardIterator=it, Limit=10000)
+            for record in resp["Records"]:
+                for sub, u in enumerate(iter_deaggregate_records([record], data_format="Boto3")):
+                    k = u["kinesis"]
+                    data = base64.b64decode(k["data"]) if k.get("aggregated") else bytes(k["data"])
+                    out[(shard_id, record["SequenceNumber"], sub)] = (k["partitionKey"], data)
+            it = resp.get("NextShardIterator")
+            # kinesalite returns every stored record without gaps: an empty
+            # page means the shard is read to its end.
+            if not resp["Records"]:
+                break
+    return out
+
+
 def socket_accepts(path: str) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:

@@ -11,7 +11,7 @@ import pytest
 import kpld
 from kpld import RecordFailed, Result
 from kpld.aio import AsyncProducer
-from kpld_harness import RESULT_TIMEOUT_S, read_back
+from kpld_harness import RESULT_TIMEOUT_S, read_all, read_back
 
 HOLD_MS = 10_000
 
@@ -66,20 +66,26 @@ def test_failures_raise_record_failed(daemon, stream):
     assert unknown.code == "ResourceNotFoundException"
 
 
-def test_many_tasks_put_concurrently(daemon, stream):
+def test_many_tasks_put_concurrently(daemon, own_stream, kinesis):
+    stream = own_stream
     async def worker(p, w):
         out = []
         for i in range(5):  # each await waits for the daemon's buffering time
-            out.append(await p.put_record(stream, b"%d" % i, partition_key=f"{w}-{i}"))
+            put = (f"{w}-{i}", b"task %d put %d" % (w, i))
+            out.append((put, await p.put_record(stream, put[1], partition_key=put[0])))
         return out
 
     async def main():
         async with AsyncProducer(daemon.socket_path) as p:
             return await asyncio.gather(*(worker(p, w) for w in range(100)))
 
-    results = [r for rs in run(main()) for r in rs]
-    assert len(results) == 500
-    assert len({(r.shard_id, r.sequence_number, r.sub_sequence_number) for r in results}) == 500
+    done = [x for rs in run(main()) for x in rs]
+    assert len(done) == 500
+    # Each awaited result must point at the record that task put.
+    stored = read_all(kinesis, stream)
+    assert len(stored) == 500
+    for put, r in done:
+        assert stored[(r.shard_id, r.sequence_number, r.sub_sequence_number)] == put
 
 
 def test_in_flight_fail_with_connection_error_and_the_next_put_reconnects(make_daemon, stream):
@@ -118,12 +124,16 @@ def test_close_is_idempotent_and_puts_after_close_raise(daemon, stream):
     assert run(main())
 
 
-def test_daemon_stats_and_connect(daemon):
+def test_daemon_stats_and_connect(daemon, stream):
     async def main():
         async with AsyncProducer(daemon.socket_path) as p:
             info = await p.connect()
-            return info, await p.daemon_stats()
+            r = await p.put_record(stream, b"counted", partition_key="aio-stats")
+            return info, r, await p.daemon_stats()
 
-    info, stats = run(main())
+    info, r, stats = run(main())
     assert info.protocol_version == 1
-    assert isinstance(stats, dict)
+    # The snapshot counts the record on the shard its result named.
+    (mine,) = [s for s in stats["streams"] if s["name"] == stream]
+    counted = {sh["shard_id"]: sh["user_records_put_total"] for sh in mine["shards"]}
+    assert counted.get(r.shard_id, 0) >= 1, stats

@@ -11,7 +11,7 @@ import pytest
 
 import kpld
 from kpld import Busy, Producer, RecordFailed, Result
-from kpld_harness import RESULT_TIMEOUT_S, all_results, create_stream, read_back, shard_ranges
+from kpld_harness import RESULT_TIMEOUT_S, all_results, create_stream, read_all, read_back, shard_ranges
 
 #: record_max_buffered_time_ms of the tests that need records to stay in
 #: flight for a while: a generous margin for what follows the put (a kill,
@@ -103,7 +103,8 @@ def test_flush_returns_when_every_record_has_its_result(daemon, stream):
     )
 
 
-def test_many_threads_put_at_once(daemon, stream):
+def test_many_threads_put_at_once(daemon, own_stream, kinesis):
+    stream = own_stream
     n_threads, per_thread = 8, 150
     futures_by_thread = [[] for _ in range(n_threads)]
     errors = []
@@ -115,11 +116,11 @@ def test_many_threads_put_at_once(daemon, stream):
             try:
                 start.wait()
                 for i in range(per_thread):
-                    futures_by_thread[t].append(p.put_record(stream, b"%d-%d" % (t, i), partition_key=f"{t}-{i}"))
+                    put = (f"{t}-{i}", b"%d-%d" % (t, i))
+                    futures_by_thread[t].append((put, p.put_record(stream, put[1], partition_key=put[0])))
                     if i % 50 == 0:
-                        futures_by_thread[t].extend(
-                            p.put_records(stream, [(f"{t}-{i}-{j}", b"batch") for j in range(100)])
-                        )
+                        batch = [(f"{t}-{i}-{j}", b"batch %d-%d-%d" % (t, i, j)) for j in range(100)]
+                        futures_by_thread[t].extend(zip(batch, p.put_records(stream, batch)))
             except BaseException as e:  # noqa: BLE001 - reported below
                 errors.append(e)
 
@@ -130,10 +131,15 @@ def test_many_threads_put_at_once(daemon, stream):
             t.join()
         p.flush()
     assert errors == []
-    results = [r for fs in futures_by_thread for r in all_results(fs)]
+    puts = [put for fs in futures_by_thread for put, _ in fs]
+    results = all_results([f for fs in futures_by_thread for _, f in fs])
     assert len(results) == n_threads * (per_thread + 300)
-    identities = {(r.shard_id, r.sequence_number, r.sub_sequence_number) for r in results}
-    assert len(identities) == len(results)
+    # Each future's result must point at the record that future put: a
+    # result handed to the wrong future names another record's position.
+    stored = read_all(kinesis, stream)
+    assert len(stored) == len(results)
+    for put, r in zip(puts, results):
+        assert stored[(r.shard_id, r.sequence_number, r.sub_sequence_number)] == put
 
 
 def test_batches_are_split_under_the_daemons_frame_limit(make_daemon, stream, kinesis):
@@ -188,19 +194,27 @@ def test_records_in_flight_fail_with_connection_error_and_the_next_put_reconnect
     assert (stats.records_put, stats.records_succeeded, stats.records_failed) == (6, 1, 5)
 
 
-def test_sigterm_drains_buffered_records_before_closing(make_daemon, stream):
-    d = make_daemon(record_max_buffered_time_ms=HOLD_MS)
+def test_sigterm_drains_buffered_records_before_closing(make_daemon, stream, kinesis):
+    # The records would wait an hour for their buffer time, far past the
+    # bound on the exit (STOP_TIMEOUT_S): only a daemon that flushes on
+    # SIGTERM sends them before it exits, and one that ignores SIGTERM fails
+    # the bound.
+    d = make_daemon(record_max_buffered_time_ms=3_600_000)
     with Producer(d.socket_path) as p:
-        futures = p.put_records(stream, [(str(i), b"drained") for i in range(20)])
+        records = [(f"drain-{i}", f"drained-{i}".encode()) for i in range(20)]
+        futures = p.put_records(stream, records)
         # A round trip after the put: the daemon reads a connection's frames
         # in order, so once it answers, it has accepted the records (records
         # still unread at SIGTERM would rightly fail with ShuttingDown).
         p.daemon_stats()
         assert p.stats().records_in_flight == 20
         assert d.stop() == 0
-        assert all(isinstance(r, Result) for r in all_results(futures))
+        results = all_results(futures)
         with pytest.raises(kpld.ConnectionError):
             p.put_record(stream, b"x", partition_key="k")
+    for (pk, data), r in zip(records, results):
+        assert isinstance(r, Result), r
+        assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == (pk, data)
 
 
 def test_compression_is_applied_per_record(daemon, stream, kinesis):
@@ -226,13 +240,18 @@ def test_close_is_idempotent_and_puts_after_close_raise(daemon, stream):
         p.put_record(stream, b"x", partition_key="k")
 
 
-def test_daemon_stats_and_server_info(daemon):
+def test_daemon_stats_and_server_info(daemon, stream):
     with Producer(daemon.socket_path) as p:
         assert p.server_info is None
         info = p.connect()
         assert info.protocol_version == 1 and info.server_version.startswith("kpld")
         assert info.max_frame_size > info.max_record_size > 0
-        assert isinstance(p.daemon_stats(), dict)
+        r = p.put_record(stream, b"counted", partition_key="stats").result(timeout=RESULT_TIMEOUT_S)
+        stats = p.daemon_stats()
+    # The snapshot counts the record on the shard its result named.
+    (mine,) = [s for s in stats["streams"] if s["name"] == stream]
+    counted = {sh["shard_id"]: sh["user_records_put_total"] for sh in mine["shards"]}
+    assert counted.get(r.shard_id, 0) >= 1, stats
 
 
 def test_a_stream_with_many_shards_gets_records_on_every_shard(make_daemon, kinesis):
