@@ -428,6 +428,21 @@ impl StreamCore {
             user_records,
             outcome.as_ref().err().map(|e| e.code.as_str()),
         );
+        // Checked here, not only in the SDK seam: a `KinesisApi` answering
+        // too few results would otherwise drop the records past the end of
+        // the zip below without a result, and too many would hide a mix-up
+        // of entries. Either is a failed attempt, retried within the TTL.
+        let outcome = match outcome {
+            Ok(results) if results.len() != batch.len() => Err(ApiError::new(
+                ErrorCode::ResponseError,
+                format!(
+                    "PutRecords answered {} results for {} entries",
+                    results.len(),
+                    batch.len()
+                ),
+            )),
+            o => o,
+        };
         match outcome {
             Ok(results) => {
                 for (k, r) in batch.into_iter().zip(results) {

@@ -25,6 +25,8 @@ enum CallFault {
     /// Refuse the whole call with a ValidationException when one of its
     /// entries has this partition key (as Kinesis does for a bad entry).
     RefuseCallWithKey(String),
+    /// Store every entry but answer one result fewer than entries.
+    TooFewResults,
 }
 
 /// The call number of a fault that applies to every call.
@@ -174,6 +176,9 @@ impl KinesisApi for FakeApi {
         Box::pin(async move {
             if matches!(fault, Some(CallFault::Hang)) {
                 std::future::pending::<()>().await;
+            }
+            if matches!(fault, Some(CallFault::TooFewResults)) {
+                results.pop();
             }
             Ok(results)
         })
@@ -530,4 +535,28 @@ async fn a_call_refused_for_one_entry_is_split_until_only_that_record_fails() {
     assert_eq!(stored.len(), 198, "each good record stored once");
     assert!(!stored.iter().any(|k| k == "key-17"));
     assert_eq!(p.outstanding(), 0, "the budget is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_with_too_few_results_is_a_failed_attempt_not_lost_records() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    fake.fault(0, CallFault::TooFewResults);
+    let cfg = config(&[("KPLD_AGGREGATION_ENABLED", "false")]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..50, 50), 0, sink.clone(), false).await;
+    let r = results(&sink, 50, Duration::from_secs(10)).await;
+    assert_all_landed(&r, 0..50, &fake);
+    let n = fake.calls()[0].len();
+    let said = format!("{} results for {n} entries", n - 1);
+    let first: Vec<_> = r.iter().filter(|x| x.attempts.len() == 2).collect();
+    assert_eq!(first.len(), n, "every record of the short answer retried");
+    for x in first {
+        assert_eq!(x.attempts[0].error_code, "ResponseError");
+        assert!(
+            x.attempts[0].error_message.contains(&said),
+            "{}",
+            x.attempts[0].error_message
+        );
+    }
+    assert_eq!(sink.take().len(), 0, "one result per record");
 }
