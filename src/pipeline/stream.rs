@@ -87,6 +87,14 @@ pub enum Action {
     },
 }
 
+/// A whole-call failure caused by what the request holds (an entry's key,
+/// hash key or size), not by the stream or the account: other entries of
+/// the same call would be accepted on their own.
+fn refuses_content(e: &ApiError) -> bool {
+    e.class == ErrorClass::Fatal
+        && matches!(e.code, ErrorCode::Validation | ErrorCode::InvalidArgument)
+}
+
 /// Settings of the whole daemon that a stream's core needs.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreLimits {
@@ -420,6 +428,21 @@ impl StreamCore {
             user_records,
             outcome.as_ref().err().map(|e| e.code.as_str()),
         );
+        // Checked here, not only in the SDK seam: a `KinesisApi` answering
+        // too few results would otherwise drop the records past the end of
+        // the zip below without a result, and too many would hide a mix-up
+        // of entries. Either is a failed attempt, retried within the TTL.
+        let outcome = match outcome {
+            Ok(results) if results.len() != batch.len() => Err(ApiError::new(
+                ErrorCode::ResponseError,
+                format!(
+                    "PutRecords answered {} results for {} entries",
+                    results.len(),
+                    batch.len()
+                ),
+            )),
+            o => o,
+        };
         match outcome {
             Ok(results) => {
                 for (k, r) in batch.into_iter().zip(results) {
@@ -462,6 +485,10 @@ impl StreamCore {
                     }
                 }
             }
+            Err(e) if batch.len() > 1 && refuses_content(&e) && !self.aborted => {
+                Counters::add(&c.requests_failed, 1);
+                self.split(batch, &e, started, ended);
+            }
             Err(e) => {
                 Counters::add(&c.requests_failed, 1);
                 if e.code == ErrorCode::ResourceNotFound {
@@ -478,6 +505,48 @@ impl StreamCore {
                     self.retry_or_fail(k, &e, started, ended, now);
                 }
             }
+        }
+    }
+
+    /// A call refused as a whole for what one of its entries holds (a
+    /// ValidationException names one entry, but not by index): the halves
+    /// are sent again at once, recursively, until the offending Kinesis
+    /// records are alone and fail with the service's message, and every
+    /// other record (other connections', other shards') lands.
+    ///
+    /// What a user expects of a good record caught in such a call: that it
+    /// is delivered, late by a few calls, not failed. So a split is not a
+    /// retry: no backoff, no `retries` count, and no budget is spent but
+    /// the record's TTL, which bounds it like any attempt (at most about
+    /// 2 log2(500) calls per offender). The refused call stays in each
+    /// record's attempts, so its result says why it took more than one.
+    /// The halves skip the pacer: the refused call used no throughput.
+    fn split(
+        &mut self,
+        mut batch: Vec<KinesisRecord>,
+        err: &ApiError,
+        started: Instant,
+        ended: Instant,
+    ) {
+        for k in &batch {
+            self.metrics.kinesis_record(
+                &k.shard_id,
+                k.records.len(),
+                k.request_bytes(),
+                EntryOutcome::NotSent,
+            );
+        }
+        for k in &mut batch {
+            for u in &mut k.records {
+                let a = attempt(u, err, started, ended);
+                u.attempts.push(a);
+                u.ready_since = ended;
+            }
+        }
+        let second = batch.split_off(batch.len() / 2);
+        for half in [batch, second] {
+            self.in_flight += 1;
+            self.actions.push(Action::Send(half));
         }
     }
 

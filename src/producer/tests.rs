@@ -22,7 +22,15 @@ enum CallFault {
     Entry(usize, ErrorCode),
     /// Store the entries, then never answer (the response is lost).
     Hang,
+    /// Refuse the whole call with a ValidationException when one of its
+    /// entries has this partition key (as Kinesis does for a bad entry).
+    RefuseCallWithKey(String),
+    /// Store every entry but answer one result fewer than entries.
+    TooFewResults,
 }
+
+/// The call number of a fault that applies to every call.
+const EVERY_CALL: usize = usize::MAX;
 
 /// One stored Kinesis record.
 #[derive(Debug, Clone)]
@@ -121,8 +129,17 @@ impl KinesisApi for FakeApi {
         let fault = s
             .faults
             .iter()
-            .find(|(c, _)| *c == call)
+            .find(|(c, _)| *c == call || *c == EVERY_CALL)
             .map(|(_, f)| f.clone());
+        if let Some(CallFault::RefuseCallWithKey(key)) = &fault {
+            if let Some(i) = entries.iter().position(|e| e.partition_key == *key) {
+                let e = ApiError::new(
+                    ErrorCode::Validation,
+                    format!("1 validation error detected: Value at 'records.{}.member.partitionKey' failed to satisfy constraint", i + 1),
+                );
+                return Box::pin(async move { Err(e) });
+            }
+        }
         let mut results = Vec::new();
         for (i, e) in entries.into_iter().enumerate() {
             let refused = match &fault {
@@ -159,6 +176,9 @@ impl KinesisApi for FakeApi {
         Box::pin(async move {
             if matches!(fault, Some(CallFault::Hang)) {
                 std::future::pending::<()>().await;
+            }
+            if matches!(fault, Some(CallFault::TooFewResults)) {
+                results.pop();
             }
             Ok(results)
         })
@@ -471,5 +491,72 @@ async fn a_dropped_response_times_out_and_is_retried_at_least_once() {
         .map(|s| user_records(&s.entry).len())
         .sum();
     assert_eq!(copies, 100);
+    assert_eq!(sink.take().len(), 0, "one result per record");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_refused_for_one_entry_is_split_until_only_that_record_fails() {
+    let fake = FakeApi::with_shards(even_shards(4));
+    fake.fault(EVERY_CALL, CallFault::RefuseCallWithKey("key-17".into()));
+    // One user record per entry, so the offender is alone in its entry.
+    let cfg = config(&[("KPLD_AGGREGATION_ENABLED", "false")]);
+    let (p, sink) = producer(cfg, &fake);
+    let other = Arc::new(Collect::default());
+    // Two connections, records on every shard, in the same calls.
+    p.put(inputs(0..100, 100), 0, sink.clone(), false).await;
+    p.put(inputs(100..200, 100), 1, other.clone(), false).await;
+    let mut r = results(&sink, 100, Duration::from_secs(10)).await;
+    r.extend(results(&other, 100, Duration::from_secs(10)).await);
+    let (bad, good): (Vec<_>, Vec<_>) = r.into_iter().partition(|x| x.id % 100 == 17);
+    assert_eq!(bad.iter().map(|x| x.id).collect::<Vec<_>>(), [17, 117]);
+    for x in &bad {
+        assert!(!x.success);
+        assert_eq!(x.error_code, "ValidationException");
+        assert!(
+            x.error_message.contains("1 validation error detected"),
+            "the service's message: {}",
+            x.error_message
+        );
+    }
+    let mut good_ids: Vec<_> = good.iter().map(|x| x.id).collect();
+    good_ids.sort();
+    let want: Vec<u64> = (0..200).filter(|i| i % 100 != 17).collect();
+    assert_eq!(good_ids, want);
+    for x in &good {
+        assert!(x.success, "record {} failed: {x:?}", x.id);
+    }
+    // Good records were not backed off: a split is no retry.
+    assert_eq!(Counters::get(&p.counters().retries), 0);
+    let stored: Vec<_> = fake
+        .stored()
+        .iter()
+        .map(|s| s.entry.partition_key.clone())
+        .collect();
+    assert_eq!(stored.len(), 198, "each good record stored once");
+    assert!(!stored.iter().any(|k| k == "key-17"));
+    assert_eq!(p.outstanding(), 0, "the budget is back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_with_too_few_results_is_a_failed_attempt_not_lost_records() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    fake.fault(0, CallFault::TooFewResults);
+    let cfg = config(&[("KPLD_AGGREGATION_ENABLED", "false")]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..50, 50), 0, sink.clone(), false).await;
+    let r = results(&sink, 50, Duration::from_secs(10)).await;
+    assert_all_landed(&r, 0..50, &fake);
+    let n = fake.calls()[0].len();
+    let said = format!("{} results for {n} entries", n - 1);
+    let first: Vec<_> = r.iter().filter(|x| x.attempts.len() == 2).collect();
+    assert_eq!(first.len(), n, "every record of the short answer retried");
+    for x in first {
+        assert_eq!(x.attempts[0].error_code, "ResponseError");
+        assert!(
+            x.attempts[0].error_message.contains(&said),
+            "{}",
+            x.attempts[0].error_message
+        );
+    }
     assert_eq!(sink.take().len(), 0, "one result per record");
 }

@@ -38,21 +38,7 @@ pub(super) fn validate(
             "partition key is not valid UTF-8".to_string(),
         )
     })?;
-    let chars = pk.chars().count();
-    if chars == 0 {
-        return Err((
-            id,
-            ErrorCode::InvalidPartitionKey,
-            "partition key is empty; it must have 1 to 256 Unicode characters".into(),
-        ));
-    }
-    if chars > 256 {
-        return Err((
-            id,
-            ErrorCode::InvalidPartitionKey,
-            format!("partition key has {chars} characters; at most 256 are allowed"),
-        ));
-    }
+    check_partition_key(pk).map_err(|m| (id, ErrorCode::InvalidPartitionKey, m))?;
     let how = r.compression.unwrap_or(settings.compression);
     let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
         Some(c) => Bytes::from(c),
@@ -103,6 +89,36 @@ pub(super) fn validate(
         ready_since: now,
         attempts: Vec::new(),
     })
+}
+
+/// The longest partition key, in UTF-16 code units.
+pub(crate) const MAX_PARTITION_KEY_UTF16: usize = 256;
+
+/// Checks a partition key's length by the rule the service applies.
+///
+/// AWS documents "1 to 256 Unicode characters", but kinesalite (`.length`
+/// of a JavaScript string) and kinesis-mock (`String.length` in Scala)
+/// count UTF-16 code units, as AWS's own Java-based servers do in their
+/// length checks. A key over the limit is refused by the service with a
+/// ValidationException for the whole PutRecords call, failing every other
+/// record in it, so kpld applies the stricter count: a character outside
+/// the Basic Multilingual Plane (an emoji, say) counts twice.
+pub(crate) fn check_partition_key(pk: &str) -> Result<(), String> {
+    if pk.is_empty() {
+        return Err(format!(
+            "partition key is empty; it must have 1 to {MAX_PARTITION_KEY_UTF16} UTF-16 code units"
+        ));
+    }
+    let units = pk.encode_utf16().count();
+    if units > MAX_PARTITION_KEY_UTF16 {
+        let chars = pk.chars().count();
+        return Err(format!(
+            "partition key has {units} UTF-16 code units ({chars} characters); at most \
+             {MAX_PARTITION_KEY_UTF16} are allowed (Kinesis counts UTF-16 code units: a \
+             character outside the Basic Multilingual Plane counts as 2)"
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) fn failure(
@@ -176,5 +192,38 @@ impl StreamCache {
                 ),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_partition_key;
+
+    #[test]
+    fn partition_key_of_256_code_units_is_accepted() {
+        assert_eq!(check_partition_key(&"k".repeat(256)), Ok(()));
+        // Two bytes each in UTF-8, one code unit each in UTF-16.
+        assert_eq!(check_partition_key(&"\u{e9}".repeat(256)), Ok(()));
+        // 128 characters outside the BMP: 256 code units.
+        assert_eq!(check_partition_key(&"\u{1F511}".repeat(128)), Ok(()));
+    }
+
+    #[test]
+    fn partition_key_over_256_code_units_is_refused_with_both_counts() {
+        let e = check_partition_key(&"k".repeat(257)).unwrap_err();
+        assert!(e.contains("257 UTF-16 code units (257 characters)"), "{e}");
+        // 200 characters pass a count of characters but are 400 code units:
+        // the service refuses them.
+        let e = check_partition_key(&"\u{1F511}".repeat(200)).unwrap_err();
+        assert!(e.contains("400 UTF-16 code units (200 characters)"), "{e}");
+        assert!(e.contains("at most 256"), "{e}");
+        let e = check_partition_key(&format!("{}\u{1F511}", "k".repeat(255))).unwrap_err();
+        assert!(e.contains("257 UTF-16 code units (256 characters)"), "{e}");
+    }
+
+    #[test]
+    fn empty_partition_key_is_refused() {
+        let e = check_partition_key("").unwrap_err();
+        assert!(e.contains("empty"), "{e}");
     }
 }

@@ -33,6 +33,9 @@ def test_invalid_records_fail_with_documented_codes_and_connection_keeps_working
         ("empty partition key", Put(b"bad-1", ""), "InvalidPartitionKey"),
         ("257-char partition key", Put(b"bad-2", "k" * 257), "InvalidPartitionKey"),
         ("257 two-byte chars", Put(b"bad-3", "\u00e9" * 257), "InvalidPartitionKey"),
+        # 200 characters but 400 UTF-16 code units: the server refuses a whole
+        # PutRecords call holding it, so kpld must refuse the record alone.
+        ("200 chars outside the BMP", Put(b"bad-8", "\U0001F511" * 200), "InvalidPartitionKey"),
         (
             "data + key over max_record_size",
             Put(b"bad-4|" + b"x" * MAX_RECORD_SIZE, "big"),
@@ -46,6 +49,7 @@ def test_invalid_records_fail_with_documented_codes_and_connection_keeps_working
     good = [
         Put(b"good-1", "k" * 256),
         Put(b"good-2", "\u00e9" * 256),  # 256 characters, 512 bytes
+        Put(b"good-6", "\U0001F511" * 128),  # 128 characters, 256 UTF-16 code units
         Put(b"good-3|" + b"y" * (MAX_RECORD_SIZE - 7 - 3), "max"),  # data + key == limit
         Put(b"good-4", "k8", str(MAX_HASH_KEY)),
         Put(b"good-5", "k9", "0"),

@@ -119,7 +119,8 @@ fn prepare_entry(
              constraint: Member must have length greater than or equal to 1"
         )));
     }
-    if pk.len() > 256 && pk.chars().count() > 256 {
+    // Kinesis (and kinesalite, kinesis-mock) count UTF-16 code units.
+    if pk.len() > 256 && pk.encode_utf16().count() > 256 {
         return Err(ApiError::validation(format!(
             "1 validation error detected: Value at '{field}partitionKey' failed to satisfy \
              constraint: Member must have length less than or equal to 256"
