@@ -391,6 +391,17 @@ pub static KEYS: &[KeyDef] = &[
         read: values::plain::<u64>,
     },
     KeyDef {
+        name: "max_clients",
+        ty: "u64",
+        default: DefaultValue::Int(1024),
+        allowed: Allowed::Range(Bound::Lit(1), Bound::Lit(1_000_000)),
+        sighup: Sighup::Restart,
+        scope: Scope::Global,
+        kpl: Kpl::None("the KPL serves one channel"),
+        doc: "Concurrent client connections (`kpld stats` counts); one more gets a fatal `TooManyClients` error. 1024: far above a sidecar's handful, one per process of a busy host",
+        read: values::plain::<u64>,
+    },
+    KeyDef {
         name: "retry_backoff_base_ms",
         ty: "u64 ms",
         default: DefaultValue::Int(100),

@@ -104,6 +104,7 @@ pub struct Config {
     pub max_frame_size: u64,
     pub max_buffered_bytes: u64,
     pub max_outstanding_records: u64,
+    pub max_clients: u64,
     pub retry_backoff_base_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
