@@ -105,6 +105,8 @@ pub struct Config {
     pub max_buffered_bytes: u64,
     pub max_outstanding_records: u64,
     pub max_clients: u64,
+    pub max_streams: u64,
+    pub stream_idle_timeout_ms: u64,
     pub retry_backoff_base_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
