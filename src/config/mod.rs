@@ -628,7 +628,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("`allowed_uids`") && e.contains("/etc/passwd"),
+            e.contains("`allowed_uids`") && e.contains("passwd database"),
             "{e}"
         );
         let e = load("allowed_uids = 5", &[]).unwrap_err().to_string();
