@@ -17,8 +17,13 @@
 //!   ([`bind_with_perms`]);
 //! - a denial names the uid (and gid, pid) in the log line and in the error
 //!   the client gets;
-//! - user and group names resolve from /etc/passwd and /etc/group only (the
-//!   static binary has no NSS modules); numeric ids need no lookup.
+//! - user and group names resolve through the C library (getpwnam_r /
+//!   getgrnam_r), so NSS sources (LDAP, sssd, systemd-homed) count where
+//!   the libc has them (glibc; the static musl binary reads the files and
+//!   nscd only); numeric ids need no lookup;
+//! - a peer's groups are the kernel's record of the connecting process
+//!   (SO_PEERCRED, SO_PEERGROUPS), taken when it called `connect`: never
+//!   read from /proc, where a pid can be reused by another process.
 
 use serde::Deserialize;
 use std::fmt;
@@ -107,30 +112,39 @@ pub enum IdSetting {
     Name(String),
 }
 
-/// A user or group name that is not in the files.
+/// A user or group name the system's lookup does not know (or could not
+/// answer: `reason` says which).
 #[derive(Debug, thiserror::Error)]
-#[error("no {kind} named {name:?} in {file}; use a numeric id or create the {kind}")]
+#[error("no {kind} named {name:?} in the system's {db} database{reason}; use a numeric id or create the {kind}")]
 pub struct UnknownName {
     pub kind: &'static str,
     pub name: String,
-    pub file: String,
+    pub db: &'static str,
+    /// Empty when the name is simply absent; else ` (lookup failed: ...)`.
+    pub reason: String,
 }
 
-const PASSWD: &str = "/etc/passwd";
-const GROUP: &str = "/etc/group";
-
 impl IdSetting {
-    /// The uid, looking a name up in /etc/passwd.
+    /// The uid, looking a name up with getpwnam_r.
     pub fn resolve_user(&self) -> Result<u32, UnknownName> {
-        self.resolve("user", PASSWD)
+        self.resolve("user", "passwd", |n| {
+            nix::unistd::User::from_name(n).map(|u| u.map(|u| u.uid.as_raw()))
+        })
     }
 
-    /// The gid, looking a name up in /etc/group.
+    /// The gid, looking a name up with getgrnam_r.
     pub fn resolve_group(&self) -> Result<u32, UnknownName> {
-        self.resolve("group", GROUP)
+        self.resolve("group", "group", |n| {
+            nix::unistd::Group::from_name(n).map(|g| g.map(|g| g.gid.as_raw()))
+        })
     }
 
-    fn resolve(&self, kind: &'static str, file: &str) -> Result<u32, UnknownName> {
+    fn resolve(
+        &self,
+        kind: &'static str,
+        db: &'static str,
+        lookup: impl FnOnce(&str) -> nix::Result<Option<u32>>,
+    ) -> Result<u32, UnknownName> {
         let name = match self {
             IdSetting::Id(id) => return Ok(*id),
             IdSetting::Name(n) => n.trim(),
@@ -138,23 +152,18 @@ impl IdSetting {
         if let Ok(id) = name.parse::<u32>() {
             return Ok(id);
         }
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        lookup_id(&text, name).ok_or_else(|| UnknownName {
+        let unknown = |reason: String| UnknownName {
             kind,
             name: name.to_string(),
-            file: file.to_string(),
-        })
+            db,
+            reason,
+        };
+        match lookup(name) {
+            Ok(Some(id)) => Ok(id),
+            Ok(None) => Err(unknown(String::new())),
+            Err(e) => Err(unknown(format!(" (lookup failed: {e})"))),
+        }
     }
-}
-
-/// The id (third field) of `name` in a passwd- or group-format file.
-fn lookup_id(db: &str, name: &str) -> Option<u32> {
-    db.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        f.next()?;
-        f.next()?.trim().parse().ok()
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -237,7 +246,7 @@ impl AccessPolicy {
     }
 
     /// Checks a freshly accepted connection: its credentials, and (only if
-    /// needed) its process's supplementary groups from /proc. An error
+    /// needed) its supplementary groups (SO_PEERGROUPS). An error
     /// reading the credentials is a denial of an unknown peer (uid
     /// u32::MAX), unless the policy is open.
     pub fn check_stream(&self, stream: &tokio::net::UnixStream) -> Result<Peer, Denied> {
@@ -260,34 +269,68 @@ impl AccessPolicy {
                 })
             }
         };
-        self.check(&peer, || {
-            peer.pid
-                .and_then(|pid| supplementary_groups(pid).ok())
-                .unwrap_or_default()
-        })?;
+        self.check(&peer, || peer_groups(stream).unwrap_or_default())?;
         Ok(peer)
     }
 }
 
-/// The supplementary groups of process `pid` (the `Groups:` line of
-/// /proc/PID/status). Linux has no SO_PEERGROUPS in nix or std; /proc is
-/// read instead, so it must be mounted and not hidden from kpld
-/// (systemd's `ProtectProc=invisible` hides other users' processes).
-pub fn supplementary_groups(pid: i32) -> io::Result<Vec<u32>> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(parse_status_groups(&text))
+/// SO_PEERGROUPS: in asm-generic 59; libc does not export it for Linux
+/// (0.2.191), so it is spelled out per architecture.
+#[cfg(any(target_arch = "sparc", target_arch = "sparc64"))]
+const SO_PEERGROUPS: libc::c_int = 0x3d;
+#[cfg(not(any(target_arch = "sparc", target_arch = "sparc64")))]
+const SO_PEERGROUPS: libc::c_int = 59;
+
+/// The supplementary groups of the process at the other end of `sock`, as
+/// the kernel recorded them when it connected (SO_PEERGROUPS, Linux 4.13+).
+/// Unlike /proc/PID/status this cannot name another process that reused
+/// the pid, and needs no /proc.
+pub fn peer_groups(sock: &impl std::os::fd::AsFd) -> io::Result<Vec<u32>> {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_fd().as_raw_fd();
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        match getsockopt_groups(fd, &mut groups, &mut len) {
+            Ok(()) => {
+                groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
+                return Ok(groups);
+            }
+            // The kernel says how much room it needs in `len`.
+            Err(e) if e.raw_os_error() == Some(libc::ERANGE) => {
+                let need = len as usize / std::mem::size_of::<libc::gid_t>();
+                groups.resize(need.max(groups.len() * 2), 0);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
-fn parse_status_groups(status: &str) -> Vec<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .map(|g| {
-            g.split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default()
+#[allow(unsafe_code)]
+fn getsockopt_groups(
+    fd: std::os::fd::RawFd,
+    groups: &mut [libc::gid_t],
+    len: &mut libc::socklen_t,
+) -> io::Result<()> {
+    assert!(*len as usize <= std::mem::size_of_val(groups));
+    // SAFETY: `groups` is a live, writable buffer of at least `*len` bytes
+    // (asserted above) for the duration of the call, `len` a valid
+    // socklen_t; the kernel writes at most `*len` bytes and updates `*len`.
+    // An invalid `fd` is reported as EBADF, not undefined behaviour.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            SO_PEERGROUPS,
+            groups.as_mut_ptr().cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -487,10 +530,24 @@ mod tests {
     }
 
     #[test]
-    fn names_resolve_from_the_files_and_unknown_names_are_explained() {
-        let db = "# comment\nroot:x:0:0:root:/root:/bin/sh\napp:x:1001:1001::/home/app:/bin/sh\n";
-        assert_eq!(lookup_id(db, "app"), Some(1001));
-        assert_eq!(lookup_id(db, "ap"), None);
+    fn names_resolve_through_the_system_lookup_and_unknown_names_are_explained() {
+        let me = std::process::Command::new("id")
+            .arg("-un")
+            .output()
+            .unwrap();
+        let me = String::from_utf8(me.stdout).unwrap().trim().to_string();
+        let my_uid = std::fs::metadata("/proc/self").unwrap().uid();
+        assert_eq!(
+            IdSetting::Name(me.clone()).resolve_user().unwrap(),
+            my_uid,
+            "{me}"
+        );
+        assert_eq!(IdSetting::Name("root".into()).resolve_user().unwrap(), 0);
+        assert_eq!(IdSetting::Name("root".into()).resolve_group().unwrap(), 0);
+        let e = IdSetting::Name("no-such-user-kpld".into())
+            .resolve_user()
+            .unwrap_err();
+        assert!(e.to_string().contains("passwd database"), "{e}");
         assert_eq!(
             IdSetting::Name("4321".into()).resolve_group().unwrap(),
             4321
@@ -498,16 +555,23 @@ mod tests {
         let e = IdSetting::Name("no-such-group-kpld".into())
             .resolve_group()
             .unwrap_err();
-        assert!(e.to_string().contains("/etc/group"), "{e}");
+        assert!(e.to_string().contains("group database"), "{e}");
     }
 
     #[test]
-    fn status_groups_are_parsed() {
-        let s = "Name:\tx\nUid:\t1\t1\t1\t1\nGroups:\t4 24 2000 \nNgid:\t0\n";
-        assert_eq!(parse_status_groups(s), vec![4, 24, 2000]);
-        assert_eq!(parse_status_groups("Groups:\t\n"), Vec::<u32>::new());
-        let mine = supplementary_groups(std::process::id() as i32).unwrap();
-        let _ = mine; // any list, possibly empty: the call works on this machine
+    fn peer_groups_are_the_connecting_process_groups() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let mut got = peer_groups(&a).unwrap();
+        let mut want: Vec<u32> = nix::unistd::getgroups()
+            .unwrap()
+            .into_iter()
+            .map(|g| g.as_raw())
+            .collect();
+        got.sort_unstable();
+        want.sort_unstable();
+        want.dedup();
+        got.dedup();
+        assert_eq!(got, want);
     }
 
     #[test]
@@ -570,6 +634,37 @@ mod tests {
         let (_l, _f) = bind_with_perms(&path, &SocketPerms::default()).unwrap();
         let m = std::fs::symlink_metadata(&path).unwrap();
         assert_eq!(m.permissions().mode() & 0o777, 0o660);
+    }
+
+    /// The groups come with the connection, not from /proc: a client that
+    /// connected with a group and has exited since (its pid free for
+    /// reuse) is still judged by the groups it connected with. Needs root
+    /// (setpriv sets the groups); skipped with a message otherwise.
+    #[tokio::test]
+    async fn groups_of_a_peer_that_has_exited_are_still_its_own() {
+        let me = std::fs::metadata("/proc/self").unwrap().uid();
+        let setpriv = Path::new("/usr/bin/setpriv");
+        if me != 0 || !setpriv.exists() {
+            eprintln!("skipped: needs root and /usr/bin/setpriv to give a child other groups");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        // The child connects with groups 4242 and 4243, then exits and is reaped.
+        let st = std::process::Command::new(setpriv)
+            .args(["--groups", "4242,4243", "--", "python3", "-c"])
+            .arg("import socket,sys; s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let (conn, _) = listener.accept().await.unwrap();
+        let mut got = peer_groups(&conn).unwrap();
+        got.sort_unstable();
+        assert_eq!(got, vec![4242, 4243]);
+        let policy = AccessPolicy::new(vec![], vec![4243]);
+        assert_eq!(policy.check_stream(&conn).unwrap().uid, 0);
     }
 
     #[tokio::test]

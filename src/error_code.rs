@@ -23,6 +23,8 @@ pub enum ErrorCode {
     InvalidStreamName,
     /// The stream is not in `streams_allowed`.
     StreamNotAllowed,
+    /// A new stream while `max_streams` streams are live.
+    TooManyStreams,
     /// A compression value this kpld does not know.
     UnsupportedCompression,
     /// The buffers were full and the put asked not to wait.
@@ -113,6 +115,7 @@ impl ErrorCode {
             InvalidExplicitHashKey => "InvalidExplicitHashKey",
             InvalidStreamName => "InvalidStreamName",
             StreamNotAllowed => "StreamNotAllowed",
+            TooManyStreams => "TooManyStreams",
             UnsupportedCompression => "UnsupportedCompression",
             Busy => "Busy",
             Expired => "Expired",
@@ -151,6 +154,7 @@ impl ErrorCode {
             | InvalidExplicitHashKey
             | InvalidStreamName
             | StreamNotAllowed
+            | TooManyStreams
             | UnsupportedCompression
             | Busy
             | Expired

@@ -32,7 +32,8 @@
 //!   `kpld stats` snapshot.
 //! - [`stats_cli`]: the `kpld stats` command.
 //! - [`access`]: the socket file's mode and group, and `allowed_uids` /
-//!   `allowed_gids` checked with SO_PEERCRED on every connection.
+//!   `allowed_gids` checked with SO_PEERCRED and SO_PEERGROUPS on every
+//!   connection; names looked up with getpwnam_r / getgrnam_r.
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
@@ -58,8 +59,10 @@
 //!   double over real HTTP; a dev-dependency of the integration tests.
 //! - `kpld-bench` (`crates/kpld-bench`): the benchmark binary, which drives the
 //!   real `kpld` binary against the double.
-// One audited exception: taking the socket systemd passes as fd 3
-// (`systemd::take_passed_fd`: `#[allow(unsafe_code)]` with its SAFETY note).
+// Two audited exceptions, each `#[allow(unsafe_code)]` with its SAFETY note:
+// taking the socket systemd passes as fd 3 (`systemd::take_passed_fd`), and
+// the SO_PEERGROUPS getsockopt that neither std nor nix wraps
+// (`access::getsockopt_groups`).
 #![deny(unsafe_code)]
 
 pub mod access;

@@ -104,6 +104,9 @@ pub struct Config {
     pub max_frame_size: u64,
     pub max_buffered_bytes: u64,
     pub max_outstanding_records: u64,
+    pub max_clients: u64,
+    pub max_streams: u64,
+    pub stream_idle_timeout_ms: u64,
     pub retry_backoff_base_ms: u64,
     pub retry_backoff_max_ms: u64,
     pub shutdown_grace_ms: u64,
@@ -698,7 +701,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("`allowed_uids`") && e.contains("/etc/passwd"),
+            e.contains("`allowed_uids`") && e.contains("passwd database"),
             "{e}"
         );
         let e = load("allowed_uids = 5", &[]).unwrap_err().to_string();

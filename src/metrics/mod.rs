@@ -226,6 +226,13 @@ impl MetricsHandle {
         prometheus::render(self)
     }
 
+    /// Drops an evicted stream's `kpld stats` state (pending count, shards'
+    /// hot samples). Its KPL series need nothing here: leaves and
+    /// histograms already drop out after idle intervals.
+    pub fn forget_stream(&self, stream: &Arc<str>) {
+        self.with_registry(|r| r.streams.remove(stream));
+    }
+
     /// Recorders (stream actors) alive.
     pub fn live_recorders(&self) -> usize {
         self.shared.live.load(Ordering::Acquire)

@@ -168,6 +168,13 @@ impl StreamCore {
         self.in_flight
     }
 
+    /// Commits the stream's metrics now, so that nothing is left to commit
+    /// when the core is dropped (an evicted stream's stats are forgotten
+    /// right after).
+    pub fn retire_metrics(&mut self) {
+        self.metrics.commit(Instant::now());
+    }
+
     pub fn is_aborted(&self) -> bool {
         self.aborted
     }

@@ -4,6 +4,10 @@
 //! actions: PutRecords and ListShards calls on tasks of their own (a
 //! PutRecords waits for one of the `max_connections` permits first), and
 //! results delivered to their sinks with the budget given back.
+//!
+//! An actor that holds no record and got none for `stream_idle_timeout_ms`
+//! evicts itself (see [`StreamActor::try_evict`]): a flood of stream names
+//! must not keep an actor, a shard map and stats series each forever.
 
 use super::Inner;
 use crate::error_code::ErrorCode;
@@ -27,6 +31,11 @@ pub(crate) struct StreamActor {
     tx: mpsc::UnboundedSender<StreamMsg>,
     /// Reused between wake-ups.
     actions: Vec<Action>,
+    /// Records handed to this actor and not yet final (the same count the
+    /// budget is given back by); eviction waits for 0.
+    held: usize,
+    /// When the last records arrived (or the actor started).
+    last_put: Instant,
 }
 
 impl StreamActor {
@@ -57,6 +66,8 @@ impl StreamActor {
             api,
             tx: tx.clone(),
             actions: Vec::new(),
+            held: 0,
+            last_put: Instant::now(),
         };
         tokio::spawn(actor.run(rx));
         tx
@@ -65,22 +76,29 @@ impl StreamActor {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<StreamMsg>) {
         self.perform();
         let abort = self.inner.abort.clone();
+        let idle_after = Duration::from_millis(self.inner.cfg.stream_idle_timeout_ms);
         loop {
             let wake = self.core.next_wakeup();
+            let idle = self.is_idle();
             tokio::select! {
                 biased;
                 _ = abort.cancelled(), if !self.core.is_aborted() => self.core.abort(),
                 msg = rx.recv() => match msg {
                     // One clock read per message, not per record (2% of the CPU).
-                    Some(m) => self.core.handle(m, Instant::now()),
+                    Some(m) => self.handle(m, Instant::now()),
                     None => return,
                 },
                 _ = sleep_until_opt(wake), if wake.is_some() => {}
+                _ = tokio::time::sleep_until(self.last_put + idle_after), if idle => {
+                    if self.last_put + idle_after <= Instant::now() && self.try_evict(&mut rx) {
+                        return;
+                    }
+                }
             }
             // Take whatever else is queued before doing timed work, so one
             // wake-up serves many messages.
             while let Ok(m) = rx.try_recv() {
-                self.core.handle(m, Instant::now());
+                self.handle(m, Instant::now());
             }
             self.core.poll(Instant::now());
             self.perform();
@@ -95,13 +113,58 @@ impl StreamActor {
                 // Late senders see a closed channel and fail their records.
                 rx.close();
                 while let Some(m) = rx.recv().await {
-                    self.core.handle(m, Instant::now());
+                    self.handle(m, Instant::now());
                     self.core.abort();
                     self.perform();
                 }
                 return;
             }
         }
+    }
+
+    fn handle(&mut self, m: StreamMsg, now: Instant) {
+        if let Input::Records(r) = &m {
+            self.held += r.len();
+            self.last_put = now;
+        }
+        self.core.handle(m, now);
+    }
+
+    /// Nothing held, nothing in flight, not shutting down: only the idle
+    /// timer keeps this actor.
+    fn is_idle(&self) -> bool {
+        self.held == 0
+            && self.core.in_flight() == 0
+            && !self.core.is_aborted()
+            && !self.inner.draining.load(Ordering::Acquire)
+    }
+
+    /// Leaves the streams map if nothing can still reach this actor: under
+    /// the streams lock (which every record's send holds, see
+    /// `Inner::dispatch`), with an empty queue and nothing held. Then no
+    /// record is in the queue and none can enter it; the next record of the
+    /// stream starts a new actor. The stats series go too, still under the
+    /// lock so that a new actor of the same name cannot have started.
+    /// Returns false (and the actor goes on) if anything arrived.
+    fn try_evict(&mut self, rx: &mut mpsc::UnboundedReceiver<StreamMsg>) -> bool {
+        let mut streams = self.inner.streams.lock().expect("streams lock");
+        if !self.is_idle() || !rx.is_empty() {
+            return false;
+        }
+        let name = self.core.name().clone();
+        if streams
+            .get(&name)
+            .is_some_and(|tx| tx.same_channel(&self.tx))
+        {
+            streams.remove(&name);
+        }
+        rx.close();
+        // Commits this stream's last metrics before they are forgotten.
+        self.core.retire_metrics();
+        self.inner.metrics.forget_stream(&name);
+        drop(streams);
+        tracing::debug!(stream = %name, "stream idle for stream_idle_timeout_ms: forgotten");
+        true
     }
 
     /// Performs what the core decided.
@@ -126,6 +189,7 @@ impl StreamActor {
                         o.sink.landed(o.tag, &landing, v);
                     }
                     if records > 0 {
+                        self.held = self.held.saturating_sub(records);
                         self.inner.release(records, cost);
                     }
                 }
@@ -133,7 +197,10 @@ impl StreamActor {
                     record,
                     code,
                     message,
-                } => self.inner.fail(record, code, message),
+                } => {
+                    self.held = self.held.saturating_sub(1);
+                    self.inner.fail(record, code, message)
+                }
             }
         }
         self.actions = actions;

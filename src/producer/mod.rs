@@ -183,7 +183,13 @@ impl Producer {
         let mut v = self.inner.metrics.stats_value(self.outstanding());
         v["buffered_bytes_available"] = self.inner.bytes_budget.available_permits().into();
         v["counters"] = self.inner.counters.snapshot();
+        v["live_streams"] = self.live_streams().into();
         v
+    }
+
+    /// Streams with an actor now (at most `max_streams`).
+    pub fn live_streams(&self) -> usize {
+        self.inner.streams.lock().expect("streams lock").len()
     }
 
     /// Records accepted and not yet final.
@@ -352,9 +358,27 @@ impl Producer {
 }
 
 impl Inner {
-    /// Sends validated records of one stream to its actor.
-    fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) {
+    /// Sends validated records of one stream to its actor, starting one if
+    /// the stream has none and `max_streams` allows.
+    ///
+    /// Sending under the streams lock is what makes eviction safe: an actor
+    /// leaves the map only under this lock and only with an empty queue, so
+    /// a record either reaches a live actor's queue or finds no entry and
+    /// starts a new actor.
+    pub(crate) fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) {
         let mut streams = self.streams.lock().expect("streams lock");
+        if !streams.contains_key(name) && streams.len() as u64 >= self.cfg.max_streams {
+            drop(streams);
+            let msg = format!(
+                "kpld already has {} streams live (config key max_streams); a new stream is \
+                 refused until one has been idle for stream_idle_timeout_ms ({} ms)",
+                self.cfg.max_streams, self.cfg.stream_idle_timeout_ms
+            );
+            for u in recs {
+                self.fail(u, ErrorCode::TooManyStreams, msg.clone());
+            }
+            return;
+        }
         let tx = streams
             .entry(name.clone())
             .or_insert_with(|| StreamActor::spawn(self.clone(), name.clone()));

@@ -560,3 +560,61 @@ async fn an_answer_with_too_few_results_is_a_failed_attempt_not_lost_records() {
     }
     assert_eq!(sink.take().len(), 0, "one result per record");
 }
+
+#[tokio::test(start_paused = true)]
+async fn puts_racing_idle_eviction_all_land_and_idle_streams_go() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    let cfg = config(&[
+        ("KPLD_STREAM_IDLE_TIMEOUT_MS", "1"),
+        // Records wait in their buffer longer than the idle timeout: only
+        // what the actor holds keeps it.
+        ("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "5"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    // Gaps around the idle timeout: some puts find the actor about to go,
+    // some find it gone, some find a fresh one.
+    for i in 0..300u64 {
+        p.put(inputs(i..i + 1, 7), 0, sink.clone(), false).await;
+        tokio::time::sleep(Duration::from_micros(300 * (i % 11))).await;
+    }
+    assert_all_landed(
+        &results(&sink, 300, Duration::from_secs(30)).await,
+        0..300,
+        &fake,
+    );
+    let start = Instant::now();
+    while p.live_streams() > 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the idle stream stayed"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(p.outstanding(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_max_streams_a_new_stream_fails_until_one_is_idle() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    let cfg = config(&[
+        ("KPLD_MAX_STREAMS", "1"),
+        ("KPLD_STREAM_IDLE_TIMEOUT_MS", "1000"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    let other = |id| RecordInput {
+        stream: Bytes::from_static(b"t"),
+        ..inputs(id..id + 1, 1).remove(0)
+    };
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    p.put(vec![other(1)], 0, sink.clone(), false).await;
+    let r = results(&sink, 2, Duration::from_secs(5)).await;
+    assert!(r[0].success, "{:?}", r[0]);
+    assert!(!r[1].success);
+    assert_eq!(r[1].error_code, "TooManyStreams");
+    assert!(r[1].error_message.contains("max_streams"), "{:?}", r[1]);
+    // Once "s" has been idle for the timeout, "t" gets its place.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    p.put(vec![other(2)], 0, sink.clone(), false).await;
+    let r = results(&sink, 1, Duration::from_secs(5)).await;
+    assert!(r[0].success, "{:?}", r[0]);
+}

@@ -17,13 +17,15 @@
 //! Every accepted connection first passes the [`AccessPolicy`]
 //! (`allowed_uids` / `allowed_gids`, SO_PEERCRED); a refused one gets a fatal
 //! `AccessDenied` error frame naming its uid, and a warning is logged.
+//! Past `max_clients` connections, a new one gets a fatal `TooManyClients`
+//! error frame instead (logged at most once a second).
 
 mod connection;
 mod results;
 
 pub use connection::handle_connection;
 
-use crate::access::{AccessPolicy, Denied, SocketFile, SocketPerms};
+use crate::access::{AccessPolicy, SocketFile, SocketPerms};
 use crate::intake::Intake;
 use crate::producer::Producer;
 use futures_util::StreamExt;
@@ -32,6 +34,7 @@ use results::error_frame;
 use std::path::Path;
 use std::sync::Arc;
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
 use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -132,6 +135,15 @@ pub async fn serve(
     tracker: TaskTracker,
 ) {
     let intake = Intake::new(producer.config().max_frame_size);
+    let max_clients = producer.config().max_clients;
+    let clients = Arc::new(Semaphore::new(
+        usize::try_from(max_clients).unwrap_or(Semaphore::MAX_PERMITS),
+    ));
+    // A flood of connections past max_clients must not cost a task and a
+    // descriptor each for seconds: past this many refusals in progress, the
+    // rest are closed without a frame.
+    let refusing = Arc::new(Semaphore::new(MAX_REFUSING));
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,
@@ -139,6 +151,20 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, _)) => {
+                let Ok(slot) = clients.clone().try_acquire_owned() else {
+                    refusals.note(max_clients);
+                    if let Ok(r) = refusing.clone().try_acquire_owned() {
+                        let message = format!(
+                            "kpld already serves {max_clients} clients (config key max_clients); \
+                             close a connection or raise max_clients"
+                        );
+                        tracker.spawn(async move {
+                            refuse(stream, "TooManyClients", message).await;
+                            drop(r);
+                        });
+                    }
+                    continue;
+                };
                 let producer = producer.clone();
                 let stop_reading = stop_reading.clone();
                 let policy = policy.load_full();
@@ -146,8 +172,18 @@ pub async fn serve(
                 tracker.spawn(async move {
                     match policy.check_stream(&stream) {
                         Ok(_) => handle_connection(stream, producer, intake, stop_reading).await,
-                        Err(denied) => refuse(stream, denied).await,
+                        Err(denied) => {
+                            tracing::warn!(
+                                uid = denied.peer.uid,
+                                gid = denied.peer.gid,
+                                pid = denied.peer.pid,
+                                "connection refused: {denied}"
+                            );
+                            refuse(stream, "AccessDenied", denied.to_string()).await
+                        }
                     }
+                    // The slot is held until the connection's last result is written.
+                    drop(slot);
                 });
             }
             Err(e) => {
@@ -160,18 +196,44 @@ pub async fn serve(
     }
 }
 
-/// Answers a connection the access policy refused: reads the client's
-/// first frame (its Hello, so the client is not cut off mid-write), sends a
-/// fatal `AccessDenied` error naming the uid, and closes once the client has
-/// closed too (so it reads the frame, not a reset). Bounded in time.
-async fn refuse(stream: UnixStream, denied: Denied) {
+/// Refusals of connections past `max_clients` in progress at once.
+const MAX_REFUSING: usize = 64;
+
+/// One warning per refusal past `max_clients`, but at most one a second: a
+/// flood of connections must not flood the log. The next line says how many
+/// were refused in between.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl RefusalLog {
+    fn note(&mut self, max_clients: u64) {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+        {
+            self.unlogged += 1;
+            return;
+        }
+        tracing::warn!(
+            max_clients,
+            refused_since_last_line = self.unlogged,
+            "connection refused: already serving max_clients connections (config key max_clients)"
+        );
+        self.last = Some(now);
+        self.unlogged = 0;
+    }
+}
+
+/// Answers a connection that is refused (access policy, `max_clients`):
+/// reads the client's first frame (its Hello, so the client is not cut off
+/// mid-write), sends a fatal error frame with `code`, and closes once the
+/// client has closed too (so it reads the frame, not a reset). Bounded in time.
+async fn refuse(stream: UnixStream, code: &str, message: String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    tracing::warn!(
-        uid = denied.peer.uid,
-        gid = denied.peer.gid,
-        pid = denied.peer.pid,
-        "connection refused: {denied}"
-    );
     let bound = std::time::Duration::from_secs(5);
     let (rd, mut wr) = stream.into_split();
     let mut first = FramedRead::new(
@@ -183,7 +245,7 @@ async fn refuse(stream: UnixStream, denied: Denied) {
             .new_codec(),
     );
     let _ = tokio::time::timeout(bound, first.next()).await;
-    let msg = error_frame("AccessDenied", denied.to_string(), true);
+    let msg = error_frame(code, message, true);
     let mut buf = Vec::with_capacity(4 + msg.encoded_len());
     buf.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
     msg.encode(&mut buf).expect("Vec grows");
