@@ -95,6 +95,16 @@ fn refuses_content(e: &ApiError) -> bool {
         && matches!(e.code, ErrorCode::Validation | ErrorCode::InvalidArgument)
 }
 
+/// A failed call goes into the history of every user record of `k`, and
+/// their wait for the next attempt starts at its end.
+fn record_failed_attempt(k: &mut KinesisRecord, err: &ApiError, started: Instant, ended: Instant) {
+    for u in &mut k.records {
+        let a = attempt(u, err, started, ended);
+        u.attempts.push(a);
+        u.ready_since = ended;
+    }
+}
+
 /// Settings of the whole daemon that a stream's core needs.
 #[derive(Debug, Clone, Copy)]
 pub struct CoreLimits {
@@ -544,11 +554,7 @@ impl StreamCore {
             );
         }
         for k in &mut batch {
-            for u in &mut k.records {
-                let a = attempt(u, err, started, ended);
-                u.attempts.push(a);
-                u.ready_since = ended;
-            }
+            record_failed_attempt(k, err, started, ended);
         }
         let second = batch.split_off(batch.len() / 2);
         for half in [batch, second] {
@@ -658,11 +664,7 @@ impl StreamCore {
         now: Instant,
     ) {
         let shard = k.shard_id.clone();
-        for u in &mut k.records {
-            let a = attempt(u, err, started, ended);
-            u.attempts.push(a);
-            u.ready_since = ended;
-        }
+        record_failed_attempt(&mut k, err, started, ended);
         let verdict =
             self.retries
                 .after_failure(k, err, self.settings.fail_if_throttled, self.aborted, now);
