@@ -228,5 +228,26 @@ class Daemon:
         return self.proc is not None and self.proc.poll() is None
 
 
+def counted_on_shard(stats: Dict[str, Any], stream: str, shard_id: str) -> int:
+    """`user_records_put_total` of one shard in a `daemon_stats()` snapshot (0 when absent)."""
+    for s in stats.get("streams", []):
+        if s["name"] == stream:
+            return {sh["shard_id"]: sh["user_records_put_total"] for sh in s["shards"]}.get(shard_id, 0)
+    return 0
+
+
+def poll(what: str, probe: Any, timeout: float = RESULT_TIMEOUT_S) -> Any:
+    """Calls `probe` until it returns something truthy and returns it; fails naming `what`
+    after `timeout` (an upper bound, never a speed check)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = probe()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {got!r}")
+        time.sleep(0.1)
+
+
 def all_results(futures: List[Any]) -> List[Any]:
     return [f.result(timeout=RESULT_TIMEOUT_S) for f in futures]

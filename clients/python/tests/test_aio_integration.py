@@ -11,7 +11,7 @@ import pytest
 import kpld
 from kpld import RecordFailed, Result
 from kpld.aio import AsyncProducer
-from kpld_harness import RESULT_TIMEOUT_S, read_all, read_back
+from kpld_harness import RESULT_TIMEOUT_S, counted_on_shard, read_all, read_back
 
 HOLD_MS = 10_000
 
@@ -129,11 +129,15 @@ def test_daemon_stats_and_connect(daemon, stream):
         async with AsyncProducer(daemon.socket_path) as p:
             info = await p.connect()
             r = await p.put_record(stream, b"counted", partition_key="aio-stats")
-            return info, r, await p.daemon_stats()
+            # The snapshot counts the record on the shard its result named (stats are
+            # gathered about once a second, so the count may show up a little after the result).
+            deadline = asyncio.get_running_loop().time() + RESULT_TIMEOUT_S
+            while True:
+                stats = await p.daemon_stats()
+                if counted_on_shard(stats, stream, r.shard_id) >= 1:
+                    return info
+                assert asyncio.get_running_loop().time() < deadline, stats
+                await asyncio.sleep(0.1)
 
-    info, r, stats = run(main())
+    info = run(main())
     assert info.protocol_version == 1
-    # The snapshot counts the record on the shard its result named.
-    (mine,) = [s for s in stats["streams"] if s["name"] == stream]
-    counted = {sh["shard_id"]: sh["user_records_put_total"] for sh in mine["shards"]}
-    assert counted.get(r.shard_id, 0) >= 1, stats

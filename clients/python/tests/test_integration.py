@@ -11,7 +11,16 @@ import pytest
 
 import kpld
 from kpld import Busy, Producer, RecordFailed, Result
-from kpld_harness import RESULT_TIMEOUT_S, all_results, create_stream, read_all, read_back, shard_ranges
+from kpld_harness import (
+    RESULT_TIMEOUT_S,
+    all_results,
+    counted_on_shard,
+    create_stream,
+    poll,
+    read_all,
+    read_back,
+    shard_ranges,
+)
 
 #: record_max_buffered_time_ms of the tests that need records to stay in
 #: flight for a while: a generous margin for what follows the put (a kill,
@@ -247,11 +256,12 @@ def test_daemon_stats_and_server_info(daemon, stream):
         assert info.protocol_version == 1 and info.server_version.startswith("kpld")
         assert info.max_frame_size > info.max_record_size > 0
         r = p.put_record(stream, b"counted", partition_key="stats").result(timeout=RESULT_TIMEOUT_S)
-        stats = p.daemon_stats()
-    # The snapshot counts the record on the shard its result named.
-    (mine,) = [s for s in stats["streams"] if s["name"] == stream]
-    counted = {sh["shard_id"]: sh["user_records_put_total"] for sh in mine["shards"]}
-    assert counted.get(r.shard_id, 0) >= 1, stats
+        # The snapshot counts the record on the shard its result named (stats are
+        # gathered about once a second, so the count may show up a little after the result).
+        poll(
+            f"stats to count the record on {r.shard_id}",
+            lambda: counted_on_shard(p.daemon_stats(), stream, r.shard_id) >= 1,
+        )
 
 
 def test_a_stream_with_many_shards_gets_records_on_every_shard(make_daemon, kinesis):
