@@ -393,15 +393,21 @@ async fn run(
     let _ = server.await;
     // The last metrics interval: uploaded (or written) once every record is final.
     metrics.shutdown().await;
+    if report.refused_during_drain > 0 {
+        tracing::info!(
+            refused = report.refused_during_drain,
+            "records handed over during the drain were refused with ShuttingDown (not accepted)"
+        );
+    }
     if report.undelivered > 0 {
         tracing::error!(
             undelivered = report.undelivered,
-            arrived_during_drain = report.refused_during_drain,
-            "records failed with ShuttingDown (shutdown_grace_ms ran out, or they arrived after the drain began)"
+            cut_off_by_grace = report.cut_off_by_grace,
+            "accepted records did not get a success during the drain (cut off when shutdown_grace_ms ran out, or failed for their own reason); exiting 1"
         );
         return Ok(1);
     }
-    tracing::info!("all records delivered; exiting");
+    tracing::info!("every accepted record was delivered; exiting");
     Ok(0)
 }
 

@@ -12,7 +12,8 @@
 //! 4. Past the grace period, fail what is left with `ShuttingDown` (in-flight
 //!    calls are cancelled) and count it.
 //! 5. Stop reading from clients, let writers deliver the last results, close.
-//! 6. Exit 0 if nothing was left undelivered, 1 otherwise.
+//! 6. Exit 0 if every accepted record still outstanding when the drain
+//!    began got a success, 1 otherwise (see `ShutdownReport`).
 
 use crate::access::SocketFile;
 use crate::producer::{Producer, ShutdownReport};

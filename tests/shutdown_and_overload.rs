@@ -90,6 +90,94 @@ async fn sigterm_delivers_every_buffered_record_before_exiting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_refused_during_the_drain_leaves_the_exit_status_0() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
+    // Every call takes 2 s: the drain lasts that long, well inside the grace.
+    fake.set_faults(FaultPlan {
+        slow: 1.0,
+        slow_delay: Duration::from_secs(2),
+        ..FaultPlan::default()
+    });
+    let d = Daemon::start(&fake.endpoint(), "shutdown_grace_ms = 30000").await;
+    let sent = sent_records(101, "s", 50);
+    let (mut tx, mut rx) = d.connect().await;
+    let first: Vec<_> = (0..100)
+        .map(|id| record(id, "s", &sent[&id].partition_key, sent[&id].data.clone()))
+        .collect();
+    tx.put(first, false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tx.put(
+        vec![record(
+            100,
+            "s",
+            &sent[&100].partition_key,
+            sent[&100].data.clone(),
+        )],
+        false,
+    )
+    .await
+    .unwrap();
+    let results = collect_results(&mut rx, 101, Duration::from_secs(30)).await;
+    let (status, log) = d.stop().await;
+    assert_eq!(
+        results[&100].error_code, "ShuttingDown",
+        "{:?}",
+        results[&100]
+    );
+    assert!(
+        results[&100].attempts.is_empty(),
+        "never accepted, never sent"
+    );
+    let (found, _) = user_records(&fake, &fake.log());
+    let accepted: HashMap<u64, Sent> = sent.into_iter().filter(|(id, _)| *id < 100).collect();
+    let only_accepted: HashMap<u64, _> = results.into_iter().filter(|(id, _)| *id < 100).collect();
+    let r = verify(&accepted, &only_accepted, &found);
+    assert_eq!(r.succeeded, 100, "failed: {:?}", r.failed);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "every accepted record was delivered:\n{log}"
+    );
+    assert!(log.contains("refused"), "the log names the refusal:\n{log}");
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepted_records_that_expire_during_the_drain_make_the_exit_status_1() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
+    fake.set_faults(FaultPlan {
+        throttle: 1.0,
+        ..FaultPlan::default()
+    });
+    // The grace period outlasts the TTL: nothing is cut off, every record
+    // fails with Expired during the drain, and that is no clean exit.
+    let d = Daemon::start(
+        &fake.endpoint(),
+        "record_ttl_ms = 2000\nshutdown_grace_ms = 30000",
+    )
+    .await;
+    let sent = sent_records(100, "s", 50);
+    let mut rx = put_all(&d, &sent, 0..100).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.signal("TERM");
+    let results = collect_results(&mut rx, 100, Duration::from_secs(30)).await;
+    let (status, log) = d.stop().await;
+    assert!(
+        results.values().all(|r| r.error_code == "Expired"),
+        "{:?}",
+        results.values().find(|r| r.error_code != "Expired")
+    );
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains("undelivered=100"),
+        "the log counts them:\n{log}"
+    );
+    fake.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_past_the_grace_period_fails_what_is_left_and_exits_nonzero() {
     let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
     // Every call waits 5 s before anything is accepted; the grace period is 1 s.

@@ -39,7 +39,7 @@ impl Inner {
     pub(super) async fn wait_idle(&self) {
         loop {
             let notified = self.idle.notified();
-            if self.outstanding.load(Ordering::Acquire) == 0 {
+            if self.outstanding.load(Ordering::SeqCst) == 0 {
                 return;
             }
             notified.await;

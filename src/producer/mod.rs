@@ -75,13 +75,19 @@ pub struct RecordInput {
 mod reload;
 pub use reload::Reload;
 
-/// What [`Producer::shutdown`] left undelivered.
+/// What [`Producer::shutdown`] left undelivered. kpld exits 0 only when
+/// `undelivered` is 0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ShutdownReport {
-    /// Records that got a `ShuttingDown` error: left when the grace period
-    /// ran out, or handed over after the drain began.
+    /// Accepted records that were not final when the drain began and did not
+    /// get a success: failed during the drain for any reason (cut off by the
+    /// grace period, their TTL, the service's refusal), or with no result
+    /// at all. Records that failed before the signal had their result then.
     pub undelivered: u64,
-    /// Of those, the ones handed over after the drain began.
+    /// Of those, the ones still unfinished when `shutdown_grace_ms` ran out.
+    pub cut_off_by_grace: u64,
+    /// Records refused with `ShuttingDown`, never accepted: handed over after
+    /// the drain began, or still waiting for room in the buffers then.
     pub refused_during_drain: u64,
 }
 
@@ -111,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) draining: AtomicBool,
     /// Cancelled when the shutdown grace period runs out.
     pub(crate) abort: CancellationToken,
+    /// Cancelled when the drain begins (wakes puts waiting for room).
+    pub(crate) drain_started: CancellationToken,
     pub(crate) counters: Arc<Counters>,
     /// The metrics registry; each stream actor records into its own
     /// `StreamMetrics` from it.
@@ -156,6 +164,7 @@ impl Producer {
                 outstanding: AtomicU64::new(0),
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
+                drain_started: CancellationToken::new(),
                 abort: CancellationToken::new(),
                 counters: Arc::default(),
                 metrics,
@@ -253,18 +262,21 @@ impl Producer {
         if runs.is_empty() {
             return;
         }
-        if inner.draining.load(Ordering::Acquire) {
-            let n: usize = runs.iter().map(|(_, v)| v.len()).sum();
-            inner
-                .refused_at_shutdown
-                .fetch_add(n as u64, Ordering::AcqRel);
-            for u in runs.into_iter().flat_map(|(_, v)| v) {
+        // Records that arrive during the drain, or that were still waiting for
+        // room when it began, are refused: never accepted, they do not count
+        // against the exit status (see `ShutdownReport`).
+        let refuse_at_shutdown = |recs: &mut dyn Iterator<Item = UserRecord>| {
+            for u in recs {
+                inner.refused_at_shutdown.fetch_add(1, Ordering::AcqRel);
                 fail(
                     u.id,
                     ErrorCode::ShuttingDown,
                     "kpld is shutting down and accepts no new records".into(),
                 );
             }
+        };
+        if inner.draining.load(Ordering::SeqCst) {
+            refuse_at_shutdown(&mut runs.into_iter().flat_map(|(_, v)| v));
             return;
         }
         // Take budget in chunks that fit the bounds, so a huge batch from an
@@ -297,7 +309,17 @@ impl Producer {
                 // record_cost never exceeds the budget, so one record always fits.
                 let bytes = bytes as u32;
                 let count = n as u32;
-                if !inner.take_budget(bytes, count, busy_if_full).await {
+                // A put waiting for room when the drain begins stops waiting: its
+                // records were never accepted.
+                let took = tokio::select! {
+                    took = inner.take_budget(bytes, count, busy_if_full) => Some(took),
+                    _ = inner.drain_started.cancelled() => None,
+                };
+                let Some(took) = took else {
+                    refuse_at_shutdown(&mut chunk.into_iter().chain(rest.drain(..)));
+                    continue;
+                };
+                if !took {
                     // This chunk and everything after it fail with Busy.
                     busy = true;
                     let mut all = chunk;
@@ -305,9 +327,17 @@ impl Producer {
                     rest = all;
                     continue;
                 }
+                // Counted before the second look at `draining` (both SeqCst, as in
+                // `shutdown`): either the drain sees these records outstanding and
+                // waits for them, or this put sees the drain and refuses them.
                 inner
                     .outstanding
-                    .fetch_add(chunk.len() as u64, Ordering::AcqRel);
+                    .fetch_add(chunk.len() as u64, Ordering::SeqCst);
+                if inner.draining.load(Ordering::SeqCst) {
+                    inner.release(chunk.len(), bytes as usize);
+                    refuse_at_shutdown(&mut chunk.into_iter().chain(rest.drain(..)));
+                    continue;
+                }
                 Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
                 inner.dispatch(&stream, chunk);
             }
@@ -339,20 +369,27 @@ impl Producer {
     /// `ShuttingDown`.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let inner = &self.inner;
-        inner.draining.store(true, Ordering::Release);
+        // Every accepted record that fails from here on goes through
+        // `Inner::fail`, whatever the cause (the grace running out, its TTL,
+        // the service's refusal): the difference of this counter is exact.
+        let failed_before = Counters::get(&inner.counters.user_records_failed);
+        inner.draining.store(true, Ordering::SeqCst);
+        inner.drain_started.cancel();
         for tx in inner.streams.lock().expect("streams lock").values() {
             let _ = tx.send(Input::Drain);
         }
         let drained = tokio::time::timeout(grace, inner.wait_idle()).await.is_ok();
-        let left = if drained { 0 } else { self.outstanding() };
+        let cut_off = if drained { 0 } else { self.outstanding() };
         inner.abort.cancel();
         // Actors fail what is left and in-flight calls are cancelled, so
-        // this ends quickly.
+        // this ends quickly; a record still without a result after it is
+        // undelivered too.
         let _ = tokio::time::timeout(Duration::from_secs(10), inner.wait_idle()).await;
-        let refused = inner.refused_at_shutdown.load(Ordering::Acquire);
+        let failed = Counters::get(&inner.counters.user_records_failed) - failed_before;
         ShutdownReport {
-            undelivered: left + refused,
-            refused_during_drain: refused,
+            undelivered: failed + self.outstanding(),
+            cut_off_by_grace: cut_off,
+            refused_during_drain: inner.refused_at_shutdown.load(Ordering::Acquire),
         }
     }
 }

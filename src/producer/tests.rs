@@ -618,3 +618,91 @@ async fn past_max_streams_a_new_stream_fails_until_one_is_idle() {
     let r = results(&sink, 1, Duration::from_secs(5)).await;
     assert!(r[0].success, "{:?}", r[0]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_put_waiting_for_room_when_the_drain_begins_is_refused_not_accepted() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    // Every call is stored and never answered: the first 10 records hold
+    // the whole budget until the grace period cuts them off.
+    fake.fault(EVERY_CALL, CallFault::Hang);
+    let cfg = config(&[
+        ("KPLD_MAX_OUTSTANDING_RECORDS", "10"),
+        ("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "10"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..10, 3), 0, sink.clone(), false).await;
+    let waiting = {
+        let (p, sink) = (p.clone(), sink.clone());
+        tokio::spawn(async move { p.put(inputs(10..15, 3), 0, sink, false).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!waiting.is_finished(), "the second put waits for room");
+    let drain = {
+        let p = p.clone();
+        tokio::spawn(async move { p.shutdown(Duration::from_secs(5)).await })
+    };
+    // Refused when the drain begins, not when the grace period frees room.
+    tokio::time::timeout(Duration::from_secs(1), waiting)
+        .await
+        .expect("the waiting put ends when the drain begins")
+        .unwrap();
+    let report = drain.await.unwrap();
+    let r = results(&sink, 15, Duration::from_secs(30)).await;
+    assert!(r
+        .iter()
+        .all(|x| !x.success && x.error_code == "ShuttingDown"));
+    // The waiting records were refused at once, without an attempt.
+    assert!(r[10..].iter().all(|x| x.attempts.is_empty()), "{r:?}");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            undelivered: 10,
+            cut_off_by_grace: 10,
+            refused_during_drain: 5,
+        }
+    );
+    assert_eq!(p.outstanding(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_that_fail_for_their_own_reason_during_the_drain_are_undelivered() {
+    let fake = FakeApi::with_shards(even_shards(1));
+    for call in 0..1000 {
+        fake.fault(
+            call,
+            CallFault::EveryEntry(ErrorCode::ProvisionedThroughputExceeded),
+        );
+    }
+    let cfg = config(&[("KPLD_RECORD_TTL_MS", "3000")]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..20, 5), 0, sink.clone(), false).await;
+    // The grace period outlasts the TTL: the drain ends with every record
+    // Expired, none cut off, and the report must still count them.
+    let report = p.shutdown(Duration::from_secs(60)).await;
+    let r = results(&sink, 20, Duration::from_secs(1)).await;
+    assert!(r.iter().all(|x| x.error_code == "Expired"), "{r:?}");
+    assert_eq!(
+        report,
+        ShutdownReport {
+            undelivered: 20,
+            cut_off_by_grace: 0,
+            refused_during_drain: 0,
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_drain_that_delivers_everything_reports_nothing_undelivered() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    let cfg = config(&[("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "60000")]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..50, 7), 0, sink.clone(), false).await;
+    let report = p.shutdown(Duration::from_secs(5)).await;
+    // Arrived after the drain began: refused, and no reason for exit 1.
+    p.put(inputs(50..53, 7), 0, sink.clone(), false).await;
+    let r = results(&sink, 53, Duration::from_secs(1)).await;
+    assert_all_landed(&r[..50], 0..50, &fake);
+    assert!(r[50..].iter().all(|x| x.error_code == "ShuttingDown"));
+    assert_eq!(report.undelivered, 0);
+    assert_eq!(report.cut_off_by_grace, 0);
+}
