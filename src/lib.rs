@@ -37,6 +37,8 @@
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
+//! - [`tail`]: the `kpld tail` command: reads a stream back, every shard,
+//!   parents first, aggregates taken apart and kpld's compression undone.
 //!
 //! # The path of one record
 //! `server::connection` reads a `Put` frame (its bytes charged to the
@@ -56,7 +58,8 @@
 //! # Workspace
 //! This package is the daemon. Beside it in `crates/`, and not part of its API:
 //! - `kpld-kinesis-double` (`crates/kinesis-double`): a programmable Kinesis
-//!   double over real HTTP; a dev-dependency of the integration tests.
+//!   double over real HTTP: the integration tests' server, and the embedded
+//!   endpoint of `kpld local` (streams created on first use).
 //! - `kpld-bench` (`crates/kpld-bench`): the benchmark binary, which drives the
 //!   real `kpld` binary against the double.
 // Two audited exceptions, each `#[allow(unsafe_code)]` with its SAFETY note:
@@ -84,6 +87,7 @@ pub mod shard_map;
 pub mod shutdown;
 pub mod stats_cli;
 pub mod systemd;
+pub mod tail;
 
 /// The socket protocol's messages, generated from proto/kpld.proto.
 pub mod ipc {

@@ -29,7 +29,7 @@ use tokio_util::task::TaskTracker;
 struct Cli {
     /// The TOML config file. Default: /etc/kpld/kpld.toml if it exists,
     /// else built-in defaults plus KPLD_* variables.
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", global = true)]
     config: Option<PathBuf>,
 
     /// Validate the configuration, print the effective settings (secrets
@@ -56,6 +56,56 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read a stream back from any Kinesis-compatible endpoint and print one
+    /// line per user record: every shard, closed parents before their
+    /// children, KPL aggregates taken apart (MD5 checked), data kpld
+    /// compressed decompressed. A line is the record's data as text (line
+    /// breaks shown as \n), or base64:... when it is not UTF-8.
+    Tail {
+        /// The stream to read.
+        stream: String,
+        /// The endpoint URL. Default: kinesis_endpoint from the config or
+        /// KPLD_KINESIS_ENDPOINT, else AWS's endpoint for the region.
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// The region. Default: region from the config, else the AWS chain
+        /// (AWS_REGION, profiles); us-east-1 for a loopback endpoint.
+        #[arg(long, value_name = "REGION")]
+        region: Option<String>,
+        /// Where to start in each shard: trim-horizon, latest or
+        /// at-timestamp:RFC3339 (e.g. at-timestamp:2026-12-03T10:00:00Z).
+        #[arg(long, value_name = "WHERE", default_value = "trim-horizon")]
+        from: String,
+        /// One JSON object per record: stream, shard_id, sequence_number,
+        /// sub_sequence_number, partition_key, explicit_hash_key (when set),
+        /// data (or data_base64), approximate_arrival.
+        #[arg(long)]
+        json: bool,
+        /// Stop after N records.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// Keep reading new records (and new shards) until Ctrl-C or --count.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Run the daemon with an embedded in-memory Kinesis-compatible endpoint
+    /// on 127.0.0.1 (its URL printed at start): streams are created on first
+    /// use, nothing is needed but this binary. For trying kpld and for
+    /// applications' own tests; records live in memory until kpld exits.
+    Local {
+        /// The socket to listen on. Default: KPLD_SOCKET_PATH, else
+        /// ./kpld.sock (the config file's socket_path names the production
+        /// socket and is not used here).
+        #[arg(long, value_name = "PATH")]
+        socket: Option<PathBuf>,
+        /// Shards of each stream created on first use.
+        #[arg(long, value_name = "N", default_value_t = 4,
+              value_parser = clap::value_parser!(u16).range(1..=1000))]
+        shards: u16,
+        /// The endpoint's port on 127.0.0.1 (0: any free port).
+        #[arg(long, value_name = "PORT", default_value_t = 0)]
+        port: u16,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -64,10 +114,48 @@ fn main() -> std::process::ExitCode {
         let p = PathBuf::from("/etc/kpld/kpld.toml");
         p.exists().then_some(p)
     });
-    if let Some(Command::Stats { socket, json }) = &cli.command {
-        return stats(socket.clone(), *json, path);
+    let mut env: Vec<(String, String)> = std::env::vars().collect();
+    match &cli.command {
+        Some(Command::Stats { socket, json }) => return stats(socket.clone(), *json, path),
+        Some(Command::Tail {
+            stream,
+            endpoint,
+            region,
+            from,
+            json,
+            count,
+            follow,
+        }) => {
+            let from = match kpld::tail::parse_from(from) {
+                Ok(f) => f,
+                Err(e) => {
+                    eprintln!("kpld tail: {e}");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+            let opts = kpld::tail::TailOptions {
+                stream: stream.clone(),
+                from,
+                json: *json,
+                count: *count,
+                follow: *follow,
+            };
+            return tail(opts, endpoint.clone(), region.clone(), path);
+        }
+        Some(Command::Local {
+            socket,
+            shards,
+            port,
+        }) => match local_endpoint(*shards, *port, socket.clone(), &mut env) {
+            Ok(()) => {}
+            Err(e) => {
+                eprintln!("kpld local: {e:#}");
+                return std::process::ExitCode::from(1);
+            }
+        },
+        None => {}
     }
-    let cfg = match Config::load(path.as_deref(), std::env::vars()) {
+    let cfg = match Config::load(path.as_deref(), env) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("kpld: configuration error: {e}");
@@ -260,6 +348,153 @@ fn stats(socket: Option<PathBuf>, json: bool, config: Option<PathBuf>) -> std::p
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// `kpld tail`. Exit 0 when it read what was asked, 1 on a Kinesis error,
+/// 2 on a configuration error.
+fn tail(
+    opts: kpld::tail::TailOptions,
+    endpoint: Option<String>,
+    region: Option<String>,
+    config: Option<PathBuf>,
+) -> std::process::ExitCode {
+    let cfg = match Config::load(config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kpld tail: configuration error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let endpoint = endpoint.or_else(|| cfg.kinesis_endpoint.clone());
+    let local = endpoint.as_deref().is_some_and(is_loopback_url);
+    let region = region.or_else(|| (local && cfg.region.is_none()).then(|| "us-east-1".into()));
+    if local {
+        local_credentials_if_none();
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kpld tail: cannot start the runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    rt.block_on(async {
+        let reader =
+            match kpld::kinesis::SdkReader::new(&cfg, endpoint.as_deref(), region.as_deref()).await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("kpld tail: configuration error: {e} (or pass --region)");
+                    return std::process::ExitCode::from(2);
+                }
+            };
+        let stdout = std::io::stdout();
+        let mut out = std::io::BufWriter::new(stdout.lock());
+        let run = kpld::tail::run(&reader, &opts, &mut out);
+        let result = tokio::select! {
+            r = run => r,
+            _ = tokio::signal::ctrl_c() => Ok(0),
+        };
+        match result {
+            Ok(_) => std::process::ExitCode::SUCCESS,
+            // A closed pipe (`kpld tail ... | head`) is a normal end.
+            Err(kpld::tail::TailError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kpld tail: {e}");
+                std::process::ExitCode::from(1)
+            }
+        }
+    })
+}
+
+/// True for an `http(s)://` URL on 127.0.0.0/8, `[::1]` or localhost.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .unwrap_or(url);
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = if let Some(h) = host.strip_prefix('[') {
+        h.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Local servers accept any credentials, but the SDK signs every request:
+/// when the environment has none, sign with placeholder ones instead of
+/// asking the instance metadata service. Called before any thread starts.
+fn local_credentials_if_none() {
+    if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() && std::env::var_os("AWS_PROFILE").is_none()
+    {
+        std::env::set_var("AWS_ACCESS_KEY_ID", "kpld-local");
+        std::env::set_var("AWS_SECRET_ACCESS_KEY", "kpld-local");
+    }
+}
+
+/// `kpld local`: starts the embedded endpoint and points the daemon's
+/// configuration at it (through `env`, the KPLD_* overrides); every other
+/// setting is the config's. Prints the endpoint's URL.
+fn local_endpoint(
+    shards: u16,
+    port: u16,
+    socket: Option<PathBuf>,
+    env: &mut Vec<(String, String)>,
+) -> anyhow::Result<()> {
+    // Before the double's threads start: set_var is only sound while no
+    // other thread reads the environment.
+    local_credentials_if_none();
+    let set_default = |env: &mut Vec<(String, String)>, k: &str, v: String| {
+        if !env.iter().any(|(key, _)| key == k) {
+            env.push((k.to_string(), v));
+        }
+    };
+    let mut opts = kpld_kinesis_double::FakeOptions {
+        auto_create_shards: Some(shards as usize),
+        require_auth: false,
+        port,
+        ..Default::default()
+    };
+    opts.worker_threads = 1;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime for the endpoint")?;
+    let double = rt
+        .block_on(kpld_kinesis_double::FakeKinesis::try_start(opts))
+        .with_context(|| format!("cannot listen on 127.0.0.1:{port}"))?;
+    let url = double.endpoint();
+    // The endpoint serves until the process exits.
+    std::mem::forget(double);
+    env.retain(|(k, _)| k != "KPLD_KINESIS_ENDPOINT");
+    env.push(("KPLD_KINESIS_ENDPOINT".into(), url.clone()));
+    set_default(env, "KPLD_REGION", "us-east-1".into());
+    // CloudWatch would be AWS's: no uploads from a local setup.
+    set_default(env, "KPLD_METRICS_LEVEL", "none".into());
+    match socket {
+        Some(p) => {
+            env.retain(|(k, _)| k != "KPLD_SOCKET_PATH");
+            env.push(("KPLD_SOCKET_PATH".into(), p.display().to_string()));
+        }
+        None => set_default(env, "KPLD_SOCKET_PATH", "kpld.sock".into()),
+    }
+    let socket = env
+        .iter()
+        .find(|(k, _)| k == "KPLD_SOCKET_PATH")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    println!("kpld local: Kinesis-compatible endpoint {url} (in memory; streams are created on first use with {shards} shards)");
+    println!("kpld local: records go to socket {socket}; read them back with: kpld tail STREAM --endpoint {url}");
+    Ok(())
 }
 
 fn mask(s: &str) -> String {

@@ -101,6 +101,12 @@ pub struct FakeOptions {
     pub require_auth: bool,
     /// Worker threads of the double's runtime (default 2; 1 = current-thread runtime).
     pub worker_threads: usize,
+    /// Create a missing stream with this many shards on first use (ListShards,
+    /// DescribeStream(Summary), PutRecord(s), GetShardIterator); `None` (default): unknown
+    /// streams are `ResourceNotFoundException`, as in Kinesis.
+    pub auto_create_shards: Option<usize>,
+    /// Port on 127.0.0.1 (default 0: any free port).
+    pub port: u16,
 }
 
 impl Default for FakeOptions {
@@ -116,6 +122,8 @@ impl Default for FakeOptions {
             count_only: false,
             require_auth: true,
             worker_threads: 2,
+            auto_create_shards: None,
+            port: 0,
         }
     }
 }
@@ -167,6 +175,14 @@ impl FakeKinesis {
     /// Bind 127.0.0.1 on a free port and serve. Panics if the options name an invalid
     /// stream or the port cannot be bound (test support: fail loudly).
     pub async fn start(opts: FakeOptions) -> FakeKinesis {
+        let port = opts.port;
+        Self::try_start(opts)
+            .await
+            .unwrap_or_else(|e| panic!("fake kinesis: cannot bind 127.0.0.1:{port}: {e}"))
+    }
+
+    /// Like [`start`](Self::start), with an error when the port cannot be bound.
+    pub async fn try_start(opts: FakeOptions) -> std::io::Result<FakeKinesis> {
         let limits = if opts.count_only {
             None
         } else {
@@ -186,16 +202,12 @@ impl FakeKinesis {
             limits: opts.request_limits,
             count_only: opts.count_only,
             require_auth: opts.require_auth,
+            auto_create_shards: opts.auto_create_shards,
             epoch: Instant::now(),
         });
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("fake kinesis: cannot bind 127.0.0.1:0");
-        listener
-            .set_nonblocking(true)
-            .expect("fake kinesis: cannot make the listener non-blocking");
-        let addr = listener
-            .local_addr()
-            .expect("fake kinesis: no local address");
+        let listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let workers = opts.worker_threads.max(1);
@@ -223,12 +235,12 @@ impl FakeKinesis {
                 let _ = tx.send(());
             })
             .expect("fake kinesis: cannot spawn its thread");
-        FakeKinesis {
+        Ok(FakeKinesis {
             shared,
             addr,
             cancel,
             stopped: Some(rx),
-        }
+        })
     }
 
     /// `http://127.0.0.1:PORT`: the SDK's endpoint URL (kpld's `kinesis_endpoint`).

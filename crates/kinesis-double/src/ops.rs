@@ -19,6 +19,9 @@ pub fn is_put(op: &str) -> bool {
 
 /// Run operation `op` on `body`. `request` is the request's number (for the log).
 pub fn dispatch(sh: &Shared, op: &str, body: &[u8], request: u64) -> Result<Vec<u8>, ApiError> {
+    if let Some(shards) = sh.auto_create_shards {
+        auto_create(sh, op, body, shards)?;
+    }
     match op {
         "PutRecords" => put_records(sh, body, request),
         "PutRecord" => put_record(sh, body, request),
@@ -37,6 +40,36 @@ pub fn dispatch(sh: &Shared, op: &str, body: &[u8], request: u64) -> Result<Vec<
             format!("Operation {op} is not supported by this fake Kinesis."),
         )),
     }
+}
+
+/// Creates the stream a request names if it does not exist (and the operation is one
+/// that uses a stream rather than creating or deleting it).
+fn auto_create(sh: &Shared, op: &str, body: &[u8], shards: usize) -> Result<(), ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Named {
+        #[serde(rename = "StreamName")]
+        stream_name: Option<String>,
+    }
+    let uses_stream = matches!(
+        op,
+        "ListShards"
+            | "DescribeStream"
+            | "DescribeStreamSummary"
+            | "PutRecord"
+            | "PutRecords"
+            | "GetShardIterator"
+    );
+    if !uses_stream {
+        return Ok(());
+    }
+    let Some(name) = parse::<Named>(body)?.stream_name else {
+        return Ok(());
+    };
+    let mut model = sh.model();
+    if model.stream(&name).is_err() {
+        model.create_stream(&name, shards, SystemTime::now())?;
+    }
+    Ok(())
 }
 
 fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -626,8 +659,24 @@ mod tests {
             limits: RequestLimits::default(),
             count_only,
             require_auth: true,
+            auto_create_shards: None,
             epoch: Instant::now(),
         }
+    }
+
+    #[test]
+    fn with_auto_create_a_stream_is_made_on_first_use_and_only_then() {
+        let mut sh = shared(false);
+        let body = br#"{"StreamName":"new-one"}"#;
+        let e = dispatch(&sh, "ListShards", body, 0).unwrap_err();
+        assert_eq!(e.code, "ResourceNotFoundException");
+        sh.auto_create_shards = Some(3);
+        let out: serde_json::Value =
+            serde_json::from_slice(&dispatch(&sh, "ListShards", body, 1).unwrap()).unwrap();
+        assert_eq!(out["Shards"].as_array().unwrap().len(), 3);
+        // Deleting a stream that does not exist does not create it first.
+        let e = dispatch(&sh, "DeleteStream", br#"{"StreamName":"other"}"#, 2).unwrap_err();
+        assert_eq!(e.code, "ResourceNotFoundException");
     }
 
     #[test]

@@ -115,6 +115,9 @@ pub struct Shared {
     pub count_only: bool,
     /// Refuse requests without an Authorization header, like every real endpoint.
     pub require_auth: bool,
+    /// Create a stream with this many shards when a request names one that does not
+    /// exist (`kpld local`); `None`: `ResourceNotFoundException`, as Kinesis answers.
+    pub auto_create_shards: Option<usize>,
     /// Monotonic origin for the token buckets.
     pub epoch: Instant,
 }
