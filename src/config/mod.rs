@@ -308,6 +308,49 @@ mod tests {
     }
 
     #[test]
+    fn an_unknown_log_level_is_refused_not_run_silent() {
+        for bad in ["warning", "verbose", "", "info,kpld=loud"] {
+            let e = load(&format!("log_level = {bad:?}"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("log_level") && e.contains("is not a level"),
+                "{bad}: {e}"
+            );
+        }
+        for good in [
+            "warn",
+            "INFO",
+            "off",
+            "info,kpld=debug",
+            "kpld::server=trace",
+        ] {
+            let c = load(&format!("log_level = {good:?}"), &[]).unwrap();
+            assert_eq!(c.log_level, good);
+        }
+    }
+
+    #[test]
+    fn a_socket_path_past_the_kernels_limit_is_refused_at_check_time() {
+        let long = format!("/tmp/{}/kpld.sock", "d".repeat(100));
+        let e = load(&format!("socket_path = {long:?}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("socket_path") && e.contains("at most 107 bytes"),
+            "{e}"
+        );
+        let fits = format!("/tmp/{}.sock", "d".repeat(107 - 10));
+        assert_eq!(fits.len(), 107);
+        assert_eq!(
+            load(&format!("socket_path = {fits:?}"), &[])
+                .unwrap()
+                .socket_path,
+            PathBuf::from(fits)
+        );
+    }
+
+    #[test]
     fn defaults_are_the_kpl_defaults() {
         let c = load("", &[]).unwrap();
         assert!(c.aggregation_enabled);

@@ -51,6 +51,14 @@ pub(super) fn socket_path(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
     if p.as_os_str().is_empty() {
         return Err(Bad::Value("must not be empty".into()));
     }
+    // The kernel's sockaddr_un holds 108 bytes with the final NUL.
+    let len = p.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(Bad::Value(format!(
+            "is {len} bytes long; a Unix socket path may be at most {MAX_SOCKET_PATH} bytes \
+             (the kernel's limit): choose a shorter one"
+        )));
+    }
     Ok(Some(canonical(p)))
 }
 
@@ -114,11 +122,28 @@ pub(super) fn role_arn(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
     Ok(Some(a))
 }
 
+/// The longest socket path `bind` takes (`sun_path` is 108 bytes with its NUL).
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
+
+const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
 pub(super) fn log_level(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
     let s: String = typed(v)?;
-    if tracing_subscriber::EnvFilter::try_new(&s).is_err() {
+    // EnvFilter takes a bare word as a target name ("warning" would log only
+    // the target `warning`, that is nothing): every directive must be a
+    // level, or `target=level`.
+    let level_ok = |l: &str| LEVELS.contains(&l.trim().to_ascii_lowercase().as_str());
+    let directive_ok = |d: &str| match d.split_once('=') {
+        None => level_ok(d),
+        Some((target, level)) => !target.trim().is_empty() && level_ok(level),
+    };
+    let ok = !s.trim().is_empty()
+        && s.split(',').all(directive_ok)
+        && tracing_subscriber::EnvFilter::try_new(&s).is_ok();
+    if !ok {
         return Err(Bad::Value(format!(
-            "{s:?} is not a level (error, warn, info, debug, trace) or filter"
+            "{s:?} is not a level (off, error, warn, info, debug, trace) or a list of \
+             target=level filters (e.g. \"info,kpld=debug\")"
         )));
     }
     Ok(Some(s.into()))
