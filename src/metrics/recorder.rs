@@ -90,6 +90,9 @@ pub struct StreamMetrics {
     errors: Vec<ErrAcc>,
     pending: u64,
     received_total: u64,
+    /// Final failures of records that never had a shard (e.g. the stream
+    /// does not exist): in the stream's FAILED, on no shard's.
+    failed_unrouted_total: u64,
     requests_total: u64,
     request_errors_total: u64,
     /// When the first uncommitted value was recorded.
@@ -120,6 +123,7 @@ impl StreamMetrics {
             errors: Vec::new(),
             pending: 0,
             received_total: 0,
+            failed_unrouted_total: 0,
             requests_total: 0,
             request_errors_total: 0,
             dirty_since: None,
@@ -264,8 +268,9 @@ impl StreamMetrics {
         self.mark();
         self.pending = self.pending.saturating_sub(1);
         let i = shard.map(|s| self.slot(s));
-        if let Some(i) = i {
-            self.shards[i].hot.user_record_final(false);
+        match i {
+            Some(i) => self.shards[i].hot.user_record_final(false),
+            None => self.failed_unrouted_total += 1,
         }
         self.put(Metric::UserRecordsPut, i, 0.0);
         if error_code == EXPIRED {
@@ -355,6 +360,7 @@ impl StreamMetrics {
         let st = reg.stream_mut(&self.stream);
         st.pending = self.pending;
         st.received_total = self.received_total;
+        st.failed_unrouted_total = self.failed_unrouted_total;
         st.requests_total = self.requests_total;
         st.request_errors_total = self.request_errors_total;
         for sh in &mut self.shards {

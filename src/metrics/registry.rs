@@ -370,6 +370,8 @@ pub struct StreamState {
     /// User records accepted by the stream actor and not yet final.
     pub pending: u64,
     pub received_total: u64,
+    /// Failed without a shard (see `StreamMetrics`).
+    pub failed_unrouted_total: u64,
     pub requests_total: u64,
     pub request_errors_total: u64,
     pub shards: BTreeMap<Arc<str>, ShardState>,

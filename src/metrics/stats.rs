@@ -128,7 +128,7 @@ pub fn snapshot(handle: &MetricsHandle, outstanding: u64) -> Value {
                 "pending": st.pending,
                 "received_total": st.received_total,
                 "user_records_put_total": put,
-                "user_records_failed_total": failed,
+                "user_records_failed_total": failed + st.failed_unrouted_total,
                 "requests_total": st.requests_total,
                 "request_errors_total": st.request_errors_total,
                 "records_per_s": rps,
@@ -189,12 +189,13 @@ pub fn render_table(v: &Value) -> String {
     let up = num(&v["uptime_s"]) as u64;
     let _ = writeln!(
         out,
-        "kpld {} · up {}h{:02}m{:02}s · outstanding {} · metrics {}/{}",
+        "kpld {} · up {}h{:02}m{:02}s · outstanding {} · refused {} (invalid records, streams not allowed) · metrics {}/{}",
         v["version"].as_str().unwrap_or("?"),
         up / 3600,
         up / 60 % 60,
         up % 60,
         int(&v["outstanding_records"]),
+        int(&v["counters"]["user_records_refused"]),
         v["metrics"]["level"].as_str().unwrap_or("?"),
         v["metrics"]["granularity"].as_str().unwrap_or("?"),
     );

@@ -8,6 +8,9 @@ pub struct Counters {
     pub user_records_received: AtomicU64,
     pub user_records_put: AtomicU64,
     pub user_records_failed: AtomicU64,
+    /// Records refused before they reached a stream (invalid, or a stream
+    /// not allowed): a result each, never accepted.
+    pub user_records_refused: AtomicU64,
     pub kinesis_records_put: AtomicU64,
     pub put_records_calls: AtomicU64,
     pub entries_throttled: AtomicU64,
@@ -34,6 +37,7 @@ impl Counters {
             "user_records_received": g(&self.user_records_received),
             "user_records_put": g(&self.user_records_put),
             "user_records_failed": g(&self.user_records_failed),
+            "user_records_refused": g(&self.user_records_refused),
             "kinesis_records_put": g(&self.kinesis_records_put),
             "put_records_calls": g(&self.put_records_calls),
             "entries_throttled": g(&self.entries_throttled),

@@ -225,6 +225,12 @@ impl Producer {
                 .sink
                 .deliver(tag, failure(id, code, message, Vec::new()))
         };
+        // Refused before reaching a stream: counted, or `kpld stats` would
+        // show no failure for a client whose every record is refused.
+        let refuse = |id: u64, code: ErrorCode, message: String| {
+            Counters::add(&inner.counters.user_records_refused, 1);
+            fail(id, code, message)
+        };
         // Valid records per stream, in order.
         let mut runs: Vec<(Arc<str>, Vec<UserRecord>)> = Vec::new();
         let n = records.len();
@@ -234,7 +240,7 @@ impl Producer {
             let entry = match cache.lookup(&r.stream, &live) {
                 Ok(e) => e,
                 Err((code, message)) => {
-                    fail(r.id, code, message);
+                    refuse(r.id, code, message);
                     continue;
                 }
             };
@@ -256,7 +262,7 @@ impl Producer {
                     };
                     runs[run].1.push(u);
                 }
-                Err((id, code, message)) => fail(id, code, message),
+                Err((id, code, message)) => refuse(id, code, message),
             }
         }
         if runs.is_empty() {

@@ -106,3 +106,46 @@ def test_single_invalid_key_does_not_fail_its_batch(kpld, producers, kinesis, ma
     others = puts[:10] + puts[11:]
     assert all(p.error is None for p in others), describe_failures(others)
     check_delivery(puts, read_stream(kinesis, stream))
+
+
+def test_records_refused_before_a_shard_is_chosen_are_counted_in_stats(
+    kpld, kpld_bin, producers, kinesis, make_stream, kpld_client_module
+):
+    import subprocess
+    import time
+    import uuid
+
+    record_failed = kpld_client_module.RecordFailed
+    live = make_stream(kinesis, 1)
+    missing = f"kpld-missing-{uuid.uuid4().hex[:8]}"
+    daemon = kpld(streams_allowed=[live, missing])
+    producer = producers(daemon)
+    refused = [
+        producer.put_record(live, b"x", partition_key=""),  # InvalidPartitionKey
+        producer.put_record("not allowed", b"x", partition_key="k"),  # InvalidStreamName
+        producer.put_record("other-stream", b"x", partition_key="k"),  # StreamNotAllowed
+    ]
+    gone = [producer.put_record(missing, b"x", partition_key=f"k{i}") for i in range(4)]
+    for f in refused + gone:
+        with pytest.raises(record_failed):
+            f.result(timeout=120)
+    # Stats are gathered about once a second: wait for the stream's count.
+    deadline = time.monotonic() + 60
+    while True:
+        s = producer.daemon_stats()
+        by_name = {x["name"]: x for x in s["streams"]}
+        if missing in by_name and by_name[missing]["user_records_failed_total"] == 4:
+            break
+        assert time.monotonic() < deadline, s
+        time.sleep(0.2)
+    assert s["counters"]["user_records_refused"] == 3, s["counters"]
+    # The table (redrawn once a second until interrupted) names them in its header.
+    table = subprocess.Popen(
+        [kpld_bin, "stats", "--socket", daemon.socket_path],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    time.sleep(2)
+    table.terminate()
+    text = table.communicate(timeout=30)[0].decode()
+    assert "refused 3 (invalid records, streams not allowed)" in text, text
