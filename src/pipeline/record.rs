@@ -86,8 +86,10 @@ impl Origin {
     }
 }
 
-/// A partition key checked to be 1 to 256 characters of UTF-8, kept as the
-/// slice of the request it arrived in (no copy per record).
+/// A partition key checked to be 1 to 256 characters of UTF-8, in memory of
+/// its own: copied out of the request frame when the record is accepted
+/// (`producer::validate`), so that a record held for long (retries, a shard
+/// map that does not load) does not keep its whole frame alive.
 #[derive(Debug, Clone)]
 pub struct PartitionKey(Bytes);
 
@@ -123,7 +125,12 @@ pub struct UserRecord {
     pub(crate) partition_key: PartitionKey,
     pub(crate) explicit_hash_key: Option<String>,
     pub(crate) hash: u128,
+    /// A slice of the request frame it arrived in until the record is first
+    /// held past the normal flow ([`detach`](Self::detach)), or its own
+    /// memory (compressed data, or detached).
     pub(crate) data: Bytes,
+    /// `data` is its own copy, no longer a slice of the request frame.
+    pub(crate) detached: bool,
     /// Budget bytes held until the result.
     pub(crate) cost: u32,
     /// When it must be sent (arrival + record_max_buffered_time; now for retries).
@@ -140,6 +147,29 @@ impl UserRecord {
     /// The caller's id, echoed in the result.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Copies the record's data out of the request frame it arrived in
+    /// (once). `data` starts as a slice of that frame (up to
+    /// `max_frame_size`), which stays alive as long as any slice of it does,
+    /// while the record is charged only for its own size. Copying every
+    /// record at intake would cost the hot path a copy of every byte, so the
+    /// rule is: a record is detached when it is first held past its normal
+    /// flow, which is when it starts to outlive the rest of its frame: when
+    /// it waits out a retry's backoff ([`Retries::schedule`]), waits for a
+    /// shard map, or is routed again (after a map change, or when a record
+    /// it was sent with expired at the rate limit or waiting for a
+    /// connection). Records in a shard's buffer, at its rate limit or in a
+    /// call are not: those waits are bounded by the buffering time, the
+    /// shard's rate and the call's timeout, and their frame-mates are
+    /// mostly still there with them.
+    ///
+    /// [`Retries::schedule`]: super::retries::Retries::schedule
+    pub(crate) fn detach(&mut self) {
+        if !self.detached {
+            self.data = Bytes::copy_from_slice(&self.data);
+            self.detached = true;
+        }
     }
 }
 
@@ -195,6 +225,18 @@ impl KinesisRecord {
             explicit_hash_key: u.explicit_hash_key.clone(),
         };
         KinesisRecord::new(shard_id, shard_idx, map_gen, false, entry, vec![u])
+    }
+
+    /// Detaches its user records ([`UserRecord::detach`]); a record sent on
+    /// its own shares its data with its entry, which then shares the copy.
+    /// An aggregate's entry is its own memory already.
+    pub(crate) fn detach(&mut self) {
+        for u in &mut self.records {
+            u.detach();
+        }
+        if let (false, [u]) = (self.aggregated, &self.records[..]) {
+            self.entry.data = u.data.clone();
+        }
     }
 
     /// The entry this record is sent as.

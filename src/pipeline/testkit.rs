@@ -62,6 +62,7 @@ pub fn record_to(
         explicit_hash_key: None,
         hash: crate::shard_map::hash_partition_key(key),
         data: Bytes::from(vec![b'x'; len]),
+        detached: true,
         cost: 1,
         deadline: now,
         expiry: now + ttl,
