@@ -58,7 +58,7 @@ pub fn record_to(
             sink: sink.clone(),
             tag: 0,
         }),
-        partition_key: PartitionKey::new_checked(Bytes::copy_from_slice(key.as_bytes())),
+        partition_key: PartitionKey::new_checked(key.as_bytes()),
         explicit_hash_key: None,
         hash: crate::shard_map::hash_partition_key(key),
         data: Bytes::from(vec![b'x'; len]),

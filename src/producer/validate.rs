@@ -82,11 +82,11 @@ pub(super) fn validate(
     Ok(UserRecord {
         id,
         origin: origin.clone(),
-        // Copied at once: the key is small, and every record keeps it to its
-        // end (metrics, the aggregate's key table, the entry's key), so a
-        // slice would keep the whole frame alive. The explicit hash key
-        // above is a new string already.
-        partition_key: PartitionKey::new_checked(Bytes::copy_from_slice(&r.partition_key)),
+        // Copied at once (inline for all but long keys): every record keeps
+        // its key to its end (metrics, the aggregate's key table, the
+        // entry's key), so a slice would keep the whole frame alive. The
+        // explicit hash key above is a new string already.
+        partition_key: PartitionKey::new_checked(&r.partition_key),
         explicit_hash_key: ehk,
         hash,
         cost: record_cost(size, budget),
