@@ -402,6 +402,17 @@ pub static KEYS: &[KeyDef] = &[
         read: values::plain::<u64>,
     },
     KeyDef {
+        name: "max_client_pending_results",
+        ty: "u64",
+        default: DefaultValue::Int(131_072),
+        allowed: Allowed::Range(Bound::Lit(1), Bound::Lit(u64::MAX >> 4)),
+        sighup: Sighup::Restart,
+        scope: Scope::Global,
+        kpl: Kpl::None("the KPL serves one channel"),
+        doc: "Per connection: records accepted whose results are not yet written to the client (in flight or waiting for it to read), and replies not yet written; past it kpld stops reading that connection until it reads. 131072: more than the default budget holds, so only a client that does not read meets it",
+        read: values::plain::<u64>,
+    },
+    KeyDef {
         name: "max_streams",
         ty: "u64",
         default: DefaultValue::Int(1000),

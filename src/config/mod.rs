@@ -105,6 +105,7 @@ pub struct Config {
     pub max_buffered_bytes: u64,
     pub max_outstanding_records: u64,
     pub max_clients: u64,
+    pub max_client_pending_results: u64,
     pub max_streams: u64,
     pub stream_idle_timeout_ms: u64,
     pub retry_backoff_base_ms: u64,

@@ -104,7 +104,14 @@ impl Retries {
         Verdict::Retry { retried, expired }
     }
 
-    pub fn schedule(&mut self, at: Instant, r: Retry) {
+    /// Queues a retry. Its records are detached from their request frames
+    /// first ([`UserRecord::detach`]): a retry may wait long (throttling,
+    /// within `record_ttl_ms`), and is charged only for its own size.
+    pub fn schedule(&mut self, at: Instant, mut r: Retry) {
+        match &mut r {
+            Retry::Whole(k) => k.detach(),
+            Retry::Loose(v) => v.iter_mut().for_each(UserRecord::detach),
+        }
         self.seq += 1;
         self.queue.insert((at, self.seq), r);
     }
@@ -217,5 +224,45 @@ mod tests {
         assert!(
             matches!(r.pop_due(t0 + Duration::from_secs(10)), Some(Retry::Loose(v)) if v[0].id == 2)
         );
+    }
+
+    #[test]
+    fn a_scheduled_retry_no_longer_holds_its_request_frame() {
+        let t0 = Instant::now();
+        let frame = bytes::Bytes::from(vec![7u8; 1 << 20]);
+        let in_frame = |b: &bytes::Bytes| {
+            let range = frame.as_ptr() as usize..frame.as_ptr() as usize + frame.len();
+            range.contains(&(b.as_ptr() as usize))
+        };
+        let mut r = retries();
+        let e = ApiError::new(ErrorCode::ProvisionedThroughputExceeded, "slow down");
+        // One record sent on its own (its entry shares its data), and one
+        // of two in an aggregate.
+        for ids in [&[1u64][..], &[2, 3]] {
+            let mut recs = records(ids, 10, t0, Duration::from_secs(30));
+            for (i, u) in recs.iter_mut().enumerate() {
+                u.data = frame.slice(i * 10..i * 10 + 10);
+                u.detached = false;
+            }
+            let mut k = kinesis_record(0, recs);
+            if ids.len() == 1 {
+                k.entry.data = k.records[0].data.clone();
+            }
+            assert!(k.records.iter().all(|u| in_frame(&u.data)));
+            assert!(matches!(
+                r.after_failure(k, &e, false, false, t0),
+                Verdict::Retry { .. }
+            ));
+        }
+        while let Some(retry) = r.pop_due(t0 + Duration::from_secs(60)) {
+            let Retry::Whole(k) = retry else {
+                panic!("retried whole")
+            };
+            for u in &k.records {
+                assert!(!in_frame(&u.data), "record {} still in its frame", u.id);
+                assert_eq!(&u.data[..], &[7u8; 10][..]);
+            }
+            assert!(!in_frame(&k.entry.data));
+        }
     }
 }

@@ -323,7 +323,7 @@ impl StreamCore {
     // ---- routing, pacing, collection -----------------------------------
 
     /// Puts a record into the buffer of its shard (or the waiting list).
-    fn route(&mut self, u: UserRecord, now: Instant) {
+    fn route(&mut self, mut u: UserRecord, now: Instant) {
         let Some(map) = self.shards.map() else {
             if let NoMap::Fail(code, message) = self.shards.no_map(now) {
                 // Fail fast on a stream that was just found unusable.
@@ -332,6 +332,8 @@ impl StreamCore {
             if matches!(self.shards.state, MapState::Failed { .. }) {
                 self.start_load();
             }
+            // It may wait long (a map that does not load): see `detach`.
+            u.detach();
             self.shards.waiting.push(u);
             return;
         };
@@ -400,7 +402,8 @@ impl StreamCore {
                 }
             }
         }
-        for u in reroute {
+        for mut u in reroute {
+            u.detach();
             self.route(u, now);
         }
     }
@@ -787,7 +790,8 @@ impl StreamCore {
                             .all(|u| *map.lookup(u.hash).id == *m.shard);
                     self.judge_misrouted(m, readable, None, now);
                 }
-                for u in reroute {
+                for mut u in reroute {
+                    u.detach();
                     self.route(u, now);
                 }
                 if std::mem::take(&mut self.shards.flush_after_load) {

@@ -40,9 +40,12 @@ pub(super) fn validate(
     })?;
     check_partition_key(pk).map_err(|m| (id, ErrorCode::InvalidPartitionKey, m))?;
     let how = r.compression.unwrap_or(settings.compression);
-    let data = match crate::compress::compress(&r.data, how, settings.compression_level) {
-        Some(c) => Bytes::from(c),
-        None => r.data,
+    // Uncompressed data stays a slice of the request frame until the
+    // record is held past its first attempt (`UserRecord::detach`).
+    let (data, detached) = match crate::compress::compress(&r.data, how, settings.compression_level)
+    {
+        Some(c) => (Bytes::from(c), true),
+        None => (r.data, false),
     };
     // Limits apply to what is sent: the compressed size.
     let size = data.len() + r.partition_key.len();
@@ -79,11 +82,16 @@ pub(super) fn validate(
     Ok(UserRecord {
         id,
         origin: origin.clone(),
-        partition_key: PartitionKey::new_checked(r.partition_key),
+        // Copied at once (inline for all but long keys): every record keeps
+        // its key to its end (metrics, the aggregate's key table, the
+        // entry's key), so a slice would keep the whole frame alive. The
+        // explicit hash key above is a new string already.
+        partition_key: PartitionKey::new_checked(&r.partition_key),
         explicit_hash_key: ehk,
         hash,
         cost: record_cost(size, budget),
         data,
+        detached,
         deadline: now + entry.buffered_time,
         expiry: now + entry.ttl,
         ready_since: now,

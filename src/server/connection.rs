@@ -1,6 +1,8 @@
 //! One connection: the reader loop (frames in, records into the [`Producer`]),
 //! the events it and the producer send the writer, and what the writer keeps
-//! for them (flush epochs, the count of results not yet written).
+//! for them (flush epochs, and the [`Backlog`]: what is owed to the client
+//! and not yet written, which bounds what a client that does not read can
+//! make the daemon hold).
 
 use super::results::{error_frame, write_loop};
 use super::PROTOCOL_VERSION;
@@ -30,23 +32,52 @@ pub(super) enum ConnEvent {
     Send(ServerMessage),
 }
 
-/// Results waiting to be written to one client. A client that sends but
-/// never reads would otherwise make the daemon hold its results without
-/// bound: past [`MAX_UNWRITTEN_RESULTS`] the reader stops taking its requests.
-#[derive(Default)]
+/// What one connection owes its client and has not yet written: a result
+/// for every record accepted from it (from the moment it is accepted, so in
+/// flight too), and the replies (stats, flushes, errors) queued for it.
+/// Counted in results; a reply counts as [`reply_weight`].
+///
+/// A client that sends but never reads would otherwise make the daemon hold
+/// its results without bound: results are outside the producer's budget
+/// (a record gives its budget back when its result is produced, not when it
+/// is written), and one frame can carry hundreds of thousands of records.
+/// So the reader takes a frame's records only as far as the cap allows
+/// (`max_client_pending_results`), the rest once results are written, and
+/// reads no next frame while the cap is reached: backpressure on that
+/// connection alone; no result is ever dropped. Counting records from their
+/// acceptance is what makes the cap hold within a frame: their results come
+/// after the frame has been taken, when counting them would be too late.
 pub(super) struct Backlog {
-    unwritten: AtomicUsize,
+    owed: AtomicUsize,
+    cap: usize,
     writer_gone: AtomicBool,
     changed: Notify,
 }
 
-const MAX_UNWRITTEN_RESULTS: usize = 16 * 1024;
+/// What a reply counts for in the [`Backlog`]: about what it costs queued,
+/// in results (about 64 bytes each). A stats reply is a few KiB, so a
+/// client that asks for stats and never reads meets the cap as soon.
+pub(super) fn reply_weight(m: &ServerMessage) -> usize {
+    1 + m.encoded_len() / 64
+}
 
 impl Backlog {
+    pub(super) fn new(cap: u64) -> Backlog {
+        Backlog {
+            owed: AtomicUsize::new(0),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            writer_gone: AtomicBool::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Waits until the connection owes less than the cap (or its writer is
+    /// gone: a vanished client reads nothing, but what it sent is still
+    /// taken, and every record still gets its result).
     async fn wait_for_room(&self) {
         loop {
             let notified = self.changed.notified();
-            if self.unwritten.load(Ordering::Acquire) < MAX_UNWRITTEN_RESULTS
+            if self.owed.load(Ordering::Acquire) < self.cap
                 || self.writer_gone.load(Ordering::Acquire)
             {
                 return;
@@ -55,8 +86,22 @@ impl Backlog {
         }
     }
 
+    /// How many more results may be owed now; with the writer gone, any.
+    fn room(&self) -> usize {
+        if self.writer_gone.load(Ordering::Acquire) {
+            return usize::MAX;
+        }
+        self.cap.saturating_sub(self.owed.load(Ordering::Acquire))
+    }
+
+    /// `n` more results (or reply weights) are owed.
+    fn owe(&self, n: usize) {
+        self.owed.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// `n` results (or reply weights) were written.
     pub(super) fn written(&self, n: usize) {
-        if n > 0 && self.unwritten.fetch_sub(n, Ordering::AcqRel) >= MAX_UNWRITTEN_RESULTS {
+        if n > 0 && self.owed.fetch_sub(n, Ordering::AcqRel) >= self.cap {
             self.changed.notify_waiters();
         }
     }
@@ -67,22 +112,19 @@ impl Backlog {
     }
 }
 
+/// Where the producer sends a connection's results. They are already owed
+/// in the [`Backlog`] (counted when their records were accepted).
 struct ConnSink {
     tx: mpsc::UnboundedSender<ConnEvent>,
-    backlog: Arc<Backlog>,
 }
 
 impl ResultSink for ConnSink {
     fn deliver(&self, tag: u64, result: RecordResult) {
-        self.backlog.unwritten.fetch_add(1, Ordering::AcqRel);
         // A vanished client no longer reads; its records still count as done.
         let _ = self.tx.send(ConnEvent::Result(tag, result));
     }
 
     fn landed(&self, tag: u64, landing: &Arc<Landing>, records: Vec<Landed>) {
-        self.backlog
-            .unwritten
-            .fetch_add(records.len(), Ordering::AcqRel);
         let _ = self
             .tx
             .send(ConnEvent::Landed(tag, landing.clone(), records));
@@ -112,7 +154,7 @@ pub async fn handle_connection(
     let (rd, wr) = stream.into_split();
     let mut frames = FrameReader::new(rd, producer.config().max_frame_size);
     let (tx, rx) = mpsc::unbounded_channel();
-    let backlog = Arc::new(Backlog::default());
+    let backlog = Arc::new(Backlog::new(producer.config().max_client_pending_results));
     let writer = tokio::spawn(write_loop(wr, rx, backlog.clone()));
     read_loop(
         &mut frames,
@@ -135,24 +177,23 @@ async fn read_loop(
     stop_reading: &CancellationToken,
     backlog: &Arc<Backlog>,
 ) {
-    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink {
-        tx: tx.clone(),
-        backlog: backlog.clone(),
-    });
-    let fatal = |code: &str, message: String| {
-        let _ = tx.send(ConnEvent::Send(error_frame(code, message, true)));
+    let sink: Arc<dyn ResultSink> = Arc::new(ConnSink { tx: tx.clone() });
+    let reply = |m: ServerMessage| {
+        backlog.owe(reply_weight(&m));
+        let _ = tx.send(ConnEvent::Send(m));
     };
+    let fatal = |code: &str, message: String| reply(error_frame(code, message, true));
     let mut hello_done = false;
     let mut epoch: u64 = 0;
     loop {
         let frame = tokio::select! {
             _ = stop_reading.cancelled() => {
                 if hello_done {
-                    let _ = tx.send(ConnEvent::Send(error_frame(
+                    reply(error_frame(
                         crate::error_code::ErrorCode::ShuttingDown.as_str(),
                         "kpld is shutting down and reads no more requests".into(),
                         true,
-                    )));
+                    ));
                 }
                 return;
             }
@@ -164,9 +205,9 @@ async fn read_loop(
             } => f,
         };
         // Held until the frame's records are in the producer's budget.
-        let (bytes, _charge) = match frame {
+        let (bytes, mut charge) = match frame {
             Ok(None) => return,
-            Ok(Some(Frame { body, charge })) => (body, charge),
+            Ok(Some(Frame { body, charge })) => (body, Some(charge)),
             Err(e @ FrameError::TooLarge { .. }) => return fatal("FrameTooLarge", e.to_string()),
             Err(e @ FrameError::Stalled { .. }) => return fatal("FrameStalled", e.to_string()),
             Err(FrameError::Io(_)) => return,
@@ -192,14 +233,14 @@ async fn read_loop(
                     hello_done = true;
                     tracing::debug!(client = %h.client_name, "client connected");
                     let cfg = producer.config();
-                    let _ = tx.send(ConnEvent::Send(ServerMessage {
+                    reply(ServerMessage {
                         msg: Some(server_message::Msg::Hello(HelloReply {
                             protocol_version: PROTOCOL_VERSION,
                             server_version: format!("kpld {}", env!("CARGO_PKG_VERSION")),
                             max_frame_size: cfg.max_frame_size,
                             max_record_size: cfg.max_record_size,
                         })),
-                    }));
+                    });
                     continue;
                 }
                 client_message::Msg::Hello(h) => {
@@ -221,69 +262,94 @@ async fn read_loop(
         }
         match msg {
             client_message::Msg::Put(req) => {
-                let n = req.records.len() as u64;
+                let n = req.records.len();
                 if n == 0 {
                     continue;
                 }
-                let _ = tx.send(ConnEvent::Accepted(n));
-                let records: Vec<RecordInput> = req
-                    .records
-                    .into_iter()
-                    .filter_map(|r| {
-                        let compression = match crate::ipc::Compression::try_from(r.compression) {
-                            Ok(crate::ipc::Compression::Default) => None,
-                            Ok(crate::ipc::Compression::None) => {
-                                Some(crate::config::Compression::None)
-                            }
-                            Ok(crate::ipc::Compression::Gzip) => {
-                                Some(crate::config::Compression::Gzip)
-                            }
-                            Ok(crate::ipc::Compression::Zlib) => {
-                                Some(crate::config::Compression::Zlib)
-                            }
-                            Err(_) => {
-                                // Sending it uncompressed would leave its
-                                // consumer guessing: refuse it.
-                                sink.deliver(epoch, unsupported_compression(r.id, r.compression));
-                                return None;
-                            }
-                        };
-                        Some(RecordInput {
-                            id: r.id,
-                            stream: r.stream,
-                            partition_key: r.partition_key,
-                            explicit_hash_key: r.explicit_hash_key,
-                            data: r.data,
-                            compression,
-                        })
-                    })
-                    .collect();
-                // Waits while the buffers are full: the socket stops being
-                // read and the client blocks (backpressure).
-                producer
-                    .put(records, epoch, sink.clone(), req.busy_if_full)
-                    .await;
+                let _ = tx.send(ConnEvent::Accepted(n as u64));
+                let mut records = req.records.into_iter();
+                while records.len() > 0 {
+                    // The frame is taken as far as the backlog allows: past
+                    // it, the rest waits until the client reads (nearly
+                    // always the whole frame goes at once). Once kpld shuts
+                    // down, the rest is taken at once, to get its
+                    // `ShuttingDown` results.
+                    if !stop_reading.is_cancelled() && backlog.room() == 0 {
+                        // The wait is this client's doing (it does not
+                        // read): the rest of its frame no longer holds
+                        // the intake pool the other clients' frames need.
+                        // It stays bounded: one frame per connection.
+                        drop(charge.take());
+                        tokio::select! {
+                            _ = stop_reading.cancelled() => {}
+                            _ = backlog.wait_for_room() => {}
+                        }
+                    }
+                    let take = if stop_reading.is_cancelled() {
+                        records.len()
+                    } else {
+                        backlog.room().clamp(1, records.len())
+                    };
+                    backlog.owe(take);
+                    let part: Vec<RecordInput> = records
+                        .by_ref()
+                        .take(take)
+                        .filter_map(|r| record_input(r, &*sink, epoch))
+                        .collect();
+                    // Waits while the buffers are full: the socket stops being
+                    // read and the client blocks (backpressure).
+                    producer
+                        .put(part, epoch, sink.clone(), req.busy_if_full)
+                        .await;
+                }
             }
             client_message::Msg::Flush(f) => {
+                // Counted as one result until the writer takes it.
+                backlog.owe(1);
                 let _ = tx.send(ConnEvent::Flush(f.id));
                 epoch += 1;
                 producer.flush();
             }
             client_message::Msg::Stats(s) => {
                 let json = producer.stats_json().to_string();
-                let _ = tx.send(ConnEvent::Send(ServerMessage {
+                reply(ServerMessage {
                     msg: Some(server_message::Msg::Stats(StatsReply { id: s.id, json })),
-                }));
+                });
             }
             client_message::Msg::Hello(_) => {
-                let _ = tx.send(ConnEvent::Send(error_frame(
+                reply(error_frame(
                     "UnexpectedMessage",
                     "Hello was already received on this connection; ignored".into(),
                     false,
-                )));
+                ));
             }
         }
     }
+}
+
+/// A record as the producer takes it; a compression value this kpld does
+/// not know gets its error result here instead.
+fn record_input(r: crate::ipc::Record, sink: &dyn ResultSink, epoch: u64) -> Option<RecordInput> {
+    let compression = match crate::ipc::Compression::try_from(r.compression) {
+        Ok(crate::ipc::Compression::Default) => None,
+        Ok(crate::ipc::Compression::None) => Some(crate::config::Compression::None),
+        Ok(crate::ipc::Compression::Gzip) => Some(crate::config::Compression::Gzip),
+        Ok(crate::ipc::Compression::Zlib) => Some(crate::config::Compression::Zlib),
+        Err(_) => {
+            // Sending it uncompressed would leave its consumer guessing:
+            // refuse it.
+            sink.deliver(epoch, unsupported_compression(r.id, r.compression));
+            return None;
+        }
+    };
+    Some(RecordInput {
+        id: r.id,
+        stream: r.stream,
+        partition_key: r.partition_key,
+        explicit_hash_key: r.explicit_hash_key,
+        data: r.data,
+        compression,
+    })
 }
 
 /// Tracks which flush requests can be answered: records are counted per

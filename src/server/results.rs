@@ -3,7 +3,7 @@
 //! hand), answers flushes once their records are final, and writes each batch
 //! in one call.
 
-use super::connection::{Backlog, ConnEvent, FlushTracker};
+use super::connection::{reply_weight, Backlog, ConnEvent, FlushTracker};
 use crate::ipc::{server_message, Error as ErrorFrame, FlushReply, ServerMessage};
 use crate::producer::{Landed, Landing};
 use bytes::BytesMut;
@@ -51,34 +51,42 @@ async fn write_frames(
     let mut n_body = 0usize;
     while let Some(first) = rx.recv().await {
         let mut ev = Some(first);
-        let mut n_results = 0usize;
+        // What the events taken in this round counted in the backlog: all
+        // of it is written by the one write below.
+        let mut done = 0usize;
         while let Some(e) = ev.take().or_else(|| rx.try_recv().ok()) {
             match e {
                 ConnEvent::Accepted(n) => flushes.accepted(n),
-                ConnEvent::Flush(id) => flushes.flush(id),
+                ConnEvent::Flush(id) => {
+                    flushes.flush(id);
+                    done += 1;
+                }
                 ConnEvent::Result(epoch, r) => {
                     flushes.finished(epoch, 1);
                     body.put_u8(0x0A);
                     r.encode_length_delimited(&mut body)
                         .expect("BytesMut grows");
                     n_body += 1;
+                    done += 1;
                 }
                 ConnEvent::Landed(epoch, landing, records) => {
                     flushes.finished(epoch, records.len() as u64);
                     put_landed(&mut body, &landing, &records);
                     n_body += records.len();
+                    done += records.len();
                 }
                 ConnEvent::Send(m) => {
                     if n_body > 0 {
                         close_results(&mut buf, &mut body);
-                        n_results += std::mem::take(&mut n_body);
+                        n_body = 0;
                     }
                     put_frame(&mut buf, &m);
+                    done += reply_weight(&m);
                 }
             }
             if body.len() >= RESULTS_FRAME_TARGET {
                 close_results(&mut buf, &mut body);
-                n_results += std::mem::take(&mut n_body);
+                n_body = 0;
             }
             if buf.len() >= RESULTS_FRAME_TARGET {
                 break;
@@ -86,7 +94,7 @@ async fn write_frames(
         }
         if n_body > 0 {
             close_results(&mut buf, &mut body);
-            n_results += std::mem::take(&mut n_body);
+            n_body = 0;
         }
         for id in flushes.answerable() {
             put_frame(
@@ -107,7 +115,7 @@ async fn write_frames(
                 *b = BytesMut::with_capacity(RESULTS_FRAME_TARGET);
             }
         }
-        backlog.written(n_results);
+        backlog.written(done);
     }
     let _ = out.shutdown().await;
 }

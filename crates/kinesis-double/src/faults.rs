@@ -42,6 +42,11 @@ pub struct FaultPlan {
     /// Share of PutRecords entries failed with `ProvisionedThroughputExceededException`
     /// regardless of the token buckets (a timing-free way to see throttling).
     pub throttle: f64,
+    /// Entries whose partition key starts with this are always failed with
+    /// `ProvisionedThroughputExceededException` (a hot key that never gets
+    /// through, while every other entry does). Applied after the draws, so it
+    /// does not change the fates the seed gives the others.
+    pub throttle_key_prefix: Option<String>,
     /// Which operations the request-level faults hit.
     pub scope: FaultScope,
 }
@@ -78,6 +83,7 @@ impl Default for FaultPlan {
             slow_phase: SlowPhase::AfterAccept,
             internal_failure: 0.0,
             throttle: 0.0,
+            throttle_key_prefix: None,
             scope: FaultScope::Puts,
         }
     }

@@ -246,11 +246,28 @@ impl Tally {
     }
 }
 
-fn draw_entry_faults(sh: &Shared, entries: &mut [EntryIn]) {
+/// Draws the entries' faults; `keys` are their partition keys, in order
+/// (for `throttle_key_prefix`).
+fn draw_entry_faults<'a>(
+    sh: &Shared,
+    entries: &mut [EntryIn],
+    keys: impl Iterator<Item = Option<&'a str>>,
+) {
     let mut faults = Vec::new();
-    sh.dice().entries(entries.len(), &mut faults);
+    let prefix = {
+        let mut dice = sh.dice();
+        dice.entries(entries.len(), &mut faults);
+        dice.plan().throttle_key_prefix.clone()
+    };
     for (e, f) in entries.iter_mut().zip(faults) {
         e.fault = f;
+    }
+    if let Some(p) = prefix {
+        for (e, k) in entries.iter_mut().zip(keys) {
+            if k.is_some_and(|k| k.starts_with(&p)) {
+                e.fault = EntryFault::Throttle;
+            }
+        }
     }
 }
 
@@ -285,7 +302,11 @@ fn put_records(sh: &Shared, body: &[u8], request: u64) -> Result<Vec<u8>, ApiErr
             sh.limits.max_request_bytes / (1024 * 1024)
         )));
     }
-    draw_entry_faults(sh, &mut entries);
+    draw_entry_faults(
+        sh,
+        &mut entries,
+        records.iter().map(|r| r.partition_key.as_deref()),
+    );
     let now = sh.now();
     let time = SystemTime::now();
     let mut outcomes = Vec::with_capacity(n);
@@ -320,7 +341,11 @@ fn put_record(sh: &Shared, body: &[u8], request: u64) -> Result<Vec<u8>, ApiErro
         Field::Single,
         !sh.count_only,
     )?];
-    draw_entry_faults(sh, &mut entries);
+    draw_entry_faults(
+        sh,
+        &mut entries,
+        std::iter::once(req.entry.partition_key.as_deref()),
+    );
     let now = sh.now();
     let time = SystemTime::now();
     let mut outcomes = Vec::with_capacity(1);

@@ -941,3 +941,28 @@ async fn count_only_throughput_probe() {
         fake.shutdown().await;
     }
 }
+
+#[tokio::test]
+async fn throttle_key_prefix_throttles_only_the_keys_with_it() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2).faults(FaultPlan {
+        throttle_key_prefix: Some("slow-".into()),
+        ..FaultPlan::default()
+    }))
+    .await;
+    let c = client(&fake);
+    let keys = ["slow-1", "fast-1", "slow-2", "fast-2", "notslow-"];
+    let records = keys.iter().map(|k| entry(b"x", k, None)).collect();
+    let out = c
+        .put_records()
+        .stream_name("s")
+        .set_records(Some(records))
+        .send()
+        .await
+        .unwrap();
+    let codes: Vec<_> = out.records().iter().map(|r| r.error_code()).collect();
+    let t = Some("ProvisionedThroughputExceededException");
+    assert_eq!(codes, vec![t, None, t, None, None]);
+    assert_eq!(fake.counters().entries_throttled, 2);
+    assert_eq!(fake.counters().entries_accepted, 3);
+    fake.shutdown().await;
+}
