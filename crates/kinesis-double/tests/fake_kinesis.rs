@@ -364,7 +364,13 @@ async fn throttling_appears_over_the_shard_limits() {
     assert_eq!(counters.entries_throttled, 202);
     assert_eq!(fake.shards("s").unwrap()[0].throttled, 202);
 
-    // PutRecord answers a throttle as an error.
+    // PutRecord answers a throttle as an error. (Drawn by the fault plan: the
+    // bucket refills 1 record per 10 ms, so on a slow machine it may have
+    // room again by now.)
+    fake.set_faults(FaultPlan {
+        throttle: 1.0,
+        ..FaultPlan::default()
+    });
     let err = c
         .put_record()
         .stream_name("s")
