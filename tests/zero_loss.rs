@@ -50,8 +50,11 @@ async fn every_record_has_one_result_and_every_success_is_in_the_stream_under_fa
     let daemon = Daemon::start(
         &fake.endpoint(),
         // Small aggregates and calls: many requests, so every fault shows up.
+        // A TTL far above the run's length: on a loaded machine the run took
+        // 37 s, and records expiring is not what this test is about.
         "request_timeout_ms = 700\nretry_backoff_base_ms = 20\nretry_backoff_max_ms = 1000\n\
-         record_max_buffered_time_ms = 50\naggregation_max_size = 4096\ncollection_max_count = 5",
+         record_max_buffered_time_ms = 50\naggregation_max_size = 4096\ncollection_max_count = 5\n\
+         record_ttl_ms = 600000",
     )
     .await;
 
