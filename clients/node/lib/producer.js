@@ -589,7 +589,7 @@ class Producer extends EventEmitter {
       primary = new ConnectionError(
         wasReady
           ? `connection to kpld at ${this.socketPath} lost: ${err.message}`
-          : `cannot connect to kpld at ${this.socketPath}: ${err.message}`,
+          : `cannot connect to kpld at ${this.socketPath}: ${connectHint(err)}`,
         'ConnectionError',
         { cause: err },
       );
@@ -657,6 +657,20 @@ class Producer extends EventEmitter {
     const closed = new Promise((resolve) => sock.once('close', resolve));
     this._lost(sock, this._closedError(), false);
     await closed;
+  }
+}
+
+/** What to check for a failed connect, as the Python client says it. */
+function connectHint(err) {
+  switch (err.code) {
+    case 'ENOENT':
+      return `no such socket (is kpld running? set socketPath or $KPLD_SOCKET) (${err.message})`;
+    case 'ECONNREFUSED':
+      return `connection refused (a stale socket file: kpld is not running) (${err.message})`;
+    case 'EACCES':
+      return `permission denied (is this user allowed to use the socket?) (${err.message})`;
+    default:
+      return err.message;
   }
 }
 

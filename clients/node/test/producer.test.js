@@ -68,6 +68,7 @@ test('no daemon: puts reject with ConnectionError, the error event fires, the pr
     assert.ok(err instanceof ConnectionError);
     assert.equal(err.code, 'ConnectionError');
     assert.match(err.message, /cannot connect to kpld at .*nobody-listens\.sock/);
+    assert.match(err.message, /is kpld running\? set socketPath or \$KPLD_SOCKET/);
     assert.equal(err.cause.code, 'ENOENT');
     return true;
   });

@@ -13,6 +13,7 @@ import asyncio
 import os
 import socket
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional
 
 import pytest
@@ -444,3 +445,33 @@ def test_a_forked_child_connects_anew_and_the_parent_keeps_its_connection(sock_p
             assert p.put_record("s", b"parent again", partition_key="k").result(WAIT_S).shard_id == "conn-0"
     finally:
         peer.close()
+
+
+def test_a_clean_daemon_shutdown_logs_no_warning_but_other_fatal_errors_do(sock_path, caplog):
+    import logging
+
+    def script_for(code: str):
+        def script(conn: PeerConn, n: int) -> None:
+            conn.handshake()
+            records = conn.read_put()
+            conn.send({"results": {"results": [ok_result(r["id"]) for r in records]}})
+            conn.send({"error": {"code": code, "message": "bye", "fatal": True}})
+        return script
+
+    for code, level in (("ShuttingDown", logging.INFO), ("FrameTooLarge", logging.WARNING)):
+        caplog.clear()
+        peer = Peer(sock_path, script_for(code))
+        try:
+            with caplog.at_level(logging.INFO, logger="kpld"):
+                with Producer(sock_path) as p:
+                    assert isinstance(p.put_record("s", b"1", partition_key="a").result(WAIT_S), Result)
+                    deadline = time.monotonic() + WAIT_S
+                    while not any(code in r.getMessage() for r in caplog.records):
+                        assert time.monotonic() < deadline, caplog.records
+                        time.sleep(0.01)
+        finally:
+            peer.close()
+            if os.path.exists(sock_path):
+                os.unlink(sock_path)
+        (rec,) = [r for r in caplog.records if code in r.getMessage()]
+        assert rec.levelno == level, (code, rec.levelname)

@@ -235,7 +235,10 @@ class Connection:
         elif kind == _codec.ERROR:
             if payload["fatal"]:
                 self._fatal = payload
-                log.warning("kpld closes the connection: %s: %s", payload["code"], payload["message"])
+                # A clean daemon shutdown is news, not a problem: the records'
+                # own results say whether anything was lost.
+                level = logging.INFO if payload["code"] == "ShuttingDown" else logging.WARNING
+                log.log(level, "kpld closes the connection: %s: %s", payload["code"], payload["message"])
             else:
                 log.warning("kpld reports: %s: %s", payload["code"], payload["message"])
         elif kind == _codec.HELLO:
