@@ -202,7 +202,12 @@ pub fn render_table(v: &Value) -> String {
     let _ = writeln!(
         out,
         "{:<28} {:>9} {:>5} {:>8} {:>5} {:>7} {:>10} {:>8} {:>8}  TOP KEYS (share of bytes)",
-        "STREAM / SHARD", "REC/S", "%REC", "BYTES/S", "%B", "THROT/S", "PUT", "FAILED", "PENDING"
+        "STREAM / SHARD", "KREC/S", "%REC", "BYTES/S", "%B", "THROT/S", "PUT", "FAILED", "PENDING"
+    );
+    let _ = writeln!(
+        out,
+        "(KREC/S, %REC, BYTES/S, %B: Kinesis records and bytes against the shard limits, an aggregate \
+         counting once; PUT, FAILED, PENDING: user records)"
     );
     let empty = vec![];
     for s in v["streams"].as_array().unwrap_or(&empty) {
@@ -341,6 +346,8 @@ mod tests {
         assert!((num(&keys[0]["share"]) - 0.5).abs() < 0.05);
         let table = render_table(&v);
         assert!(table.contains("celebrity (50%)"), "{table}");
+        // Which columns count Kinesis records and which user records is said.
+        assert!(table.contains(" KREC/S ") && table.contains("PUT, FAILED, PENDING: user records"));
         let hot_line = table
             .lines()
             .find(|l| l.contains("shardId-000000000001"))
