@@ -478,8 +478,9 @@ fn local_endpoint(
     env.retain(|(k, _)| k != "KPLD_KINESIS_ENDPOINT");
     env.push(("KPLD_KINESIS_ENDPOINT".into(), url.clone()));
     set_default(env, "KPLD_REGION", "us-east-1".into());
-    // CloudWatch would be AWS's: no uploads from a local setup.
-    set_default(env, "KPLD_METRICS_LEVEL", "none".into());
+    // CloudWatch would be AWS's: no uploads from a local setup (Prometheus
+    // and `kpld stats` still have every series).
+    set_default(env, "KPLD_METRICS_CLOUDWATCH", "false".into());
     match socket {
         Some(p) => {
             env.retain(|(k, _)| k != "KPLD_SOCKET_PATH");

@@ -542,6 +542,17 @@ pub static KEYS: &[KeyDef] = &[
         read: values::plain::<u64>,
     },
     KeyDef {
+        name: "metrics_cloudwatch",
+        ty: "bool",
+        default: DefaultValue::Bool(true),
+        allowed: Allowed::Any,
+        sighup: Sighup::Restart,
+        scope: Scope::Global,
+        kpl: Kpl::None("the KPL uploads whenever metrics_level is not none"),
+        doc: "Upload the metrics to CloudWatch with PutMetricData; `false` keeps them for Prometheus and `kpld stats` only (a local setup); `metrics_emf_path` replaces the upload",
+        read: values::plain::<bool>,
+    },
+    KeyDef {
         name: "cloudwatch_endpoint",
         ty: "URL",
         default: DefaultValue::Unset("AWS default"),

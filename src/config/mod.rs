@@ -119,6 +119,9 @@ pub struct Config {
     pub metrics_granularity: Granularity,
     pub metrics_namespace: String,
     pub metrics_upload_delay_ms: u64,
+    /// Whether the metrics go to CloudWatch with PutMetricData (the level
+    /// chooses the series; this, EMF and Prometheus choose the sinks).
+    pub metrics_cloudwatch: bool,
     /// None: the AWS default, or AWS_ENDPOINT_URL_CLOUDWATCH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cloudwatch_endpoint: Option<String>,

@@ -85,6 +85,8 @@ pub struct MetricsConfig {
     pub granularity: Granularity,
     pub namespace: String,
     pub upload_delay: Duration,
+    /// PutMetricData at all (`metrics_cloudwatch`).
+    pub cloudwatch: bool,
     /// None: the AWS default (or AWS_ENDPOINT_URL_CLOUDWATCH).
     pub cloudwatch_endpoint: Option<String>,
     /// When set, metrics go to EMF lines *instead of* PutMetricData (the
@@ -102,6 +104,7 @@ impl Default for MetricsConfig {
             granularity: Granularity::Shard,
             namespace: DEFAULT_NAMESPACE.to_string(),
             upload_delay: Duration::from_millis(DEFAULT_UPLOAD_DELAY_MS),
+            cloudwatch: true,
             cloudwatch_endpoint: None,
             emf: None,
             prometheus_addr: None,
@@ -112,7 +115,7 @@ impl Default for MetricsConfig {
 impl MetricsConfig {
     /// Whether metrics go to CloudWatch with PutMetricData.
     pub fn uploads_to_cloudwatch(&self) -> bool {
-        self.level != Level::None && self.emf.is_none()
+        self.cloudwatch && self.level != Level::None && self.emf.is_none()
     }
 
     /// From the daemon's validated configuration.
@@ -122,6 +125,7 @@ impl MetricsConfig {
             granularity: c.metrics_granularity,
             namespace: c.metrics_namespace.clone(),
             upload_delay: Duration::from_millis(c.metrics_upload_delay_ms),
+            cloudwatch: c.metrics_cloudwatch,
             cloudwatch_endpoint: c.cloudwatch_endpoint.clone(),
             emf: c.metrics_emf_path.as_deref().map(parse_emf_path),
             prometheus_addr: c

@@ -306,6 +306,35 @@ def test_level_none_uploads_nothing_but_stats_still_show_the_shards(
     assert all_metrics(cloudwatch, ns) == {}
 
 
+def test_cloudwatch_off_uploads_nothing_while_prometheus_keeps_every_series(
+    kpld, producers, kinesis, make_stream, cloudwatch, moto_endpoint
+):
+    stream = make_stream(kinesis, 2)
+    ns = namespace()
+    port = free_port()
+    # The sinks are independent of the level: CloudWatch off, Prometheus on, level detailed.
+    daemon = kpld(
+        cloudwatch_endpoint=moto_endpoint,
+        metrics_namespace=ns,
+        metrics_upload_delay_ms=1000,
+        metrics_cloudwatch=False,
+        metrics_prometheus_addr=f"127.0.0.1:{port}",
+    )
+    puts = put_ok(producers(daemon), stream, make_puts(100))
+
+    def counted():
+        status, _, text = scrape(port)
+        lines = [l for l in text.splitlines() if l.startswith("kpld_user_records_put_count")]
+        return status == 200 and sum(float(l.split()[-1]) for l in lines) == len(puts)
+
+    wait_for("every record in the Prometheus scrape", counted)
+    # Several upload intervals pass: none of them reaches CloudWatch.
+    time.sleep(3)
+    stop(daemon)
+    assert all_metrics(cloudwatch, ns) == {}
+    assert "cloudwatch=false" in daemon.log(), daemon.log()[-3000:]
+
+
 # ---------------------------------------------------------------------------------------------
 # Prometheus
 
