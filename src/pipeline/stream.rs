@@ -183,6 +183,12 @@ impl StreamCore {
         self.metrics.commit(Instant::now());
     }
 
+    /// Shard `id`'s current rate limit (what throttles left of
+    /// `rate_limit`), in percent of the shard limits.
+    pub fn shard_rate_percent(&self, id: &str) -> Option<f64> {
+        self.pacer.rate_percent(id)
+    }
+
     pub fn is_aborted(&self) -> bool {
         self.aborted
     }
@@ -838,7 +844,9 @@ impl StreamCore {
                     let map = self.shards.map().expect("just loaded");
                     let gen = self.shards.generation;
                     reroute.append(&mut self.router.reset(map.shards(), gen));
-                    let held = self.pacer.reset(map.len(), self.settings.rate_limit, now);
+                    let held = self
+                        .pacer
+                        .reset(map.shards(), self.settings.rate_limit, now);
                     reroute.extend(held.into_iter().flat_map(|k| k.records));
                     reroute.extend(self.collector.drain().flat_map(|k| k.records));
                 }
@@ -883,5 +891,160 @@ fn attempt(u: &UserRecord, err: &ApiError, started: Instant, ended: Instant) -> 
         error_message: err.message.clone(),
         delay_ms: started.saturating_duration_since(u.ready_since).as_millis() as u64,
         duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limit::CUT_GAP;
+    use crate::metrics::{MetricsConfig, MetricsHandle};
+    use crate::pipeline::testkit::{even_shards, records};
+    use crate::retry::Backoff;
+    use crate::shard_map::Shard;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn core() -> StreamCore {
+        let env = [("KPLD_METRICS_LEVEL", "none")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = Config::load(None, env).unwrap();
+        let name: Arc<str> = "s".into();
+        let limits = CoreLimits {
+            batch: BatchLimits {
+                max_count: cfg.collection_max_count as usize,
+                max_bytes: cfg.collection_max_size as usize,
+            },
+            max_connections: cfg.max_connections,
+        };
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        StreamCore::new(
+            name.clone(),
+            Arc::new(cfg.default_stream_settings()),
+            limits,
+            Retries::new(backoff, StdRng::seed_from_u64(7)),
+            MetricsHandle::new(&MetricsConfig::from_config(&cfg)).stream(&name),
+            Arc::default(),
+            false,
+        )
+    }
+
+    fn load(core: &mut StreamCore, shards: Vec<Shard>, now: Instant) {
+        core.handle(Input::ShardsLoaded(Ok(ShardMap::new(shards).unwrap())), now);
+    }
+
+    /// Records on every shard at `at`, sent at once; Kinesis throttles the
+    /// entries of the shards in `throttled` and takes the others.
+    fn send_round(core: &mut StreamCore, throttled: &[&str], at: Instant) {
+        let ids: Vec<u64> = (0..100).collect();
+        core.handle(
+            Input::Records(records(&ids, 10, at, Duration::from_secs(60))),
+            at,
+        );
+        core.poll(at);
+        while let Some(batch) = core.next_send(at) {
+            let results = batch
+                .iter()
+                .map(|k| {
+                    if throttled.contains(&&*k.shard_id) {
+                        EntryResult::Err(ApiError::new(
+                            ErrorCode::ProvisionedThroughputExceeded,
+                            "slow down",
+                        ))
+                    } else {
+                        EntryResult::Ok {
+                            shard_id: k.shard_id.to_string(),
+                            sequence_number: "1".into(),
+                        }
+                    }
+                })
+                .collect();
+            core.handle(
+                Input::Sent {
+                    batch,
+                    outcome: Ok(results),
+                    started: at,
+                    ended: at,
+                },
+                at,
+            );
+        }
+    }
+
+    fn rate(core: &StreamCore, id: &str) -> f64 {
+        core.shard_rate_percent(id)
+            .unwrap_or_else(|| panic!("no shard {id}"))
+    }
+
+    #[test]
+    fn throttled_rates_survive_reloads_and_children_start_from_their_parents() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let two = even_shards(2);
+        let (a, b) = ("shardId-000000000000", "shardId-000000000001");
+        load(&mut c, two.clone(), t0);
+        // Shard a throttled three times, b once.
+        let mut at = t0;
+        for i in 0..3 {
+            at = t0 + CUT_GAP * i;
+            let both = [a, b];
+            send_round(&mut c, if i == 0 { &both } else { &both[..1] }, at);
+        }
+        let (ra, rb) = (rate(&c, a), rate(&c, b));
+        assert!(ra < 100.0 && rb < 125.0, "throttled: {ra} {rb}");
+        // Recovery is 2 points a second: allow for the time passing.
+        let near = |got: f64, want: f64| (got - want).abs() < 1.0;
+
+        // The same map again.
+        load(&mut c, two.clone(), at);
+        assert!(near(rate(&c, a), ra) && near(rate(&c, b), rb));
+
+        // a splits: both children start from a's rate; b keeps its own.
+        let mid = two[0].end / 2;
+        let split = vec![
+            Shard {
+                id: "shardId-000000000002".into(),
+                start: 0,
+                end: mid,
+            },
+            Shard {
+                id: "shardId-000000000003".into(),
+                start: mid + 1,
+                end: two[0].end,
+            },
+            two[1].clone(),
+        ];
+        load(&mut c, split.clone(), at);
+        for child in ["shardId-000000000002", "shardId-000000000003"] {
+            assert!(
+                near(rate(&c, child), ra),
+                "{child}: {} not {ra}",
+                rate(&c, child)
+            );
+        }
+        assert!(near(rate(&c, b), rb), "{} not {rb}", rate(&c, b));
+
+        // A SIGHUP raising rate_limit keeps throttled rates where they are.
+        let mut s = (*c.settings).clone();
+        s.rate_limit = 200;
+        c.handle(Input::Settings(Arc::new(s)), at);
+        assert!(near(rate(&c, b), rb), "{} not {rb}", rate(&c, b));
+        assert!(near(rate(&c, "shardId-000000000002"), ra));
+
+        // The second child merges with b: the lower of the two rates.
+        let merged = vec![
+            split[0].clone(),
+            Shard {
+                id: "shardId-000000000004".into(),
+                start: mid + 1,
+                end: u128::MAX,
+            },
+        ];
+        load(&mut c, merged, at);
+        let m = rate(&c, "shardId-000000000004");
+        assert!(near(m, ra.min(rb)), "{m} not {}", ra.min(rb));
     }
 }
