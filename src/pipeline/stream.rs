@@ -326,10 +326,17 @@ impl StreamCore {
             let mut batch = match self.urgent.pop_front() {
                 Some(b) => b,
                 None => {
-                    let b = self.collector.next_batch(now);
-                    // Room in the collector again: due shard buffers join it.
+                    // Due shard buffers join the collector whenever it has
+                    // room (after this cut too), so none waits for a timer.
+                    let b = match self.collector.next_batch(now) {
+                        Some(b) => b,
+                        None => {
+                            self.flush_due(now);
+                            self.collector.next_batch(now)?
+                        }
+                    };
                     self.flush_due(now);
-                    b?
+                    b
                 }
             };
             if batch.iter().any(|k| k.expiry <= now) {
