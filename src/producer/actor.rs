@@ -106,16 +106,19 @@ impl StreamActor {
                     acquiring = None;
                     self.core.abort();
                 }
-                msg = rx.recv() => match msg {
-                    // One clock read per message, not per record (2% of the CPU).
-                    Some(m) => self.handle(m, Instant::now()),
-                    None => return,
-                },
+                // Before the messages: a permit handed to this actor must not
+                // sit unused (and kept from other streams) while records
+                // keep arriving.
                 p = async { acquiring.as_mut().expect("enabled only when waiting").await },
                     if acquiring.is_some() => {
                     acquiring = None;
                     self.granted = Some(p);
                 }
+                msg = rx.recv() => match msg {
+                    // One clock read per message, not per record (2% of the CPU).
+                    Some(m) => self.handle(m, Instant::now()),
+                    None => return,
+                },
                 _ = sleep_until_opt(wake), if wake.is_some() => {}
                 _ = tokio::time::sleep_until(self.last_put + idle_after), if idle => {
                     if self.last_put + idle_after <= Instant::now() && self.try_evict(&mut rx) {
