@@ -48,9 +48,10 @@
 //! predicted shard's buffer (MD5 of the key against the [`shard_map`]);
 //! when the buffer is full or its deadline comes it becomes one KPL
 //! aggregate ([`aggregate`]) -> `Pacer` (the shard's rate limit) ->
-//! `Collector` (a PutRecords call's worth, or the deadline) ->
-//! `Action::Send`: the actor calls [`kinesis`] on a task holding one of
-//! `max_connections` permits -> `Input::Sent` -> `Action::Landed` (shard and
+//! `Collector` (a PutRecords call's worth, or the deadline) -> once the
+//! actor holds one of the `max_connections` send permits, `next_send` cuts
+//! the call and the actor makes it with [`kinesis`] on a task holding that
+//! permit -> `Input::Sent` -> `Action::Landed` (shard and
 //! sequence number) or `Retries` (backoff, again through the pacer) or
 //! `Action::Failed` -> the connection's sink -> `server::results` writes the
 //! `Results` frame, and the budget is given back.

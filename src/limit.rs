@@ -102,6 +102,23 @@ impl ShardLimiter {
         self.factor * 100.0
     }
 
+    /// A new `rate_limit` (SIGHUP): the new ceiling applies at once to a
+    /// shard running at its old one; a shard slowed down by throttles keeps
+    /// its rate (never above the new ceiling) and climbs to the new ceiling
+    /// from there, so a reload does not send a throttled shard back to a
+    /// full burst.
+    pub fn set_ceiling(&mut self, rate_limit: u64, now: Instant) {
+        self.refill(now);
+        let throttled = self.factor < self.ceiling;
+        self.ceiling = rate_limit as f64 / 100.0;
+        let f = if throttled {
+            self.factor.min(self.ceiling)
+        } else {
+            self.ceiling
+        };
+        self.set_factor(f);
+    }
+
     fn set_factor(&mut self, f: f64) {
         self.factor = f;
         self.records.set_rate(SHARD_RECORDS_PER_SEC * f);
@@ -247,5 +264,20 @@ mod tests {
         }
         // One second of burst plus ten seconds at 1000/s.
         assert!((10_900..=11_000).contains(&sent), "{sent}");
+    }
+
+    #[test]
+    fn a_new_ceiling_keeps_a_throttled_rate_and_moves_an_unthrottled_one() {
+        let t0 = Instant::now();
+        let mut cut = ShardLimiter::new(150, t0);
+        cut.throttled(t0);
+        let mut free = ShardLimiter::new(150, t0);
+        cut.set_ceiling(200, t0);
+        free.set_ceiling(200, t0);
+        assert!((cut.rate_percent() - 120.0).abs() < 1e-9);
+        assert!((free.rate_percent() - 200.0).abs() < 1e-9);
+        // A lower ceiling than the throttled rate: the ceiling.
+        cut.set_ceiling(100, t0);
+        assert!((cut.rate_percent() - 100.0).abs() < 1e-9);
     }
 }

@@ -10,9 +10,19 @@
 //! A record's path: `Input::Records` -> [`Router::route`] (its shard's
 //! buffer; waits in [`Shards::waiting`] while there is no map) -> a
 //! Kinesis record when the buffer is full or due -> [`Pacer::admit`] (held
-//! while the shard is at its limit) -> [`Collector`] -> `Action::Send` ->
-//! `Input::Sent` -> `Action::Landed` (success), or [`Retries`] (backoff,
-//! then the pacer again, whole, or the router, loose), or `Action::Failed`.
+//! while the shard is at its limit) -> [`Collector`] ->
+//! [`StreamCore::next_send`] (a call, cut only when the driver holds a send
+//! permit) -> `Input::Sent` -> `Action::Landed` (success), or [`Retries`]
+//! (backoff, then the pacer again, whole, or the router, loose), or
+//! `Action::Failed`.
+//!
+//! Send permits (`max_connections`, shared by every stream): the driver
+//! asks [`StreamCore::wants_send`], takes a permit, and only then gets a
+//! call from [`StreamCore::next_send`]. While no permit is free, nothing is
+//! cut: Kinesis records wait in the collector (their TTL running) and, once
+//! it holds a call's worth, due records wait in their shard buffers, where
+//! their aggregates keep growing; so the calls made under overload are full
+//! ones, and what waits is bounded by the budget, not by a queue of calls.
 
 use super::collector::Collector;
 use super::counters::Counters;
@@ -29,6 +39,7 @@ use crate::kinesis::{ApiError, EntryResult};
 use crate::metrics::{EntryOutcome, StreamMetrics};
 use crate::retry::ErrorClass;
 use crate::shard_map::ShardMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -44,17 +55,13 @@ pub enum Input {
     Flush,
     /// kpld is shutting down: send everything now, and from now on.
     Drain,
-    /// The answer to an [`Action::Send`] (`batch` may have lost records
-    /// that expired waiting for a connection: see `Unsent`).
+    /// The answer to a call from [`StreamCore::next_send`].
     Sent {
         batch: Vec<KinesisRecord>,
         outcome: Result<Vec<EntryResult>, ApiError>,
         started: Instant,
         ended: Instant,
     },
-    /// Part of a batch not sent because a record in it expired while it
-    /// waited for a connection.
-    Unsent(Vec<KinesisRecord>),
     /// The answer to an [`Action::LoadShards`].
     ShardsLoaded(Result<ShardMap, ApiError>),
     /// New settings from a reload.
@@ -66,9 +73,6 @@ pub enum Input {
 // core to the driver, and a box would cost an allocation per failure.
 #[allow(clippy::large_enum_variant)]
 pub enum Action {
-    /// Make one PutRecords call with these entries, in order; answer with
-    /// [`Input::Sent`].
-    Send(Vec<KinesisRecord>),
     /// Load the stream's shard map; answer with [`Input::ShardsLoaded`].
     LoadShards,
     /// Successes to deliver, one `landed` per group; then `records`
@@ -124,7 +128,10 @@ pub struct StreamCore {
     pacer: Pacer,
     collector: Collector,
     retries: Retries,
-    /// Send actions not yet answered with `Sent`.
+    /// Calls already cut that wait for a permit: the halves of a call
+    /// refused for what one entry holds (see `split`), sent as they are.
+    urgent: VecDeque<Vec<KinesisRecord>>,
+    /// Calls handed out by `next_send` not yet answered with `Sent`.
     in_flight: usize,
     draining: bool,
     aborted: bool,
@@ -157,6 +164,7 @@ impl StreamCore {
             pacer: Pacer::default(),
             collector: Collector::new(limits.batch),
             retries,
+            urgent: VecDeque::new(),
             in_flight: 0,
             draining,
             aborted: false,
@@ -173,7 +181,7 @@ impl StreamCore {
         &self.name
     }
 
-    /// Send actions not yet answered.
+    /// Calls handed out and not yet answered.
     pub fn in_flight(&self) -> usize {
         self.in_flight
     }
@@ -185,6 +193,12 @@ impl StreamCore {
         self.metrics.commit(Instant::now());
     }
 
+    /// Shard `id`'s current rate limit (what throttles left of
+    /// `rate_limit`), in percent of the shard limits.
+    pub fn shard_rate_percent(&self, id: &str) -> Option<f64> {
+        self.pacer.rate_percent(id)
+    }
+
     pub fn is_aborted(&self) -> bool {
         self.aborted
     }
@@ -194,7 +208,7 @@ impl StreamCore {
         into.append(&mut self.actions);
     }
 
-    /// Feeds one input at `now`. Sends start in [`poll`](Self::poll).
+    /// Feeds one input at `now`. Calls start in [`next_send`](Self::next_send).
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
             Input::Records(recs) => {
@@ -221,7 +235,6 @@ impl StreamCore {
                 self.in_flight -= 1;
                 self.on_sent(batch, outcome, started, ended, now);
             }
-            Input::Unsent(batch) => self.on_unsent(batch, now),
             Input::ShardsLoaded(r) => self.on_map_loaded(r, now),
             Input::Settings(s) => {
                 if s.rate_limit != self.settings.rate_limit {
@@ -233,11 +246,20 @@ impl StreamCore {
         }
     }
 
-    /// The earliest time [`poll`](Self::poll) has timed work to do.
-    pub fn next_wakeup(&mut self) -> Option<Instant> {
+    /// The earliest time after `now` that [`poll`](Self::poll) has timed
+    /// work to do. A call already due is no timer: it waits for a permit
+    /// (see [`wants_send`](Self::wants_send)), and so do due shard buffers
+    /// while the collector holds a call's worth.
+    pub fn next_wakeup(&mut self, now: Instant) -> Option<Instant> {
+        let router = if self.collector.holds_full_call() {
+            None
+        } else {
+            self.router.next_deadline()
+        };
         [
-            self.router.next_deadline(),
-            self.collector.next_due(),
+            router,
+            self.collector.next_due().filter(|&d| d > now),
+            self.collector.next_expiry(),
             self.retries.next_at(),
             self.shards.next_wake(),
             self.pacer.next_wake(),
@@ -249,8 +271,8 @@ impl StreamCore {
     }
 
     /// Does the timed work due at `now` (retries, deadlines, held records,
-    /// TTLs of records waiting for the map, reloads) and starts the
-    /// PutRecords calls that are due.
+    /// TTLs of records waiting for the map or a permit, reloads). Calls
+    /// start in [`next_send`](Self::next_send).
     pub fn poll(&mut self, now: Instant) {
         self.metrics.maybe_commit(now);
         if self.aborted {
@@ -275,11 +297,13 @@ impl StreamCore {
                 self.route(u, now);
             }
         }
-        let mut built = std::mem::take(&mut self.built);
-        self.router.flush_due(now, &mut built);
-        self.built = built;
-        self.admit_built(now);
+        self.flush_due(now);
         self.release_held(now);
+        let mut expired = Vec::new();
+        self.collector.take_expired(now, &mut expired);
+        if !expired.is_empty() {
+            self.on_unsent(expired, now);
+        }
         if !self.shards.waiting.is_empty() {
             for u in self.shards.expire_waiting(now) {
                 let msg = format!(
@@ -292,9 +316,50 @@ impl StreamCore {
         if self.draining {
             self.flush_all(now);
         }
-        while let Some(batch) = self.collector.next_batch(now) {
+    }
+
+    /// True when a permit would start a call at `now` (one is cut or due).
+    pub fn wants_send(&self, now: Instant) -> bool {
+        !self.aborted && (!self.urgent.is_empty() || self.collector.has_due(now))
+    }
+
+    /// The next PutRecords call to make, in order; answer with
+    /// [`Input::Sent`]. Call it only holding a send permit: the call is cut
+    /// now, so it holds everything that gathered while none was free (up to
+    /// `collection_max_count` / `collection_max_size`). No attempt starts
+    /// past a record's TTL: such records fail or go round again first.
+    pub fn next_send(&mut self, now: Instant) -> Option<Vec<KinesisRecord>> {
+        if self.aborted {
+            return None;
+        }
+        loop {
+            let mut batch = match self.urgent.pop_front() {
+                Some(b) => b,
+                None => {
+                    // Due shard buffers join the collector whenever it has
+                    // room (after this cut too), so none waits for a timer.
+                    let b = match self.collector.next_batch(now) {
+                        Some(b) => b,
+                        None => {
+                            self.flush_due(now);
+                            self.collector.next_batch(now)?
+                        }
+                    };
+                    self.flush_due(now);
+                    b
+                }
+            };
+            if batch.iter().any(|k| k.expiry <= now) {
+                let (live, expired): (Vec<_>, Vec<_>) =
+                    batch.into_iter().partition(|k| k.expiry > now);
+                self.on_unsent(expired, now);
+                batch = live;
+                if batch.is_empty() {
+                    continue;
+                }
+            }
             self.in_flight += 1;
-            self.actions.push(Action::Send(batch));
+            return Some(batch);
         }
     }
 
@@ -307,6 +372,7 @@ impl StreamCore {
         all.append(&mut self.router.drain());
         all.extend(self.pacer.drain().into_iter().flat_map(|k| k.records));
         all.extend(self.collector.drain().flat_map(|k| k.records));
+        all.extend(self.urgent.drain(..).flatten().flat_map(|k| k.records));
         all.append(&mut self.retries.drain());
         all.extend(
             std::mem::take(&mut self.shards.misrouted)
@@ -349,6 +415,19 @@ impl StreamCore {
         );
         let mut built = std::mem::take(&mut self.built);
         self.router.route(idx, u, &self.route_limits, &mut built);
+        self.built = built;
+        self.admit_built(now);
+    }
+
+    /// Shard buffers whose deadline came become Kinesis records, unless the
+    /// collector already holds a call's worth: then they wait for a permit
+    /// in their buffers, where their aggregates keep growing.
+    fn flush_due(&mut self, now: Instant) {
+        if self.collector.holds_full_call() {
+            return;
+        }
+        let mut built = std::mem::take(&mut self.built);
+        self.router.flush_due(now, &mut built);
         self.built = built;
         self.admit_built(now);
     }
@@ -418,7 +497,7 @@ impl StreamCore {
 
     // ---- answers of PutRecords -------------------------------------------
 
-    /// Kinesis records that waited for a connection past a record's TTL:
+    /// Kinesis records that waited for a send permit past a record's TTL:
     /// the expired records fail, the others are routed again.
     fn on_unsent(&mut self, batch: Vec<KinesisRecord>, now: Instant) {
         let why = format!(
@@ -530,7 +609,8 @@ impl StreamCore {
 
     /// A call refused as a whole for what one of its entries holds (a
     /// ValidationException names one entry, but not by index): the halves
-    /// are sent again at once, recursively, until the offending Kinesis
+    /// are sent again as they are, before anything collected (as soon as
+    /// permits are free), recursively, until the offending Kinesis
     /// records are alone and fail with the service's message, and every
     /// other record (other connections', other shards') lands.
     ///
@@ -560,10 +640,8 @@ impl StreamCore {
             record_failed_attempt(k, err, started, ended);
         }
         let second = batch.split_off(batch.len() / 2);
-        for half in [batch, second] {
-            self.in_flight += 1;
-            self.actions.push(Action::Send(half));
-        }
+        self.urgent.push_back(batch);
+        self.urgent.push_back(second);
     }
 
     /// The successes of a Kinesis record that landed on `shard`: one
@@ -778,7 +856,9 @@ impl StreamCore {
                     let map = self.shards.map().expect("just loaded");
                     let gen = self.shards.generation;
                     reroute.append(&mut self.router.reset(map.shards(), gen));
-                    let held = self.pacer.reset(map.len(), self.settings.rate_limit, now);
+                    let held = self
+                        .pacer
+                        .reset(map.shards(), self.settings.rate_limit, now);
                     reroute.extend(held.into_iter().flat_map(|k| k.records));
                     reroute.extend(self.collector.drain().flat_map(|k| k.records));
                 }
@@ -824,5 +904,160 @@ fn attempt(u: &UserRecord, err: &ApiError, started: Instant, ended: Instant) -> 
         error_message: err.message.clone(),
         delay_ms: started.saturating_duration_since(u.ready_since).as_millis() as u64,
         duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::limit::CUT_GAP;
+    use crate::metrics::{MetricsConfig, MetricsHandle};
+    use crate::pipeline::testkit::{even_shards, records};
+    use crate::retry::Backoff;
+    use crate::shard_map::Shard;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::time::Duration;
+
+    fn core() -> StreamCore {
+        let env = [("KPLD_METRICS_LEVEL", "none")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = Config::load(None, env).unwrap();
+        let name: Arc<str> = "s".into();
+        let limits = CoreLimits {
+            batch: BatchLimits {
+                max_count: cfg.collection_max_count as usize,
+                max_bytes: cfg.collection_max_size as usize,
+            },
+            max_connections: cfg.max_connections,
+        };
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1)).unwrap();
+        StreamCore::new(
+            name.clone(),
+            Arc::new(cfg.default_stream_settings()),
+            limits,
+            Retries::new(backoff, StdRng::seed_from_u64(7)),
+            MetricsHandle::new(&MetricsConfig::from_config(&cfg)).stream(&name),
+            Arc::default(),
+            false,
+        )
+    }
+
+    fn load(core: &mut StreamCore, shards: Vec<Shard>, now: Instant) {
+        core.handle(Input::ShardsLoaded(Ok(ShardMap::new(shards).unwrap())), now);
+    }
+
+    /// Records on every shard at `at`, sent at once; Kinesis throttles the
+    /// entries of the shards in `throttled` and takes the others.
+    fn send_round(core: &mut StreamCore, throttled: &[&str], at: Instant) {
+        let ids: Vec<u64> = (0..100).collect();
+        core.handle(
+            Input::Records(records(&ids, 10, at, Duration::from_secs(60))),
+            at,
+        );
+        core.poll(at);
+        while let Some(batch) = core.next_send(at) {
+            let results = batch
+                .iter()
+                .map(|k| {
+                    if throttled.contains(&&*k.shard_id) {
+                        EntryResult::Err(ApiError::new(
+                            ErrorCode::ProvisionedThroughputExceeded,
+                            "slow down",
+                        ))
+                    } else {
+                        EntryResult::Ok {
+                            shard_id: k.shard_id.to_string(),
+                            sequence_number: "1".into(),
+                        }
+                    }
+                })
+                .collect();
+            core.handle(
+                Input::Sent {
+                    batch,
+                    outcome: Ok(results),
+                    started: at,
+                    ended: at,
+                },
+                at,
+            );
+        }
+    }
+
+    fn rate(core: &StreamCore, id: &str) -> f64 {
+        core.shard_rate_percent(id)
+            .unwrap_or_else(|| panic!("no shard {id}"))
+    }
+
+    #[test]
+    fn throttled_rates_survive_reloads_and_children_start_from_their_parents() {
+        let t0 = Instant::now();
+        let mut c = core();
+        let two = even_shards(2);
+        let (a, b) = ("shardId-000000000000", "shardId-000000000001");
+        load(&mut c, two.clone(), t0);
+        // Shard a throttled three times, b once.
+        let mut at = t0;
+        for i in 0..3 {
+            at = t0 + CUT_GAP * i;
+            let both = [a, b];
+            send_round(&mut c, if i == 0 { &both } else { &both[..1] }, at);
+        }
+        let (ra, rb) = (rate(&c, a), rate(&c, b));
+        assert!(ra < 100.0 && rb < 125.0, "throttled: {ra} {rb}");
+        // Recovery is 2 points a second: allow for the time passing.
+        let near = |got: f64, want: f64| (got - want).abs() < 1.0;
+
+        // The same map again.
+        load(&mut c, two.clone(), at);
+        assert!(near(rate(&c, a), ra) && near(rate(&c, b), rb));
+
+        // a splits: both children start from a's rate; b keeps its own.
+        let mid = two[0].end / 2;
+        let split = vec![
+            Shard {
+                id: "shardId-000000000002".into(),
+                start: 0,
+                end: mid,
+            },
+            Shard {
+                id: "shardId-000000000003".into(),
+                start: mid + 1,
+                end: two[0].end,
+            },
+            two[1].clone(),
+        ];
+        load(&mut c, split.clone(), at);
+        for child in ["shardId-000000000002", "shardId-000000000003"] {
+            assert!(
+                near(rate(&c, child), ra),
+                "{child}: {} not {ra}",
+                rate(&c, child)
+            );
+        }
+        assert!(near(rate(&c, b), rb), "{} not {rb}", rate(&c, b));
+
+        // A SIGHUP raising rate_limit keeps throttled rates where they are.
+        let mut s = (*c.settings).clone();
+        s.rate_limit = 200;
+        c.handle(Input::Settings(Arc::new(s)), at);
+        assert!(near(rate(&c, b), rb), "{} not {rb}", rate(&c, b));
+        assert!(near(rate(&c, "shardId-000000000002"), ra));
+
+        // The second child merges with b: the lower of the two rates.
+        let merged = vec![
+            split[0].clone(),
+            Shard {
+                id: "shardId-000000000004".into(),
+                start: mid + 1,
+                end: u128::MAX,
+            },
+        ];
+        load(&mut c, merged, at);
+        let m = rate(&c, "shardId-000000000004");
+        assert!(near(m, ra.min(rb)), "{m} not {}", ra.min(rb));
     }
 }

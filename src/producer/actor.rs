@@ -1,9 +1,16 @@
 //! The stream actor: the task that drives one stream's [`StreamCore`]. It
 //! owns the core (so the record path takes no locks), feeds it messages
 //! and the time, sleeps until the core's next wake-up, and performs its
-//! actions: PutRecords and ListShards calls on tasks of their own (a
-//! PutRecords waits for one of the `max_connections` permits first), and
+//! actions: PutRecords and ListShards calls on tasks of their own, and
 //! results delivered to their sinks with the budget given back.
+//!
+//! Send permits: a PutRecords call is cut from the core only once the actor
+//! holds one of the `max_connections` permits (shared by all streams), and
+//! the permit goes with the call's task. While the core wants to send and
+//! none is free, the actor waits for one (at most one waiting acquire per
+//! stream): Tokio's semaphore serves waiters first come, first served, and
+//! a stream queues again after each permit it gets, so streams take turns
+//! and a busy one cannot starve the others.
 //!
 //! An actor that holds no record and got none for `stream_idle_timeout_ms`
 //! evicts itself (see [`StreamActor::try_evict`]): a flood of stream names
@@ -14,11 +21,16 @@ use crate::error_code::ErrorCode;
 use crate::kinesis::{ApiError, KinesisApi};
 use crate::pipeline::{Action, CoreLimits, Input, KinesisRecord, Retries, StreamCore};
 use crate::shard_map::ShardMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tokio::time::Instant;
+
+/// A send permit being waited for.
+type Acquire = Pin<Box<dyn Future<Output = OwnedSemaphorePermit> + Send>>;
 
 /// What reaches a stream's actor: inputs for its core, from the producer
 /// and from the calls the actor started.
@@ -36,6 +48,11 @@ pub(crate) struct StreamActor {
     held: usize,
     /// When the last records arrived (or the actor started).
     last_put: Instant,
+    /// The send permit this actor waits for, if it wants one and none was free.
+    acquiring: Option<Acquire>,
+    /// A permit that came while the actor was asleep, used at the next
+    /// [`start_sends`](Self::start_sends).
+    granted: Option<OwnedSemaphorePermit>,
 }
 
 impl StreamActor {
@@ -68,6 +85,8 @@ impl StreamActor {
             actions: Vec::new(),
             held: 0,
             last_put: Instant::now(),
+            acquiring: None,
+            granted: None,
         };
         tokio::spawn(actor.run(rx));
         tx
@@ -78,11 +97,23 @@ impl StreamActor {
         let abort = self.inner.abort.clone();
         let idle_after = Duration::from_millis(self.inner.cfg.stream_idle_timeout_ms);
         loop {
-            let wake = self.core.next_wakeup();
+            let wake = self.core.next_wakeup(Instant::now());
             let idle = self.is_idle();
+            let mut acquiring = self.acquiring.take();
             tokio::select! {
                 biased;
-                _ = abort.cancelled(), if !self.core.is_aborted() => self.core.abort(),
+                _ = abort.cancelled(), if !self.core.is_aborted() => {
+                    acquiring = None;
+                    self.core.abort();
+                }
+                // Before the messages: a permit handed to this actor must not
+                // sit unused (and kept from other streams) while records
+                // keep arriving.
+                p = async { acquiring.as_mut().expect("enabled only when waiting").await },
+                    if acquiring.is_some() => {
+                    acquiring = None;
+                    self.granted = Some(p);
+                }
                 msg = rx.recv() => match msg {
                     // One clock read per message, not per record (2% of the CPU).
                     Some(m) => self.handle(m, Instant::now()),
@@ -97,10 +128,13 @@ impl StreamActor {
             }
             // Take whatever else is queued before doing timed work, so one
             // wake-up serves many messages.
+            self.acquiring = acquiring;
             while let Ok(m) = rx.try_recv() {
                 self.handle(m, Instant::now());
             }
-            self.core.poll(Instant::now());
+            let now = Instant::now();
+            self.core.poll(now);
+            self.start_sends(now);
             self.perform();
             if self.core.is_aborted() && self.core.in_flight() == 0 {
                 self.core.abort();
@@ -167,13 +201,45 @@ impl StreamActor {
         true
     }
 
+    /// Starts the calls the core wants, each on a permit: the one that came
+    /// while asleep, then free ones; when none is free, waits for one.
+    fn start_sends(&mut self, now: Instant) {
+        if self.core.is_aborted() {
+            self.acquiring = None;
+            self.granted = None;
+            return;
+        }
+        while self.core.wants_send(now) {
+            let permit = match self.granted.take() {
+                Some(p) => p,
+                None if self.acquiring.is_some() => return,
+                None => match self.inner.send_permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) => {
+                        let permits = self.inner.send_permits.clone();
+                        self.acquiring = Some(Box::pin(async move {
+                            permits.acquire_owned().await.expect("permits never close")
+                        }));
+                        return;
+                    }
+                },
+            };
+            match self.core.next_send(now) {
+                Some(batch) => self.spawn_send(batch, permit),
+                // What wanted it expired meanwhile: the permit goes back.
+                None => return,
+            }
+        }
+        // A permit that came for nothing goes back for other streams.
+        self.granted = None;
+    }
+
     /// Performs what the core decided.
     fn perform(&mut self) {
         let mut actions = std::mem::take(&mut self.actions);
         self.core.take_actions(&mut actions);
         for a in actions.drain(..) {
             match a {
-                Action::Send(batch) => self.spawn_send(batch),
                 Action::LoadShards => self.spawn_load(),
                 Action::Landed {
                     landing,
@@ -206,8 +272,9 @@ impl StreamActor {
         self.actions = actions;
     }
 
-    fn spawn_send(&self, batch: Vec<KinesisRecord>) {
-        let permits = self.inner.send_permits.clone();
+    /// One PutRecords call on a task of its own, holding `permit` until
+    /// the answer.
+    fn spawn_send(&self, batch: Vec<KinesisRecord>, permit: OwnedSemaphorePermit) {
         let api = self.api.clone();
         let abort = self.inner.abort.clone();
         let tx = self.tx.clone();
@@ -218,38 +285,18 @@ impl StreamActor {
             let cancelled = || {
                 ApiError::new(
                     ErrorCode::ShuttingDown,
-                    "kpld shut down while the record was waiting to be sent or in flight; it may or may not be in the stream",
+                    "kpld shut down while the record was in flight; it may or may not be in the stream",
                 )
             };
-            let permit = tokio::select! {
-                p = permits.acquire_owned() => p.expect("permits never close"),
-                _ = abort.cancelled() => {
-                    let now = Instant::now();
-                    let _ = tx.send(Input::Sent { batch, outcome: Err(cancelled()), started: now, ended: now });
-                    return;
-                }
-            };
-            // No attempt may start after a record's TTL, however long the
-            // wait for a free connection was.
-            let now = Instant::now();
-            let (batch, expired): (Vec<_>, Vec<_>) =
-                batch.into_iter().partition(|k| k.expiry() > now);
-            if !expired.is_empty() {
-                let _ = tx.send(Input::Unsent(expired));
-            }
             let started = Instant::now();
-            let outcome = if batch.is_empty() {
-                Ok(Vec::new())
-            } else {
-                let entries = batch.iter().map(|k| k.entry().clone()).collect();
-                let call = tokio::time::timeout(hard_timeout, api.put_records(&stream, entries));
-                tokio::select! {
-                    r = call => r.unwrap_or_else(|_| Err(ApiError::new(
-                        ErrorCode::RequestTimeout,
-                        "no answer within request_timeout_ms",
-                    ))),
-                    _ = abort.cancelled() => Err(cancelled()),
-                }
+            let entries = batch.iter().map(|k| k.entry().clone()).collect();
+            let call = tokio::time::timeout(hard_timeout, api.put_records(&stream, entries));
+            let outcome = tokio::select! {
+                r = call => r.unwrap_or_else(|_| Err(ApiError::new(
+                    ErrorCode::RequestTimeout,
+                    "no answer within request_timeout_ms",
+                ))),
+                _ = abort.cancelled() => Err(cancelled()),
             };
             drop(permit);
             let _ = tx.send(Input::Sent {

@@ -5,8 +5,8 @@
 //! ```text
 //! put() ──validate──▶ budget ──▶ stream actor ──▶ StreamCore (router, pacer,
 //!                                   │  ▲           collector, retries, shards)
-//!                                   │  └── Sent ◀── PutRecords task ◀── Action::Send
-//!                                   ▼             (max_connections permits)
+//!                                   │  └── Sent ◀── PutRecords task ◀── next_send
+//!                                   ▼         (cut once a max_connections permit is held)
 //!                               ResultSink  ◀── Action::Landed / Failed
 //! ```
 //!

@@ -12,6 +12,7 @@ use crate::pipeline::testkit::{even_shards, Collect};
 use crate::shard_map::{hash_partition_key, Shard};
 use prost::Message;
 use std::collections::{HashMap, VecDeque};
+use tokio::sync::Semaphore;
 
 /// What the fake does with one PutRecords call (by call number, from 0).
 #[derive(Clone)]
@@ -48,8 +49,13 @@ struct FakeState {
     stale_maps: VecDeque<Vec<Shard>>,
     faults: Vec<(usize, CallFault)>,
     calls: Vec<Vec<PutEntry>>,
+    /// The stream of each call.
+    call_streams: Vec<String>,
     stored: Vec<Stored>,
     list_calls: usize,
+    /// When set, each PutRecords answer waits for a pass from it (the
+    /// entries are stored at once): the test decides when calls end.
+    gate: Option<Arc<Semaphore>>,
 }
 
 /// An in-memory Kinesis stream: routes each entry by its explicit hash key
@@ -105,6 +111,13 @@ impl FakeApi {
         self.0.lock().unwrap().calls.clone()
     }
 
+    /// From now on every answer waits for a pass of the returned gate.
+    fn gate(&self) -> Arc<Semaphore> {
+        let g = Arc::new(Semaphore::new(0));
+        self.0.lock().unwrap().gate = Some(g.clone());
+        g
+    }
+
     fn stored(&self) -> Vec<Stored> {
         self.0.lock().unwrap().stored.clone()
     }
@@ -120,12 +133,14 @@ impl KinesisApi for FakeApi {
 
     fn put_records(
         &self,
-        _stream: &str,
+        stream: &str,
         entries: Vec<PutEntry>,
     ) -> BoxFuture<Result<Vec<EntryResult>, ApiError>> {
         let mut s = self.0.lock().unwrap();
         let call = s.calls.len();
         s.calls.push(entries.clone());
+        s.call_streams.push(stream.to_string());
+        let gate = s.gate.clone();
         let fault = s
             .faults
             .iter()
@@ -174,6 +189,9 @@ impl KinesisApi for FakeApi {
         }
         drop(s);
         Box::pin(async move {
+            if let Some(g) = gate {
+                g.acquire().await.unwrap().forget();
+            }
             if matches!(fault, Some(CallFault::Hang)) {
                 std::future::pending::<()>().await;
             }
@@ -705,4 +723,182 @@ async fn a_drain_that_delivers_everything_reports_nothing_undelivered() {
     assert!(r[50..].iter().all(|x| x.error_code == "ShuttingDown"));
     assert_eq!(report.undelivered, 0);
     assert_eq!(report.cut_off_by_grace, 0);
+}
+
+/// Waits (in paused time) until the fake has seen `n` calls.
+async fn calls_reach(fake: &FakeApi, n: usize) {
+    let start = Instant::now();
+    while fake.calls().len() < n {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "only {} of {n} calls",
+            fake.calls().len()
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks()
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_permit_taken_records_wait_uncut_and_go_in_full_calls() {
+    let fake = FakeApi::with_shards(even_shards(4));
+    let gate = fake.gate();
+    // One connection; one user record per entry, so a full call is 500.
+    let cfg = config(&[
+        ("KPLD_MAX_CONNECTIONS", "1"),
+        ("KPLD_AGGREGATION_ENABLED", "false"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    // The first call takes the only permit and does not end.
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    calls_reach(&fake, 1).await;
+    let tasks = alive_tasks();
+    // 40 puts of 50 records, 10 ms apart: every one comes due (100 ms)
+    // while the permit is taken.
+    for i in 0..40u64 {
+        p.put(
+            inputs(1 + i * 50..1 + (i + 1) * 50, 1000),
+            0,
+            sink.clone(),
+            false,
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing was cut for the permit that is not there: no queue of calls.
+    assert!(
+        alive_tasks() <= tasks + 1,
+        "{} tasks alive, {tasks} before the puts",
+        alive_tasks()
+    );
+    assert_eq!(fake.calls().len(), 1);
+    gate.add_permits(1000);
+    let r = results(&sink, 2001, Duration::from_secs(10)).await;
+    assert_all_landed(&r, 0..2001, &fake);
+    // Once the permit is free, the calls hold what gathered meanwhile.
+    let sizes: Vec<usize> = fake.calls()[1..].iter().map(Vec::len).collect();
+    assert_eq!(sizes, [500, 500, 500, 500], "entries per call");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_while_every_permit_is_taken_sends_everything_once_one_frees() {
+    let fake = FakeApi::with_shards(even_shards(4));
+    let gate = fake.gate();
+    let cfg = config(&[
+        ("KPLD_MAX_CONNECTIONS", "1"),
+        ("KPLD_AGGREGATION_ENABLED", "false"),
+        // Only the flush makes these records due.
+        ("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "60000"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    p.flush();
+    calls_reach(&fake, 1).await;
+    p.put(inputs(1..701, 1000), 0, sink.clone(), false).await;
+    p.flush();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fake.calls().len(), 1, "the permit is taken");
+    let t = Instant::now();
+    gate.add_permits(1000);
+    let r = results(&sink, 701, Duration::from_secs(10)).await;
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "sent on the flush, not at the deadline: {:?}",
+        t.elapsed()
+    );
+    assert_all_landed(&r, 0..701, &fake);
+    let sizes: Vec<usize> = fake.calls()[1..].iter().map(Vec::len).collect();
+    assert_eq!(sizes, [500, 200]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_waiting_for_a_permit_expire_at_their_ttl_and_fail_at_an_abort() {
+    let fake = FakeApi::with_shards(even_shards(2));
+    let _gate = fake.gate();
+    let cfg = config(&[
+        ("KPLD_MAX_CONNECTIONS", "1"),
+        ("KPLD_RECORD_TTL_MS", "3000"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    calls_reach(&fake, 1).await;
+    // The permit never frees: these fail at their TTL, not later.
+    let t = Instant::now();
+    p.put(inputs(1..101, 10), 0, sink.clone(), false).await;
+    let r = results(&sink, 100, Duration::from_secs(10)).await;
+    assert!(
+        t.elapsed() <= Duration::from_millis(3_100),
+        "{:?}",
+        t.elapsed()
+    );
+    for x in &r {
+        assert!(!x.success);
+        assert_eq!(x.error_code, "Expired");
+        assert!(
+            x.error_message
+                .contains("free connection (max_connections = 1)"),
+            "{}",
+            x.error_message
+        );
+    }
+    // A shutdown while records wait for the permit: its grace runs out,
+    // and every record (waiting, or in the call that never ends) gets
+    // ShuttingDown.
+    p.put(inputs(101..301, 10), 0, sink.clone(), false).await;
+    let report = p.shutdown(Duration::from_millis(500)).await;
+    let r = results(&sink, 201, Duration::from_secs(10)).await;
+    assert_eq!(
+        r.iter().map(|x| x.id).collect::<Vec<_>>(),
+        std::iter::once(0).chain(101..301).collect::<Vec<_>>()
+    );
+    assert!(r
+        .iter()
+        .all(|x| !x.success && x.error_code == "ShuttingDown"));
+    assert_eq!(report.undelivered, 201);
+    assert_eq!(p.outstanding(), 0, "the budget is back");
+    assert_eq!(fake.calls().len(), 1, "nothing else was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_sharing_the_permits_take_turns() {
+    let fake = FakeApi::with_shards(even_shards(4));
+    let gate = fake.gate();
+    let cfg = config(&[
+        ("KPLD_MAX_CONNECTIONS", "1"),
+        ("KPLD_AGGREGATION_ENABLED", "false"),
+    ]);
+    let (p, sink) = producer(cfg, &fake);
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    calls_reach(&fake, 1).await;
+    // A busy stream with ten calls' worth, then a quiet one.
+    p.put(inputs(1..5001, 1000), 0, sink.clone(), false).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let quiet = inputs(5001..5011, 10)
+        .into_iter()
+        .map(|r| RecordInput {
+            stream: Bytes::from_static(b"t"),
+            ..r
+        })
+        .collect();
+    p.put(quiet, 0, sink.clone(), false).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One call ends at a time.
+    for n in 2..=4 {
+        gate.add_permits(1);
+        calls_reach(&fake, n).await;
+    }
+    let streams = fake.0.lock().unwrap().call_streams.clone();
+    assert!(
+        streams[..4].iter().any(|s| s == "t"),
+        "the quiet stream waited behind the busy one: {streams:?}"
+    );
+    gate.add_permits(1000);
+    let r = results(&sink, 5011, Duration::from_secs(10)).await;
+    assert!(r.iter().all(|x| x.success));
 }

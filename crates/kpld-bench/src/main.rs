@@ -260,6 +260,12 @@ struct RunArgs {
     /// Worker threads of the double's runtime.
     #[arg(long, default_value_t = 2)]
     fake_threads: usize,
+    /// The double answers every PutRecords this many milliseconds late
+    /// (entries accepted at once): a service whose calls take time, so
+    /// that `max_connections` (`--set max_connections=N`) bounds what
+    /// kpld can send. 0: at once.
+    #[arg(long, default_value_t = 0)]
+    put_latency_ms: u64,
     /// Seconds to wait for the remaining results once sending has ended.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
@@ -529,13 +535,18 @@ async fn run(
     let fake = match &a.endpoint {
         Some(_) => None,
         None => Some(
-            FakeKinesis::start(serve::options(
-                &a.stream,
-                a.shards,
-                a.limits,
-                a.keep_log,
-                a.fake_threads,
-            ))
+            FakeKinesis::start({
+                let o = serve::options(&a.stream, a.shards, a.limits, a.keep_log, a.fake_threads);
+                if a.put_latency_ms > 0 {
+                    o.faults(kpld_kinesis_double::FaultPlan {
+                        slow: 1.0,
+                        slow_delay: Duration::from_millis(a.put_latency_ms),
+                        ..Default::default()
+                    })
+                } else {
+                    o
+                }
+            })
             .await,
         ),
     };
@@ -865,6 +876,17 @@ fn kinesis_figures(
     }
     if let Some(c) = calls {
         println!("put_records_calls_per_s: {:.1}", c as f64 / secs);
+        // Over the whole run: throttled or failed calls count as calls too.
+        if let Some(e) = entries {
+            println!(
+                "kinesis_records_per_put_records_call: {:.1}",
+                e as f64 / (c as f64).max(1.0)
+            );
+        }
+        println!(
+            "user_records_per_put_records_call: {:.1}",
+            ok / (c as f64).max(1.0)
+        );
     }
     if let (Some(e), Some(t)) = (entries, throttled) {
         println!(
