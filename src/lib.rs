@@ -34,6 +34,8 @@
 //! - [`access`]: the socket file's mode and group, and `allowed_uids` /
 //!   `allowed_gids` checked with SO_PEERCRED and SO_PEERGROUPS on every
 //!   connection; names looked up with getpwnam_r / getgrnam_r.
+//! - [`heap`]: freed memory given back to the system after idle streams are
+//!   evicted (glibc's malloc_trim).
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
@@ -63,10 +65,11 @@
 //!   endpoint of `kpld local` (streams created on first use).
 //! - `kpld-bench` (`crates/kpld-bench`): the benchmark binary, which drives the
 //!   real `kpld` binary against the double.
-// Two audited exceptions, each `#[allow(unsafe_code)]` with its SAFETY note:
-// taking the socket systemd passes as fd 3 (`systemd::take_passed_fd`), and
-// the SO_PEERGROUPS getsockopt that neither std nor nix wraps
-// (`access::getsockopt_groups`).
+// Three audited exceptions, each `#[allow(unsafe_code)]` with its SAFETY note:
+// taking the socket systemd passes as fd 3 (`systemd::take_passed_fd`), the
+// SO_PEERGROUPS getsockopt that neither std nor nix wraps
+// (`access::getsockopt_groups`), and glibc's malloc_trim after evictions
+// (`heap::release_free_memory`).
 #![deny(unsafe_code)]
 
 pub mod access;
@@ -76,6 +79,7 @@ pub mod collect;
 pub mod compress;
 pub mod config;
 pub mod error_code;
+pub mod heap;
 pub mod intake;
 pub mod kinesis;
 pub mod limit;

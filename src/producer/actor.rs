@@ -197,6 +197,7 @@ impl StreamActor {
         self.core.retire_metrics();
         self.inner.metrics.forget_stream(&name);
         drop(streams);
+        self.inner.trim.evicted();
         tracing::debug!(stream = %name, "stream idle for stream_idle_timeout_ms: forgotten");
         true
     }

@@ -119,6 +119,8 @@ pub(crate) struct Inner {
     pub(crate) abort: CancellationToken,
     /// Cancelled when the drain begins (wakes puts waiting for room).
     pub(crate) drain_started: CancellationToken,
+    /// Gives memory back after evictions (see `heap`).
+    pub(crate) trim: crate::heap::TrimAfterEvictions,
     pub(crate) counters: Arc<Counters>,
     /// The metrics registry; each stream actor records into its own
     /// `StreamMetrics` from it.
@@ -165,6 +167,7 @@ impl Producer {
                 idle: Notify::new(),
                 draining: AtomicBool::new(false),
                 drain_started: CancellationToken::new(),
+                trim: Default::default(),
                 abort: CancellationToken::new(),
                 counters: Arc::default(),
                 metrics,
