@@ -379,23 +379,23 @@ mod tests {
             data: data.to_vec(),
         };
         assert_eq!(
-            decode(&bytes),
+            super::decode(&bytes),
             Ok(vec![rec("k1", None, b"a"), rec("k2", Some("42"), b"bb")])
         );
-        assert_eq!(decode(&bytes[..19]), Err(DecodeError::TooShort(19)));
+        assert_eq!(super::decode(&bytes[..19]), Err(DecodeError::TooShort(19)));
         let mut bad = bytes.clone();
         bad[0] = 0;
-        assert_eq!(decode(&bad), Err(DecodeError::NoMagic));
+        assert_eq!(super::decode(&bad), Err(DecodeError::NoMagic));
         let mut bad = bytes.clone();
         *bad.last_mut().unwrap() ^= 1;
-        assert_eq!(decode(&bad), Err(DecodeError::Digest));
+        assert_eq!(super::decode(&bad), Err(DecodeError::Digest));
         // A record naming a partition key the table does not have.
         let proto = [0x1A, 0x05, 0x08, 0x03, 0x1A, 0x01, b'x'];
         let mut bad = MAGIC.to_vec();
         bad.extend_from_slice(&proto);
         bad.extend_from_slice(&Md5::digest(proto));
         assert!(matches!(
-            decode(&bad),
+            super::decode(&bad),
             Err(DecodeError::Index {
                 record: 0,
                 index: 3,
