@@ -126,7 +126,7 @@ case $cmd in
     for i in "${!pids[@]}"; do
       if ! wait "${pids[$i]}"; then
         rc=1
-        log "$(($i + 1))th target FAILED: see .work/fuzz/*.log and .work/fuzz/artifacts/"
+        log "target $(($i + 1)) of $# FAILED: see .work/fuzz/*.log and .work/fuzz/artifacts/"
       fi
     done
     for t in "$@"; do
