@@ -693,11 +693,18 @@ async fn run(
     let mut landed = soak::LogIndex::default();
     if a.sample_every > 0.0 {
         let every = Duration::from_secs_f64(a.sample_every);
-        let sample = || soak::Sample {
-            t: epoch.elapsed(),
-            acked: progress.load(Ordering::Relaxed),
-            rss_kib: procfs::status_kib(d.pid, "VmRSS").unwrap_or(0),
-            cpu: procfs::process_cpu(d.pid, tck).unwrap_or_default(),
+        let sample = || {
+            let (gen, double) = procfs::own_threads_cpu(tck);
+            soak::Sample {
+                t: epoch.elapsed(),
+                acked: progress.load(Ordering::Relaxed),
+                rss_kib: procfs::status_kib(d.pid, "VmRSS").unwrap_or(0),
+                cpu: procfs::process_cpu(d.pid, tck).unwrap_or_default(),
+                machine_busy: Duration::from_secs_f64(
+                    procfs::machine_jiffies().0 as f64 / tck as f64,
+                ),
+                own_cpu: gen + double,
+            }
         };
         samples.push(sample());
         let mut next = epoch + every;

@@ -103,6 +103,10 @@ pub struct Sample {
     pub acked: u64,
     pub rss_kib: u64,
     pub cpu: Duration,
+    /// CPU time of the whole machine so far (busy jiffies), and of this
+    /// process (generator and double): what is left is other work.
+    pub machine_busy: Duration,
+    pub own_cpu: Duration,
 }
 
 /// One row of the table: the interval that ends at a sample.
@@ -113,6 +117,8 @@ pub struct Row {
     pub per_s: f64,
     pub rss_mib: f64,
     pub cpu_us_per_record: f64,
+    /// Cores used by everything but kpld and kpld-bench in the interval.
+    pub other_cores: f64,
 }
 
 pub fn rows(samples: &[Sample]) -> Vec<Row> {
@@ -128,6 +134,11 @@ pub fn rows(samples: &[Sample]) -> Vec<Row> {
                 per_s: n as f64 / dt,
                 rss_mib: b.rss_kib as f64 / 1024.0,
                 cpu_us_per_record: (b.cpu - a.cpu).as_secs_f64() * 1e6 / n.max(1) as f64,
+                other_cores: ((b.machine_busy.saturating_sub(a.machine_busy)).as_secs_f64()
+                    - (b.cpu.saturating_sub(a.cpu)).as_secs_f64()
+                    - (b.own_cpu.saturating_sub(a.own_cpu)).as_secs_f64())
+                .max(0.0)
+                    / dt,
             }
         })
         .collect()
@@ -156,15 +167,16 @@ pub fn spread(values: &[f64]) -> Option<f64> {
 pub fn report(samples: &[Sample], warmup: Duration, tolerance: f64) -> bool {
     let rows = rows(samples);
     println!("# soak samples (interval ending at t; CPU and results in the interval):");
-    println!("#   t_s  results  results/s  rss_mib  cpu_us/record");
+    println!("#   t_s  results  results/s  rss_mib  cpu_us/record  other_cores");
     for r in &rows {
         println!(
-            "# {:>5.0}  {:>7}  {:>9.0}  {:>7.1}  {:>13.2}{}",
+            "# {:>5.0}  {:>7}  {:>9.0}  {:>7.1}  {:>13.2}  {:>11.2}{}",
             r.t_s,
             r.acked,
             r.per_s,
             r.rss_mib,
             r.cpu_us_per_record,
+            r.other_cores,
             if r.t_s <= warmup.as_secs_f64() {
                 "  (warm-up)"
             } else {
@@ -221,6 +233,8 @@ mod tests {
             acked,
             rss_kib: 2048,
             cpu: Duration::from_millis(cpu_ms),
+            machine_busy: Duration::from_millis(1000 * t),
+            own_cpu: Duration::ZERO,
         };
         let r = rows(&[s(0, 0, 0), s(2, 1000, 10), s(4, 3000, 30)]);
         assert_eq!(r.len(), 2);
@@ -228,6 +242,12 @@ mod tests {
         assert!((r[1].per_s - 1000.0).abs() < 1e-9);
         assert!((r[1].cpu_us_per_record - 10.0).abs() < 1e-9);
         assert!((r[1].rss_mib - 2.0).abs() < 1e-9);
+        // 2 s of machine time in 2 s, 20 ms of it kpld's: 0.99 cores of other work.
+        assert!(
+            (r[1].other_cores - 0.99).abs() < 1e-9,
+            "{}",
+            r[1].other_cores
+        );
     }
 
     #[test]
