@@ -6,7 +6,9 @@
 #   1. install what is missing (idempotent, skipped when already up to date):
 #      npm ci in tests/tools (kinesalite, kinesis-local), .venv with tests/requirements.txt
 #      and ./clients/python, npm ci in clients/node (if it exists)
-#   2. cargo fmt --check, cargo clippy -D warnings, cargo build (every package of the workspace)
+#   2. cargo fmt --check, cargo clippy -D warnings, cargo build (every package of the workspace);
+#      the fuzz smoke: each libFuzzer target of fuzz/ for KPLD_FUZZ_SMOKE_S seconds (default 5)
+#      from its seed corpus (scripts/fuzz.sh smoke; builds on stable, in fuzz/target)
 #   3. start kinesalite, kinesis-local and moto_server (CloudWatch) on free loopback ports
 #      (stopped by PID on exit)
 #   4. cargo test --workspace, pytest tests/integration, pytest clients/python/tests, node --test in
@@ -167,6 +169,18 @@ else
 fi
 BUILD_OK=1
 run_step "cargo build" cargo build --workspace || BUILD_OK=0
+
+# The fuzz targets (issue 13) build on any toolchain (no nightly, see scripts/fuzz.sh) but
+# need a C++ compiler for libFuzzer itself; .ci/run installs one, so under CI its absence
+# fails the step instead of skipping it.
+if command -v c++ >/dev/null || command -v g++ >/dev/null; then
+  run_step "fuzz smoke (scripts/fuzz.sh smoke)" \
+    scripts/fuzz.sh smoke "${KPLD_FUZZ_SMOKE_S:-5}" || true
+elif [ "${CI:-}" = true ]; then
+  record "fuzz smoke" "FAIL (no C++ compiler (c++/g++): libFuzzer cannot be built)"
+else
+  record "fuzz smoke" "SKIP (no C++ compiler (c++/g++) to build libFuzzer; apt-get install g++)"
+fi
 
 # ---- 3. servers ---------------------------------------------------------------------------
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1

@@ -230,6 +230,83 @@ pub fn encode_aggregate(records: &[(&str, Option<&str>, &[u8])]) -> Vec<u8> {
     b.encode(records.iter().map(|r| r.2))
 }
 
+/// One user record read back out of an aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub data: Vec<u8>,
+}
+
+/// Why bytes are not a KPL aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{0} bytes are too short for an aggregate (magic and MD5 trailer are {OVERHEAD})")]
+    TooShort(usize),
+    #[error("the bytes do not start with the KPL magic F3 89 9A C2")]
+    NoMagic,
+    #[error("the MD5 trailer does not match the protobuf")]
+    Digest,
+    #[error("the protobuf is not an AggregatedRecord: {0}")]
+    Protobuf(String),
+    #[error("record {record} names {table} key {index}, past the table's {len} keys")]
+    Index {
+        record: usize,
+        table: &'static str,
+        index: u64,
+        len: usize,
+    },
+}
+
+/// Reads an aggregate back into its user records, as a KPL consumer does:
+/// magic, MD5 trailer, protobuf, every key index within its table. The
+/// inverse of [`AggregateBuilder::encode`] (used by tests, benchmarks and
+/// the fuzz targets; the daemon itself only encodes).
+pub fn decode(bytes: &[u8]) -> Result<Vec<DecodedRecord>, DecodeError> {
+    use prost::Message;
+    if bytes.len() < OVERHEAD {
+        return Err(DecodeError::TooShort(bytes.len()));
+    }
+    if bytes[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::NoMagic);
+    }
+    let (proto, digest) = bytes[MAGIC.len()..].split_at(bytes.len() - OVERHEAD);
+    if Md5::digest(proto)[..] != digest[..] {
+        return Err(DecodeError::Digest);
+    }
+    let agg = crate::kpl_proto::AggregatedRecord::decode(proto)
+        .map_err(|e| DecodeError::Protobuf(e.to_string()))?;
+    let key = |record: usize, table: &'static str, keys: &[String], index: u64| {
+        keys.get(usize::try_from(index).unwrap_or(usize::MAX))
+            .cloned()
+            .ok_or(DecodeError::Index {
+                record,
+                table,
+                index,
+                len: keys.len(),
+            })
+    };
+    agg.records
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            Ok(DecodedRecord {
+                partition_key: key(
+                    i,
+                    "partition",
+                    &agg.partition_key_table,
+                    r.partition_key_index,
+                )?,
+                explicit_hash_key: r
+                    .explicit_hash_key_index
+                    .map(|x| key(i, "explicit hash", &agg.explicit_hash_key_table, x))
+                    .transpose()?,
+                data: r.data.to_vec(),
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,6 +368,41 @@ mod tests {
                 (0, Some(0), vec![]),
             ]
         );
+    }
+
+    #[test]
+    fn decode_reads_back_what_encode_wrote_and_refuses_damage() {
+        let bytes = encode_aggregate(&[("k1", None, b"a"), ("k2", Some("42"), b"bb")]);
+        let rec = |pk: &str, ehk: Option<&str>, data: &[u8]| DecodedRecord {
+            partition_key: pk.into(),
+            explicit_hash_key: ehk.map(String::from),
+            data: data.to_vec(),
+        };
+        assert_eq!(
+            super::decode(&bytes),
+            Ok(vec![rec("k1", None, b"a"), rec("k2", Some("42"), b"bb")])
+        );
+        assert_eq!(super::decode(&bytes[..19]), Err(DecodeError::TooShort(19)));
+        let mut bad = bytes.clone();
+        bad[0] = 0;
+        assert_eq!(super::decode(&bad), Err(DecodeError::NoMagic));
+        let mut bad = bytes.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        assert_eq!(super::decode(&bad), Err(DecodeError::Digest));
+        // A record naming a partition key the table does not have.
+        let proto = [0x1A, 0x05, 0x08, 0x03, 0x1A, 0x01, b'x'];
+        let mut bad = MAGIC.to_vec();
+        bad.extend_from_slice(&proto);
+        bad.extend_from_slice(&Md5::digest(proto));
+        assert!(matches!(
+            super::decode(&bad),
+            Err(DecodeError::Index {
+                record: 0,
+                index: 3,
+                len: 0,
+                ..
+            })
+        ));
     }
 
     proptest! {

@@ -355,6 +355,20 @@ mod tests {
     }
 
     #[test]
+    fn text_parses_as_the_file_would_with_its_path_in_errors() {
+        let text = "record_ttl_ms = 5000\n[streams.a]\nmax_record_size = 100\n";
+        let env = [("KPLD_MAX_CLIENTS".to_string(), "7".to_string())];
+        let parsed =
+            Config::from_raw(RawConfig::parse(text, Path::new("x.toml"), env.clone()).unwrap())
+                .unwrap();
+        let loaded = load(text, &[("KPLD_MAX_CLIENTS", "7")]).unwrap();
+        assert_eq!(parsed.to_toml(), loaded.to_toml());
+        assert_eq!(parsed.max_clients, 7);
+        let e = RawConfig::parse("x = [", Path::new("/etc/kpld/y.toml"), []).unwrap_err();
+        assert!(e.to_string().contains("/etc/kpld/y.toml"), "{e}");
+    }
+
+    #[test]
     fn defaults_are_the_kpl_defaults() {
         let c = load("", &[]).unwrap();
         assert!(c.aggregation_enabled);

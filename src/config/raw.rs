@@ -28,24 +28,42 @@ impl RawConfig {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<RawConfig, ConfigError> {
-        let mut table = match path {
+        match path {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
                     path: p.to_owned(),
                     source,
                 })?;
-                text.parse::<toml::Table>()
-                    .map_err(|e| ConfigError::Syntax {
-                        path: p.to_owned(),
-                        message: e.to_string(),
-                    })?
+                RawConfig::parse(&text, p, env)
             }
-            None => toml::Table::new(),
-        };
-        let file_origin = path.map_or_else(|| "defaults".to_string(), |p| p.display().to_string());
+            None => RawConfig::from_table(toml::Table::new(), "defaults", env),
+        }
+    }
+
+    /// `text` as the contents of the file at `path` (which errors name; it is
+    /// not read), then the `KPLD_*` overrides from `env`.
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        RawConfig::from_table(table, &path.display().to_string(), env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        file_origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<RawConfig, ConfigError> {
         let mut origins: HashMap<String, String> = table
             .keys()
-            .map(|k| (k.clone(), file_origin.clone()))
+            .map(|k| (k.clone(), file_origin.to_string()))
             .collect();
         for (name, value) in env {
             let Some(key) = name.strip_prefix("KPLD_") else {

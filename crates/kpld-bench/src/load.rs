@@ -8,12 +8,14 @@
 //! the moment it was encoded (unpaced), to the moment its result was read:
 //! a daemon that stalls the sender is charged for the wait.
 
+use crate::soak::{landing_key, Claim};
 use crate::wire::{self, ServerEvent};
 use hdrhistogram::Histogram;
 use kpld::ipc::{client_message, FlushRequest, Hello};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
@@ -44,6 +46,10 @@ pub struct LoadSpec {
     pub epoch: Instant,
     /// How long to wait for the remaining results once sending has ended.
     pub drain_timeout: Duration,
+    /// Results received, summed over the connections (for soak samples).
+    pub progress: Option<Arc<AtomicU64>>,
+    /// Keep where each success landed ([`ConnReport::claims`]).
+    pub check_landed: bool,
 }
 
 /// What one connection saw.
@@ -65,6 +71,8 @@ pub struct ConnReport {
     pub flush_answered: bool,
     /// Error frames the daemon sent, and why this connection ended early.
     pub problems: Vec<String>,
+    /// Successes by the Kinesis record they name (with `check_landed`).
+    pub claims: HashMap<Box<[u8]>, Claim>,
 }
 
 impl ConnReport {
@@ -82,6 +90,7 @@ impl ConnReport {
             timeline: Vec::new(),
             flush_answered: false,
             problems: Vec::new(),
+            claims: HashMap::new(),
         }
     }
 
@@ -105,6 +114,9 @@ impl ConnReport {
         }
         self.flush_answered &= o.flush_answered;
         self.problems.extend(o.problems);
+        for (k, c) in o.claims {
+            self.claims.entry(k).or_default().merge(c);
+        }
     }
 
     pub fn acknowledged(&self) -> u64 {
@@ -319,6 +331,12 @@ async fn drive_inner(
                         if r.success {
                             rep.ok += 1;
                             rep.ok_bytes += data_of(r.id).len() as u64;
+                            if spec.check_landed {
+                                rep.claims
+                                    .entry(landing_key(r.shard_id, r.sequence_number))
+                                    .or_default()
+                                    .add(r.sub_sequence_number);
+                            }
                         } else {
                             rep.failed += 1;
                             *rep.errors
@@ -331,6 +349,9 @@ async fn drive_inner(
                             .record((now_ns.saturating_sub(sent) / 1000).max(1));
                     });
                     if acked > 0 {
+                        if let Some(p) = &spec.progress {
+                            p.fetch_add(acked, Ordering::Relaxed);
+                        }
                         if rep.timeline.len() <= bucket {
                             rep.timeline.resize(bucket + 1, 0);
                         }

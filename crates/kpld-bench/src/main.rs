@@ -21,9 +21,20 @@
 //! - `payload`: what the records carry (fixed pattern or JSON log lines).
 //! - `floor`: the per-record floor.
 //! - `serve`: `serve-fake`.
+//! - `soak`: samples of RSS and CPU per record over a long run, and the
+//!   check that no success is missing from the double's log.
 //!
-//! Exit status: 0 when every record sent got exactly one result and all of
-//! them succeeded; 1 otherwise (the reason is printed); 2 on bad usage.
+//! A soak run is a run with faults, samples and the loss check, e.g. (the
+//! command of BENCHMARKS.md, "Soak"):
+//!
+//! ```text
+//! kpld-bench --limits --faults soak --check-landed --sample-every 60 \
+//!     --warmup 120 --duration 1800 --rate R --shards 2
+//! ```
+//!
+//! Exit status: 0 when every record sent got exactly one result, all of
+//! them succeeded and none is missing from the double's log
+//! (`--check-landed`); 1 otherwise (the reason is printed); 2 on bad usage.
 
 mod daemon;
 mod floor;
@@ -31,12 +42,14 @@ mod load;
 mod payload;
 mod procfs;
 mod serve;
+mod soak;
 mod wire;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use kpld_kinesis_double::{Counters, FakeKinesis};
+use kpld_kinesis_double::{Counters, FakeKinesis, FaultPlan};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -149,6 +162,32 @@ enum Payload {
     /// Realistic structured log lines (JSON, 200-1000 bytes, varying fields),
     /// deterministic from `--seed`; `--record-size` is ignored.
     JsonLog,
+}
+
+/// Faults the double injects.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Faults {
+    None,
+    /// 30% of entries throttled, 1% of requests answered HTTP 500 and 1%
+    /// HTTP 503, 0.5% of connections reset, 0.5% of answers dropped after
+    /// the entries were accepted (the fault that makes duplicates).
+    Soak,
+}
+
+impl Faults {
+    fn plan(self) -> FaultPlan {
+        match self {
+            Faults::None => FaultPlan::none(),
+            Faults::Soak => FaultPlan {
+                throttle: 0.30,
+                http_500: 0.01,
+                http_503: 0.01,
+                reset: 0.005,
+                drop_response: 0.005,
+                ..FaultPlan::default()
+            },
+        }
+    }
 }
 
 /// The daemon's `compression` setting.
@@ -275,6 +314,24 @@ struct RunArgs {
     /// Keep the scratch directory (config, socket, daemon log).
     #[arg(long)]
     keep: bool,
+    /// Faults the double injects (not with --endpoint).
+    #[arg(long, value_enum, default_value_t = Faults::None)]
+    faults: Faults,
+    /// Sample the daemon's RSS and CPU every SECONDS while sending; prints a
+    /// table and whether both stayed flat after --warmup (a soak run). 0: off.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    sample_every: f64,
+    /// Largest deviation from the median, after --warmup, that is flat.
+    #[arg(long, default_value_t = 0.10)]
+    flat_tolerance: f64,
+    /// Exit 1 when the samples are not flat (default: report it only).
+    #[arg(long)]
+    require_flat: bool,
+    /// Check every success against the double's log (implies --keep-log;
+    /// not with --endpoint): a success whose Kinesis record the double does
+    /// not hold is lost, and a loss fails the run.
+    #[arg(long)]
+    check_landed: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -426,6 +483,14 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
     if a.connections == 0 || a.batch == 0 || a.data.record_size > 1 << 20 {
         anyhow::bail!("--connections and --batch must be at least 1, --record-size at most 1 MiB");
     }
+    if a.endpoint.is_some() && (a.check_landed || a.faults != Faults::None) {
+        anyhow::bail!(
+            "--check-landed and --faults need the benchmark's own double (no --endpoint)"
+        );
+    }
+    if !(a.sample_every >= 0.0 && a.sample_every.is_finite()) {
+        anyhow::bail!("--sample-every must be a number of seconds, 0 for none");
+    }
     let kpld = match &a.kpld {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -536,16 +601,19 @@ async fn run(
         Some(_) => None,
         None => Some(
             FakeKinesis::start({
-                let o = serve::options(&a.stream, a.shards, a.limits, a.keep_log, a.fake_threads);
+                let o = serve::options(
+                    &a.stream,
+                    a.shards,
+                    a.limits,
+                    a.keep_log || a.check_landed,
+                    a.fake_threads,
+                );
+                let mut plan = a.faults.plan();
                 if a.put_latency_ms > 0 {
-                    o.faults(kpld_kinesis_double::FaultPlan {
-                        slow: 1.0,
-                        slow_delay: Duration::from_millis(a.put_latency_ms),
-                        ..Default::default()
-                    })
-                } else {
-                    o
+                    plan.slow = 1.0;
+                    plan.slow_delay = Duration::from_millis(a.put_latency_ms);
                 }
+                o.faults(plan)
             })
             .await,
         ),
@@ -607,6 +675,7 @@ async fn run(
     let before = snapshot(d.pid, tck, fake.as_ref());
     let epoch = before.at;
     let send_until = epoch + Duration::from_secs_f64(a.duration);
+    let progress = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for (i, s) in socks.into_iter().enumerate() {
         let i = i as u64;
@@ -622,6 +691,8 @@ async fn run(
             key_offset: i * 7919,
             epoch,
             drain_timeout: Duration::from_secs_f64(a.timeout),
+            progress: Some(progress.clone()),
+            check_landed: a.check_landed,
         };
         tasks.push(tokio::spawn(load::drive(s, spec)));
     }
@@ -629,7 +700,42 @@ async fn run(
     // the end of sending), for the shard figures.
     let mut window = None;
     let from = epoch + Duration::from_secs_f64(a.warmup);
-    if let Some(f) = fake
+    let mut samples = Vec::new();
+    let mut landed = soak::LogIndex::default();
+    if a.sample_every > 0.0 {
+        let every = Duration::from_secs_f64(a.sample_every);
+        let sample = || {
+            let (gen, double) = procfs::own_threads_cpu(tck);
+            soak::Sample {
+                t: epoch.elapsed(),
+                acked: progress.load(Ordering::Relaxed),
+                rss_kib: procfs::status_kib(d.pid, "VmRSS").unwrap_or(0),
+                cpu: procfs::process_cpu(d.pid, tck).unwrap_or_default(),
+                machine_busy: Duration::from_secs_f64(
+                    procfs::machine_jiffies().0 as f64 / tck as f64,
+                ),
+                own_cpu: gen + double,
+            }
+        };
+        samples.push(sample());
+        let mut next = epoch + every;
+        while next <= send_until && !tasks.iter().all(|t| t.is_finished()) {
+            tokio::time::sleep_until(next.into()).await;
+            let s = sample();
+            samples.push(s);
+            if let (true, Some(f)) = (a.check_landed, &fake) {
+                // Read as it grows, so the end has little left to read.
+                landed.absorb(f);
+            }
+            eprintln!(
+                "[soak] t={:.0}s results={} rss={:.1}MiB",
+                s.t.as_secs_f64(),
+                s.acked,
+                s.rss_kib as f64 / 1024.0
+            );
+            next += every;
+        }
+    } else if let Some(f) = fake
         .as_ref()
         .filter(|_| a.records.is_none() && from < send_until)
     {
@@ -647,6 +753,13 @@ async fn run(
     for t in tasks {
         rep.merge(t.await?);
     }
+    let lost = match (&fake, a.check_landed) {
+        (Some(f), true) => {
+            landed.absorb(f);
+            Some(landed.lost(&rep.claims))
+        }
+        _ => None,
+    };
     let after = snapshot(d.pid, tck, fake.as_ref());
     let peak_rss = procfs::status_kib(d.pid, "VmHWM");
     let after_rss = procfs::status_kib(d.pid, "VmRSS");
@@ -692,6 +805,9 @@ async fn run(
         notes.push(format!(
             "kpld ran under `{p}`: its CPU and memory figures are not kpld's alone"
         ));
+    }
+    if a.faults != Faults::None {
+        println!("# faults: {:?}", a.faults.plan());
     }
     for n in &notes {
         println!("# note: {n}");
@@ -792,12 +908,42 @@ async fn run(
     for p in rep.problems.iter().take(10) {
         println!("# problem: {p}");
     }
+    let flat = (!samples.is_empty()).then(|| {
+        soak::report(
+            &samples,
+            Duration::from_secs_f64(a.warmup),
+            a.flat_tolerance,
+        )
+    });
+    if let Some(lost) = lost {
+        println!(
+            "double_kinesis_records_logged: {}",
+            landed.kinesis_records()
+        );
+        println!(
+            "double_user_records_logged: {} (duplicates included)",
+            landed.user_records
+        );
+        println!("results_lost: {lost} (successes whose record the double does not hold)");
+    }
     let all = rep.acknowledged() == rep.sent && rep.unexpected == 0;
-    let good = all && rep.failed == 0 && rep.sent > 0 && rep.problems.is_empty();
+    let good = all
+        && rep.failed == 0
+        && rep.sent > 0
+        && rep.problems.is_empty()
+        && lost.unwrap_or(0) == 0
+        && (!a.require_flat || flat == Some(true));
     println!(
         "verdict: {}",
         if good {
             "every record acknowledged once, all succeeded".to_string()
+        } else if lost.unwrap_or(0) > 0 {
+            format!(
+                "{} successes are not in the double's log (lost)",
+                lost.unwrap_or(0)
+            )
+        } else if all && rep.failed == 0 && flat == Some(false) {
+            "every record acknowledged once, all succeeded; not flat (--require-flat)".into()
         } else if all {
             format!("every record acknowledged once, {} failed", rep.failed)
         } else {

@@ -145,10 +145,14 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One record's result: id, success, error code (empty on success).
+/// One record's result: id, success, where it landed (empty on failure),
+/// error code (empty on success).
 pub struct ResultRef<'a> {
     pub id: u64,
     pub success: bool,
+    pub shard_id: &'a [u8],
+    pub sequence_number: &'a [u8],
+    pub sub_sequence_number: u64,
     pub error_code: &'a [u8],
 }
 
@@ -157,12 +161,18 @@ fn scan_result(b: &[u8]) -> Option<ResultRef<'_>> {
     let mut out = ResultRef {
         id: 0,
         success: false,
+        shard_id: b"",
+        sequence_number: b"",
+        sub_sequence_number: 0,
         error_code: b"",
     };
     while let Some((field, wire)) = r.tag()? {
         match (field, wire) {
             (1, 0) => out.id = r.varint()?,
             (2, 0) => out.success = r.varint()? != 0,
+            (3, 2) => out.shard_id = r.bytes()?,
+            (4, 2) => out.sequence_number = r.bytes()?,
+            (5, 0) => out.sub_sequence_number = r.varint()?,
             (7, 2) => out.error_code = r.bytes()?,
             _ => r.skip(wire)?,
         }
@@ -291,12 +301,36 @@ mod tests {
         let bytes = m.encode_to_vec();
         let mut seen = Vec::new();
         let ev = scan_server_message(&bytes, |r| {
-            seen.push((r.id, r.success, r.error_code.to_vec()))
+            seen.push((
+                r.id,
+                r.success,
+                String::from_utf8_lossy(r.shard_id).into_owned(),
+                String::from_utf8_lossy(r.sequence_number).into_owned(),
+                r.sub_sequence_number,
+                r.error_code.to_vec(),
+            ))
         });
         assert!(matches!(ev, Some(ServerEvent::Results)));
         assert_eq!(
             seen,
-            vec![(300, true, vec![]), (1, false, b"Expired".to_vec())]
+            vec![
+                (
+                    300,
+                    true,
+                    "shardId-000000000001".into(),
+                    "4".repeat(56),
+                    7,
+                    vec![]
+                ),
+                (
+                    1,
+                    false,
+                    String::new(),
+                    String::new(),
+                    0,
+                    b"Expired".to_vec()
+                )
+            ]
         );
     }
 }

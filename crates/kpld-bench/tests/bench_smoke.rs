@@ -69,3 +69,42 @@ fn bench_runs_and_every_record_is_acknowledged() {
         "kpld did not drain and exit 0:\n{stdout}"
     );
 }
+
+/// The soak mode, short (issue 13): 20 s against the limits-enforcing double with faults
+/// (30% throttling, HTTP 5xx, resets, dropped answers), RSS and CPU sampled every 2 s. Checks
+/// the invariants only (every record one result, all succeeded, none missing from the
+/// double's log), not flatness or speed: CI builds debug, and the machine is shared.
+#[test]
+fn soak_under_faults_accounts_for_every_record_and_loses_none() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kpld-bench"))
+        .arg("--kpld")
+        .arg(kpld_bin())
+        .args(["--limits", "--faults", "soak", "--check-landed"])
+        .args(["--duration", "20", "--sample-every", "2", "--warmup", "4"])
+        .args(["--rate", "2000", "--connections", "2", "--shards", "2"])
+        .args(["--keys", "200", "--no-floor", "--timeout", "120"])
+        .output()
+        .expect("kpld-bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "kpld-bench soak failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
+    let sent = figure(&stdout, "records_sent");
+    assert!(sent > 10_000, "too few records for a soak:\n{stdout}");
+    assert_eq!(figure(&stdout, "records_acknowledged"), sent, "{stdout}");
+    assert_eq!(figure(&stdout, "records_succeeded"), sent, "{stdout}");
+    let lost = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("results_lost: "))
+        .unwrap_or_else(|| panic!("no results_lost line:\n{stdout}"));
+    assert!(lost.starts_with("0 "), "records lost: {lost}\n{stdout}");
+    assert!(
+        figure(&stdout, "soak_samples_after_warmup") >= 5,
+        "the samples were not taken:\n{stdout}"
+    );
+    assert!(stdout.contains("# faults: "), "{stdout}");
+    assert!(stdout.contains("daemon_exit: 0"), "{stdout}");
+}
