@@ -63,6 +63,9 @@ pub struct Shards {
     loading: bool,
     reload_at: Option<Instant>,
     failures: u32,
+    /// Why the last load failed, until one succeeds: named when records
+    /// that waited for the map expire.
+    pub last_error: Option<ApiError>,
     /// Records waiting for a map.
     pub waiting: Vec<UserRecord>,
     pub misrouted: Vec<Misrouted>,
@@ -78,6 +81,7 @@ impl Default for Shards {
             loading: false,
             reload_at: None,
             failures: 0,
+            last_error: None,
             waiting: Vec::new(),
             misrouted: Vec::new(),
             flush_after_load: false,
@@ -129,6 +133,7 @@ impl Shards {
     pub fn loaded(&mut self, map: ShardMap) -> Loaded {
         self.loading = false;
         self.failures = 0;
+        self.last_error = None;
         let changed = match &self.state {
             MapState::Ready(old) => old.shards() != map.shards(),
             _ => true,
@@ -147,6 +152,7 @@ impl Shards {
     /// which is returned.
     pub fn load_failed(&mut self, e: &ApiError, now: Instant) -> Option<Duration> {
         self.loading = false;
+        self.last_error = Some(e.clone());
         if e.class == ErrorClass::Fatal {
             if self.map().is_none() {
                 self.forget(e, now);

@@ -305,9 +305,13 @@ impl StreamCore {
             self.on_unsent(expired, now);
         }
         if !self.shards.waiting.is_empty() {
+            let why = match &self.shards.last_error {
+                Some(e) => format!("the last ListShards failed: {e}"),
+                None => "no ListShards answered yet".to_string(),
+            };
             for u in self.shards.expire_waiting(now) {
                 let msg = format!(
-                    "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {}",
+                    "record_ttl_ms ({} ms) ran out while waiting for the shard map of stream {} ({why})",
                     self.settings.record_ttl_ms, self.name
                 );
                 self.fail(u, None, ErrorCode::Expired, msg);
@@ -990,6 +994,42 @@ mod tests {
     fn rate(core: &StreamCore, id: &str) -> f64 {
         core.shard_rate_percent(id)
             .unwrap_or_else(|| panic!("no shard {id}"))
+    }
+
+    #[test]
+    fn records_that_expire_waiting_for_the_map_name_why_it_did_not_load() {
+        let mut core = core();
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(5);
+        core.handle(Input::Records(records(&[1, 2], 10, t0, ttl)), t0);
+        core.poll(t0);
+        core.handle(
+            Input::ShardsLoaded(Err(ApiError::new(
+                ErrorCode::ConnectionError,
+                "dns error: failed to lookup address",
+            ))),
+            t0,
+        );
+        let later = t0 + ttl + Duration::from_millis(1);
+        core.poll(later);
+        let mut actions = Vec::new();
+        core.take_actions(&mut actions);
+        let failed: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Failed { code, message, .. } => Some((code.clone(), message.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(failed.len(), 2, "{failed:?}");
+        for (code, message) in failed {
+            assert_eq!(code, ErrorCode::Expired);
+            assert!(
+                message.contains("waiting for the shard map")
+                    && message.contains("the last ListShards failed: ConnectionError: dns error"),
+                "{message}"
+            );
+        }
     }
 
     #[test]
