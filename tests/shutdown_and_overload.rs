@@ -434,3 +434,38 @@ async fn busy_if_full_answers_busy_at_once_instead_of_blocking() {
     let _ = d.stop().await;
     fake.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_is_logged_in_summaries_naming_the_stream_and_the_last_error() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
+    fake.set_faults(FaultPlan {
+        http_500: 1.0,
+        ..FaultPlan::default()
+    });
+    let d = Daemon::start(&fake.endpoint(), "retry_backoff_max_ms = 200").await;
+    let sent = sent_records(200, "s", 50);
+    let mut rx = put_all(&d, &sent, 0..200).await;
+    // Down for 3 s: hundreds of failed calls, then it comes back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fake.set_faults(FaultPlan::default());
+    let results = collect_results(&mut rx, 200, Duration::from_secs(30)).await;
+    let (status, log) = d.stop().await;
+    assert!(
+        results.values().all(|r| r.success),
+        "every record lands after the outage"
+    );
+    assert!(status.success(), "{log}");
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("PutRecords failing"))
+        .collect();
+    assert!(!lines.is_empty(), "the outage is in the log:\n{log}");
+    // Summaries, not a line per failed call (one at once, then one per 10 s).
+    assert!(lines.len() <= 2, "{lines:#?}");
+    let first = lines[0];
+    assert!(
+        first.contains("stream=s") && first.contains("last_error=") && first.contains("retrying"),
+        "{first}"
+    );
+    fake.shutdown().await;
+}

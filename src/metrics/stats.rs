@@ -189,13 +189,15 @@ pub fn render_table(v: &Value) -> String {
     let up = num(&v["uptime_s"]) as u64;
     let _ = writeln!(
         out,
-        "kpld {} · up {}h{:02}m{:02}s · outstanding {} · refused {} (invalid records, streams not allowed) · metrics {}/{}",
+        "kpld {} · up {}h{:02}m{:02}s · outstanding {} · refused {} (invalid records, streams not allowed) · failed calls {} · retries {} · metrics {}/{}",
         v["version"].as_str().unwrap_or("?"),
         up / 3600,
         up / 60 % 60,
         up % 60,
         int(&v["outstanding_records"]),
         int(&v["counters"]["user_records_refused"]),
+        int(&v["counters"]["requests_failed"]),
+        int(&v["counters"]["retries"]),
         v["metrics"]["level"].as_str().unwrap_or("?"),
         v["metrics"]["granularity"].as_str().unwrap_or("?"),
     );
@@ -348,6 +350,8 @@ mod tests {
         assert!(table.contains("celebrity (50%)"), "{table}");
         // Which columns count Kinesis records and which user records is said.
         assert!(table.contains(" KREC/S ") && table.contains("PUT, FAILED, PENDING: user records"));
+        // Errors and retries are in the header (without counters: "-").
+        assert!(table.contains("failed calls - · retries -"), "{table}");
         let hot_line = table
             .lines()
             .find(|l| l.contains("shardId-000000000001"))

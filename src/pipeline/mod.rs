@@ -12,6 +12,7 @@
 //! - [`stream`]: one stream's core ([`StreamCore`]) composing them, fed
 //!   [`Input`]s, answering [`Action`]s; `producer::actor` drives it.
 //! - [`counters`]: the daemon's totals.
+//! - [`trouble`]: a stream's recent failures, summarised for the log.
 
 pub mod collector;
 pub mod counters;
@@ -23,6 +24,7 @@ pub mod shards;
 pub mod stream;
 #[cfg(test)]
 pub(crate) mod testkit;
+pub mod trouble;
 
 pub use collector::Collector;
 pub use counters::Counters;

@@ -138,6 +138,8 @@ pub struct StreamCore {
     /// This stream's metrics, committed to the registry about once a second.
     metrics: StreamMetrics,
     counters: Arc<Counters>,
+    /// Failures since the last log summary.
+    trouble: super::trouble::Trouble,
     actions: Vec<Action>,
     /// Kinesis records just built, on their way to the pacer.
     built: Vec<KinesisRecord>,
@@ -170,6 +172,7 @@ impl StreamCore {
             aborted: false,
             metrics,
             counters,
+            trouble: Default::default(),
             actions: Vec::new(),
             built: Vec::new(),
         };
@@ -179,6 +182,12 @@ impl StreamCore {
 
     pub fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// What failed since the last summary, once per
+    /// [`SUMMARY_EVERY`](super::trouble::SUMMARY_EVERY) at most.
+    pub fn take_trouble(&mut self, now: Instant) -> Option<super::trouble::Summary> {
+        self.trouble.take_summary(now)
     }
 
     /// Calls handed out and not yet answered.
@@ -575,6 +584,7 @@ impl StreamCore {
                         }
                         EntryResult::Err(e) => {
                             Counters::add(&c.entries_failed, 1);
+                            self.trouble.entry_failed(&e, now);
                             if e.class == ErrorClass::Throttled {
                                 Counters::add(&c.entries_throttled, 1);
                                 // The shard is full: slow down its limiter
@@ -590,10 +600,14 @@ impl StreamCore {
             }
             Err(e) if batch.len() > 1 && refuses_content(&e) && !self.aborted => {
                 Counters::add(&c.requests_failed, 1);
+                self.trouble.call_failed(&e, now);
                 self.split(batch, &e, started, ended);
             }
             Err(e) => {
                 Counters::add(&c.requests_failed, 1);
+                if !self.aborted {
+                    self.trouble.call_failed(&e, now);
+                }
                 if e.code == ErrorCode::ResourceNotFound {
                     // The stream may have been deleted: forget its map.
                     self.shards.forget(&e, now);

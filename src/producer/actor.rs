@@ -136,6 +136,7 @@ impl StreamActor {
             self.core.poll(now);
             self.start_sends(now);
             self.perform();
+            self.log_trouble(now);
             if self.core.is_aborted() && self.core.in_flight() == 0 {
                 self.core.abort();
                 self.perform();
@@ -153,6 +154,39 @@ impl StreamActor {
                 }
                 return;
             }
+        }
+    }
+
+    /// A summary line of what failed lately, at most every 10 s per stream
+    /// (a line per failed call would flood the log in an outage; none at all
+    /// leaves an operator blind).
+    fn log_trouble(&mut self, now: Instant) {
+        let Some(s) = self.core.take_trouble(now) else {
+            return;
+        };
+        let ttl_ms = self
+            .inner
+            .live
+            .load()
+            .settings_for(self.core.name())
+            .record_ttl_ms;
+        let doing = format!(
+            "retrying with backoff within each record's TTL (record_ttl_ms = {ttl_ms});              {} records held for this stream",
+            self.held
+        );
+        let stream = self.core.name();
+        let over_s = s.over.as_secs();
+        if s.only_throttling() {
+            tracing::info!(
+                stream = %stream, entries_throttled = s.entries_throttled, over_s,
+                last_error = %s.last_error, "Kinesis throttled entries (the shard limits); {doing}"
+            );
+        } else {
+            tracing::warn!(
+                stream = %stream, calls_failed = s.calls_failed, entries_failed = s.entries_failed,
+                entries_throttled = s.entries_throttled, over_s, last_error = %s.last_error,
+                "PutRecords failing; {doing}"
+            );
         }
     }
 
