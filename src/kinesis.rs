@@ -168,6 +168,60 @@ pub async fn load_shared_config(cfg: &Config) -> Result<aws_config::SdkConfig, S
     Ok(shared)
 }
 
+/// Asks the credentials chain once. None: it answered. Some: one line naming every source
+/// of the standard chain, in the order the SDK tries them, and what the last one said; the
+/// SDK's own per-provider warning (a ~900-character dump of the IMDS response) is filtered
+/// out of kpld's log in favour of this line.
+pub async fn credentials_problem(shared: &aws_config::SdkConfig) -> Option<String> {
+    use aws_credential_types::provider::ProvideCredentials;
+    let provider = shared.credentials_provider()?;
+    let err = provider.provide_credentials().await.err()?;
+    let set = |v: &str| std::env::var_os(v).is_some_and(|x| !x.is_empty());
+    let profile = std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into());
+    let imds = if std::env::var("AWS_EC2_METADATA_DISABLED")
+        .is_ok_and(|v| v.eq_ignore_ascii_case("true"))
+    {
+        "EC2 instance metadata (disabled by AWS_EC2_METADATA_DISABLED)"
+    } else {
+        "EC2 instance metadata (IMDS)"
+    };
+    let sources = [
+        format!(
+            "environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: {})",
+            if set("AWS_ACCESS_KEY_ID") && set("AWS_SECRET_ACCESS_KEY") {
+                "set"
+            } else {
+                "not set"
+            }
+        ),
+        format!("profile {profile:?} in ~/.aws/config and ~/.aws/credentials"),
+        format!(
+            "web identity (AWS_WEB_IDENTITY_TOKEN_FILE and AWS_ROLE_ARN: {})",
+            if set("AWS_WEB_IDENTITY_TOKEN_FILE") {
+                "set"
+            } else {
+                "not set"
+            }
+        ),
+        format!(
+            "container credentials (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI: {})",
+            if set("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+                || set("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            {
+                "set"
+            } else {
+                "not set"
+            }
+        ),
+        imds.to_string(),
+    ];
+    Some(format!(
+        "no AWS credentials: tried {}; none answered (last: {err}). Records wait for credentials, \
+         which are asked for again at every call, until their record_ttl_ms",
+        sources.join(", ")
+    ))
+}
+
 fn sdk_error<E>(e: SdkError<E, HttpResponse>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,

@@ -149,7 +149,7 @@ fn main() -> std::process::ExitCode {
         }) => match local_endpoint(*shards, *port, socket.clone(), &mut env) {
             Ok(()) => {}
             Err(e) => {
-                eprintln!("kpld local: {e:#}");
+                eprintln!("kpld local: {}", error_text(&e));
                 return std::process::ExitCode::from(1);
             }
         },
@@ -192,21 +192,41 @@ fn main() -> std::process::ExitCode {
     };
     match result {
         Ok(code) => std::process::ExitCode::from(code),
+        // Once, through the log (stderr, in the configured format): printing it again
+        // beside the log line showed every startup error twice.
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("kpld: {e:#}");
+            tracing::error!("{}", error_text(&e));
             std::process::ExitCode::from(1)
         }
     }
 }
 
+/// An error and its causes on one line, each cause once: many of kpld's errors already
+/// end with their source's text (`cannot create the socket directory D: No such file or
+/// directory (os error 2)`), and anyhow's `{:#}` would append it again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            if !text.is_empty() {
+                text.push_str(": ");
+            }
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 /// Sets up logging; the returned handle changes the level on SIGHUP.
 fn init_logging(cfg: &Config) -> LogLevelHandle {
     use tracing_subscriber::{fmt, prelude::*, reload, EnvFilter};
+    // The SDK warns once per provider that fails, with the whole IMDS response; kpld says
+    // which sources it tried in one line of its own (`kinesis::credentials_problem`).
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::new(&cfg.log_level));
+        .unwrap_or_else(|| EnvFilter::new(log_filter(&cfg.log_level)));
     let (filter, handle) = reload::Layer::new(filter);
     let out = fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -218,9 +238,13 @@ fn init_logging(cfg: &Config) -> LogLevelHandle {
     }
     Box::new(move |level: &str| {
         handle
-            .reload(EnvFilter::new(level))
+            .reload(EnvFilter::new(log_filter(level)))
             .map_err(|e| e.to_string())
     })
+}
+
+fn log_filter(level: &str) -> String {
+    format!("{level},aws_config::meta::credentials::chain=error")
 }
 
 type LogLevelHandle = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
@@ -577,6 +601,16 @@ async fn run(
         }
     };
     tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "kpld ready");
+    {
+        // Said once at start, so that an operator does not learn of it from records
+        // that expire minutes later.
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            if let Some(problem) = kpld::kinesis::credentials_problem(&shared).await {
+                tracing::warn!("{problem}");
+            }
+        });
+    }
     if kpld::systemd::notify_enabled() {
         tokio::spawn(notify_ready(shared.clone(), socket.clone()));
         if let Some(interval) = kpld::systemd::watchdog_interval() {
