@@ -347,3 +347,119 @@ async fn a_client_that_never_reads_does_not_stop_the_others_and_its_records_are_
     );
     fake.shutdown().await;
 }
+
+/// Protobuf varint of `v`.
+fn varint(mut v: u64, out: &mut Vec<u8>) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// A length-delimited field `n` holding `body`.
+fn len_field(n: u32, body: &[u8], out: &mut Vec<u8>) {
+    varint(u64::from(n) << 3 | 2, out);
+    varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// Reads server messages until `stop` says it has seen enough (bounded).
+async fn read_until(
+    s: &mut UnixStream,
+    stop: impl Fn(&[ServerMessage]) -> bool,
+) -> Vec<ServerMessage> {
+    let mut buf = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let msgs = read_frames(&buf);
+        if stop(&msgs) {
+            return msgs;
+        }
+        let mut chunk = [0u8; 65536];
+        match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => panic!("connection ended or timed out; got {:?}", read_frames(&buf)),
+        }
+    }
+}
+
+fn results_of(msgs: &[ServerMessage]) -> std::collections::HashMap<u64, (bool, String)> {
+    msgs.iter()
+        .filter_map(|m| match &m.msg {
+            Some(server_message::Msg::Results(r)) => Some(r.results.iter()),
+            _ => None,
+        })
+        .flatten()
+        .map(|r| (r.id, (r.success, r.error_code.clone())))
+        .collect()
+}
+
+fn flushed(msgs: &[ServerMessage], id: u64) -> bool {
+    msgs.iter()
+        .any(|m| matches!(&m.msg, Some(server_message::Msg::Flushed(f)) if f.id == id))
+}
+
+/// docs/protocol.md, "What the daemon does with encodings protobuf allows": what these
+/// frames do is decided and documented, and this test holds the daemon to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlong_enum_varints_and_two_oneof_members_are_read_by_protobufs_rules() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("s", 2)).await;
+    let d = Daemon::start(&fake.endpoint(), "").await;
+    let mut s = UnixStream::connect(&d.socket).await.unwrap();
+    s.write_all(&hello_frame()).await.unwrap();
+    // Two records whose compression varint is beyond 32 bits: 2^32 + 2 is cut to 2 (gzip),
+    // 2^32 + 7 to 7 (unknown).
+    let rec = |id: u64, compression: u64| {
+        let mut b = record(id, "s", "k", format!("{id}|x")).encode_to_vec();
+        b.push(6 << 3); // field 6, varint
+        varint(compression, &mut b);
+        b
+    };
+    let mut put = Vec::new();
+    len_field(1, &rec(1, (1 << 32) + 2), &mut put);
+    len_field(1, &rec(2, (1 << 32) + 7), &mut put);
+    let mut msg = Vec::new();
+    len_field(2, &put, &mut msg);
+    s.write_all(&frame(&msg)).await.unwrap();
+    // A flush, so that both results are owed before its reply.
+    let mut f = Vec::new();
+    len_field(3, &[0x08, 1], &mut f);
+    s.write_all(&frame(&f)).await.unwrap();
+    let msgs = read_until(&mut s, |m| flushed(m, 1)).await;
+    let r = results_of(&msgs);
+    assert_eq!(r.get(&1), Some(&(true, String::new())), "{msgs:?}");
+    assert_eq!(
+        r.get(&2),
+        Some(&(false, "UnsupportedCompression".to_string())),
+        "{msgs:?}"
+    );
+
+    // One ClientMessage with a put (record 3) and then a flush (id 2): the flush is what
+    // the daemon reads; record 3 is dropped, with no error, and gets no result.
+    let mut put = Vec::new();
+    len_field(1, &record(3, "s", "k", "3|x").encode_to_vec(), &mut put);
+    let mut two = Vec::new();
+    len_field(2, &put, &mut two);
+    len_field(3, &[0x08, 2], &mut two);
+    s.write_all(&frame(&two)).await.unwrap();
+    // Then a record 4 and flush 3: its reply comes after every result owed before it.
+    let mut put = Vec::new();
+    len_field(1, &record(4, "s", "k", "4|x").encode_to_vec(), &mut put);
+    let mut m4 = Vec::new();
+    len_field(2, &put, &mut m4);
+    s.write_all(&frame(&m4)).await.unwrap();
+    let mut f3 = Vec::new();
+    len_field(3, &[0x08, 3], &mut f3);
+    s.write_all(&frame(&f3)).await.unwrap();
+    let msgs = read_until(&mut s, |m| flushed(m, 3)).await;
+    assert!(flushed(&msgs, 2), "the second member (flush 2) was read: {msgs:?}");
+    let r = results_of(&msgs);
+    assert_eq!(r.get(&4), Some(&(true, String::new())), "{msgs:?}");
+    assert!(!r.contains_key(&3), "the first member (record 3) was dropped: {msgs:?}");
+    assert!(error_code(&msgs).is_none(), "no error frame: {msgs:?}");
+    drop(s);
+    let (status, log) = d.stop().await;
+    assert!(status.success(), "{log}");
+    fake.shutdown().await;
+}
