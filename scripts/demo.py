@@ -30,9 +30,19 @@ def kinesis(endpoint: str):
 
 
 def create(endpoint: str, stream: str, shards: int) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
     client = kinesis(endpoint)
-    client.create_stream(StreamName=stream, ShardCount=shards)
     deadline = time.monotonic() + 60
+    # A server started in the background a moment ago may not listen yet.
+    while True:
+        try:
+            client.create_stream(StreamName=stream, ShardCount=shards)
+            break
+        except EndpointConnectionError:
+            if time.monotonic() > deadline:
+                sys.exit(f"no Kinesis server answers at {endpoint}")
+            time.sleep(0.1)
     while client.describe_stream(StreamName=stream)["StreamDescription"]["StreamStatus"] != "ACTIVE":
         if time.monotonic() > deadline:
             sys.exit(f"stream {stream} did not become ACTIVE")

@@ -2,13 +2,14 @@
 # scripts/demo.sh: kpld end to end on this machine, no AWS account needed.
 #
 # Builds kpld (debug build: the quickest first build; `cargo build --release` for speed),
-# starts kinesalite (an in-memory Kinesis) on a loopback port, creates a 4-shard stream,
-# starts kpld with a temporary config, puts records through the Python client, reads every
-# shard back with GetRecords, deaggregates with aws-kinesis-agg and checks every record is
-# on the shard kpld predicted. Then stops everything it started, by PID.
+# starts `kpld local` (the daemon plus an embedded in-memory Kinesis endpoint on a loopback
+# port; the stream is created with 4 shards on first use), puts records through the Python
+# client, reads every shard back with boto3 GetRecords, deaggregates with aws-kinesis-agg and
+# checks every record is on the shard kpld predicted, then shows the first records as
+# `kpld tail` prints them. Stops what it started, by PID.
 #
 # Usage: scripts/demo.sh [RECORD_COUNT]   (default 1000)
-# Needs: cargo, python3 (with venv), node + npm. First run downloads crates and packages.
+# Needs: cargo, python3 (with venv). First run downloads crates and packages.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +27,7 @@ cleanup() {
   local rc=$?
   stop_all_bg
   if [ $rc -ne 0 ]; then
-    for f in "$TMP"/kpld.log "$TMP"/kinesalite.log; do
+    for f in "$TMP"/kpld.log; do
       [ -s "$f" ] && { echo "----- $(basename "$f") (last 50 lines) -----" >&2; tail -n 50 "$f" >&2; }
     done
   fi
@@ -41,27 +42,14 @@ log "building kpld (debug build)"
 cargo build --quiet -p kpld --bin kpld
 KPLD_BIN=$ROOT/target/debug/kpld
 
-log "installing the demo's Python and npm packages (first run only)"
-npm_ci_if_needed "$TOOLS"
+log "installing the demo's Python packages (first run only)"
 ensure_venv
 "$VENV/bin/python" -c 'import kpld' 2>/dev/null || die "the Python client (clients/python) is not installed"
 
-start_kinesalite "$TMP"
-"$VENV/bin/python" "$ROOT/scripts/demo.py" create "$KINESALITE_URL" "$STREAM" "$SHARDS"
-
-cat >"$TMP/kpld.toml" <<EOF
-socket_path = "$TMP/kpld.sock"
-region = "us-east-1"
-kinesis_endpoint = "$KINESALITE_URL"
-record_max_buffered_time_ms = 100
-# No CloudWatch upload: the demo talks to the local server only.
-metrics_level = "none"
-EOF
-log "starting kpld with $TMP/kpld.toml:"
-sed 's/^/    /' "$TMP/kpld.toml" >&2
-# Local servers accept any static credentials.
-start_bg kpld "$TMP/kpld.log" env AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
-  "$KPLD_BIN" --config "$TMP/kpld.toml"
+PORT=$("$VENV/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ENDPOINT=http://127.0.0.1:$PORT
+log "starting: kpld local --socket $TMP/kpld.sock --port $PORT --shards $SHARDS"
+start_bg kpld "$TMP/kpld.log" "$KPLD_BIN" local --socket "$TMP/kpld.sock" --port "$PORT" --shards "$SHARDS"
 KPLD_PID=$BG_PID
 ready=0
 for _ in $(seq 1 300); do
@@ -74,8 +62,12 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ $ready -eq 1 ] || die "kpld's socket did not accept connections within 30 s"
+sed 's/^/    /' "$TMP/kpld.log" >&2
 
-"$VENV/bin/python" "$ROOT/scripts/demo.py" run "$KINESALITE_URL" "$STREAM" "$TMP/kpld.sock" "$COUNT"
+"$VENV/bin/python" "$ROOT/scripts/demo.py" run "$ENDPOINT" "$STREAM" "$TMP/kpld.sock" "$COUNT"
+
+log "the first 3 records as kpld tail shows them: $KPLD_BIN tail $STREAM --endpoint $ENDPOINT --count 3"
+"$KPLD_BIN" tail "$STREAM" --endpoint "$ENDPOINT" --count 3 | sed 's/^/    /'
 
 log "stopping kpld (SIGTERM)"
 kill -TERM "$KPLD_PID"

@@ -12,8 +12,9 @@
 #   3. start kinesalite, kinesis-local and moto_server (CloudWatch) on free loopback ports
 #      (stopped by PID on exit)
 #   4. cargo test --workspace, pytest tests/integration, pytest clients/python/tests, node --test in
-#      clients/node; the summary counts passed and skipped tests per step, and under CI=true any
-#      skipped test not named in .ci/expected-skips fails the run
+#      clients/node, then the code blocks of the READMEs (tests/integration/test_readme.py); the
+#      summary counts passed and skipped tests per step, and under CI=true any skipped test not
+#      named in .ci/expected-skips fails the run
 #
 # Environment for step 4 (also what a developer sets to run one test by hand):
 #   KPLD_BIN                          the daemon binary (target/debug/kpld)
@@ -213,15 +214,16 @@ fi
 
 PYTEST_RAN=0    # suites that ran at least one test
 PYTEST_SUITES=()
-run_pytest() { # run_pytest NAME DIR
+run_pytest() { # run_pytest NAME DIR [PYTEST ARGS...]
   local name=$1 dir=$2 rc=0 t0=$SECONDS
+  shift 2
   log "=== $name: pytest $dir"
   # Bounded: a test that hangs (a result that never comes) fails the suite
   # after STEP_TIMEOUT_S instead of holding CI until its own limit.
   local junit=$WORK/junit-${dir//\//-}.xml
   rm -f "$junit"
   timeout --kill-after=30 "$STEP_TIMEOUT_S" \
-    "$VENV/bin/python" -m pytest "$dir" -ra -p no:cacheprovider --junitxml="$junit" \
+    "$VENV/bin/python" -m pytest "$dir" "$@" -ra -p no:cacheprovider --junitxml="$junit" \
     ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} || rc=$?
   PYTEST_SUITES+=("$name")
   case $rc in
@@ -234,7 +236,8 @@ run_pytest() { # run_pytest NAME DIR
 }
 
 if [ $BUILD_OK -eq 1 ] && [ $SERVERS_OK -eq 1 ]; then
-  run_pytest "pytest tests/integration" tests/integration
+  # The README blocks are a step of their own (below): they include a release build.
+  run_pytest "pytest tests/integration" tests/integration --ignore=tests/integration/test_readme.py
   if [ -d "$ROOT/clients/python/tests" ]; then
     run_pytest "pytest clients/python/tests" clients/python/tests
   else
@@ -252,6 +255,9 @@ if [ $BUILD_OK -eq 1 ] && [ $SERVERS_OK -eq 1 ]; then
   else
     record "node --test clients/node" "SKIP (clients/node/package.json does not exist)"
   fi
+  # Every code block of README.md and the clients' READMEs, run as written; the install
+  # block's `cargo build --release` makes it the longest step (about 8 minutes from nothing).
+  run_pytest "pytest README blocks" tests/integration/test_readme.py
 else
   record "integration and client tests" "FAIL (not run: build or servers failed)"
 fi
