@@ -38,8 +38,8 @@ fn dash(s: &str) -> Option<&str> {
 }
 
 fn quoted_field(o: &mut Obj<'_>, name: &str, c: &mut Cursor<'_>) -> Result<(), String> {
-    c.expect(b' ', &format!("a space before the {name}"))?;
-    c.expect(b'"', &format!("the opening quote of the {name}"))?;
+    c.expect_with(b' ', || format!("a space before the {name}"))?;
+    c.expect_with(b'"', || format!("the opening quote of the {name}"))?;
     let (v, escaped) = c.quoted(name)?;
     match dash(v) {
         None => o.null(name),

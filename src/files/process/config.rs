@@ -197,19 +197,20 @@ fn csv(at: &Entry<'_>) -> Result<Csv, String> {
         }
         names.push(name.to_string());
     }
-    let delimiter =
-        match at.string("delimiter")? {
-            None => ',',
-            Some(d) => {
-                let mut c = d.chars();
-                match (c.next(), c.next()) {
-                    (Some(ch), None) if !matches!(ch, '"' | '\r' | '\n') => ch,
-                    _ => return Err(at.err(&format!(
+    let delimiter = match at.string("delimiter")? {
+        None => ',',
+        Some(d) => {
+            let mut c = d.chars();
+            match (c.next(), c.next()) {
+                (Some(ch), None) if !matches!(ch, '"' | '\r' | '\n') => ch,
+                _ => {
+                    return Err(at.err(&format!(
                         "delimiter {d:?} must be one character other than a quote or a line break"
-                    ))),
+                    )))
                 }
             }
-        };
+        }
+    };
     Ok(Csv::new(names, delimiter))
 }
 
@@ -239,6 +240,11 @@ fn metadata(
     let fields = match at.t.get("fields") {
         None => serde_json::Map::new(),
         Some(Value::Table(t)) => {
+            if let Some(k) = datetime_in(t) {
+                return Err(at.err(&format!(
+                    "fields.{k} is a TOML date-time; write it as a string"
+                )));
+            }
             let v = serde_json::to_value(t).map_err(|e| at.err(&format!("fields: {e}")))?;
             match v {
                 serde_json::Value::Object(m) => m,
@@ -271,4 +277,21 @@ fn metadata(
         record_id,
     };
     Ok(Metadata::new(&opts, input_json))
+}
+
+/// The dotted name of a date-time value in `t`, if any: JSON has none, and
+/// the toml crate would serialize one as a private-looking table.
+fn datetime_in(t: &toml::Table) -> Option<String> {
+    fn walk(v: &Value, name: String) -> Option<String> {
+        match v {
+            Value::Datetime(_) => Some(name),
+            Value::Table(t) => t.iter().find_map(|(k, v)| walk(v, format!("{name}.{k}"))),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| walk(v, format!("{name}[{i}]"))),
+            _ => None,
+        }
+    }
+    t.iter().find_map(|(k, v)| walk(v, k.clone()))
 }

@@ -14,7 +14,7 @@ fn nil(s: &str) -> Option<&str> {
 
 /// A header field: 1..=max printable US-ASCII characters.
 fn field<'a>(c: &mut Cursor<'a>, what: &str, max: usize) -> Result<&'a str, String> {
-    c.expect(b' ', &format!("a space before {what}"))?;
+    c.expect_with(b' ', || format!("a space before {what}"))?;
     let at = c.pos;
     let v = c.token(what)?;
     if v.len() > max || !v.bytes().all(|b| (33..=126).contains(&b)) {

@@ -288,6 +288,10 @@ fn bad_processing_is_refused_naming_the_entry() {
         ("[{ kind = \"cri\", output = \"text\" }]", "processing[0] (cri): unknown output \"text\"; expected message or json"),
         ("[{ kind = \"cri\", max_bytes = 0 }]", "processing[0] (cri): max_bytes must be a positive integer, not 0"),
         ("[{ kind = \"add_metadata\", fields = { host = \"x\" } }]", "processing[0] (add_metadata): fields.host clashes with the host add_metadata adds; set host = false to use your own"),
+        (
+            "[{ kind = \"add_metadata\", fields = { deploy = { at = 2026-12-03T10:00:00Z } } }]",
+            "processing[0] (add_metadata): fields.deploy.at is a TOML date-time; write it as a string",
+        ),
         ("[{ kind = \"add_metadata\", path = \"yes\" }]", "processing[0] (add_metadata): path must be true or false, not string"),
         ("[{ kind = \"add_metadata\" }, { kind = \"add_metadata\" }]", "processing[1] (add_metadata): key \"meta\" is already added by an earlier add_metadata"),
         (

@@ -38,10 +38,19 @@ impl<'a> Cursor<'a> {
     }
 
     pub(crate) fn expect(&mut self, b: u8, what: &str) -> Result<(), String> {
+        self.expect_with(b, || what.to_string())
+    }
+
+    /// [`Cursor::expect`] with a message built only when it is needed.
+    pub(crate) fn expect_with(
+        &mut self,
+        b: u8,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), String> {
         if self.eat(b) {
             Ok(())
         } else {
-            Err(format!("expected {what} at byte {}", self.pos))
+            Err(format!("expected {} at byte {}", what(), self.pos))
         }
     }
 
