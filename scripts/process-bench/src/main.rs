@@ -11,16 +11,23 @@ use files::process::{Chain, LineContext, OnParseError, Processed};
 use std::hint::black_box;
 use std::time::Instant;
 
-const N: usize = 200_000;
+/// Lines per round; `BENCH_LINES` lowers it for a run under valgrind.
+fn lines() -> usize {
+    std::env::var("BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000)
+}
 
 fn best_ns(mut f: impl FnMut(usize)) -> f64 {
+    let n = lines();
     (0..5)
         .map(|_| {
             let t = Instant::now();
-            for i in 0..N {
+            for i in 0..n {
                 f(i);
             }
-            t.elapsed().as_nanos() as f64 / N as f64
+            t.elapsed().as_nanos() as f64 / n as f64
         })
         .fold(f64::INFINITY, f64::min)
 }
@@ -31,6 +38,10 @@ fn chain(p: &str) -> Chain {
 }
 
 fn main() {
+    // An argument runs only the cases whose name contains it, for counting
+    // instructions per line under valgrind (counts the machine's load does
+    // not change): see docs/files-processing.md, "Cost".
+    let only = std::env::args().nth(1).unwrap_or_default();
     let cases: [(&str, &str, &str); 9] = [
         ("none", "[]", "2026-12-03 16:00:00.123 INFO request served in 12 ms path=/api/v1/items status=200 x=0123456"),
         ("single_line (no \\n)", r#"[{ kind = "single_line" }]"#, "2026-12-03 16:00:00.123 INFO request served in 12 ms path=/api/v1/items status=200 x=0123456"),
@@ -44,6 +55,9 @@ fn main() {
     ];
     println!("{:<24} {:>6} {:>8}", "chain", "bytes", "ns/line");
     for (name, p, line) in cases {
+        if !name.contains(&only) {
+            continue;
+        }
         let mut c = chain(p);
         let ctx = LineContext {
             path: "/var/log/app/access.log",
@@ -75,6 +89,9 @@ fn main() {
         ),
     ];
     for (name, r) in rules {
+        if !name.contains(&only) {
+            continue;
+        }
         let ns = best_ns(|_| {
             black_box(r.key(black_box(record), "/var/log/app/access.log"));
         });
