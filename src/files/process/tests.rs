@@ -311,3 +311,113 @@ fn bad_processing_is_refused_naming_the_entry() {
         chain(&format!("processing = {ok}")).unwrap_or_else(|e| panic!("{ok}: {e}"));
     }
 }
+
+#[test]
+fn add_metadata_on_text_that_is_not_utf8_sends_it_raw() {
+    let mut c = chain(r#"processing = [{ kind = "add_metadata" }]"#).unwrap();
+    let (p, e) = c.apply(b"caf\xe9", &ctx(0));
+    assert_eq!(p, Processed::Record(b"caf\xe9".to_vec()));
+    assert_eq!(e.unwrap().to_string(), "add_metadata: not UTF-8 at byte 3");
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every chain worth having, one processor of each kind and format.
+    const CHAINS: [&str; 9] = [
+        r#"[{ kind = "single_line" }]"#,
+        r#"[{ kind = "csv_to_json", fields = ["a", "b"] }]"#,
+        r#"[{ kind = "log_to_json", format = "common_apache" }]"#,
+        r#"[{ kind = "log_to_json", format = "combined_apache" }]"#,
+        r#"[{ kind = "log_to_json", format = "apache_error" }]"#,
+        r#"[{ kind = "log_to_json", format = "syslog" }]"#,
+        r#"[{ kind = "log_to_json", format = "rfc5424" }]"#,
+        r#"[{ kind = "cri", output = "json", max_bytes = 64 }, { kind = "add_metadata" }]"#,
+        r#"[{ kind = "cri" }, { kind = "add_metadata", key = "k" }]"#,
+    ];
+
+    /// Lines close to each format, so the parsers get past their first
+    /// check: fragments of real lines glued with arbitrary bytes.
+    fn line() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"<34>".to_vec()),
+            Just(b"<165>1 ".to_vec()),
+            Just(b"2026-12-03T16:00:00.1Z ".to_vec()),
+            Just(b"Oct 11 22:14:15 ".to_vec()),
+            Just(b"stdout P ".to_vec()),
+            Just(b"stderr F ".to_vec()),
+            Just(b"[Fri Sep 09 10:42:29 2011] [core:error] [pid 1:tid 2] ".to_vec()),
+            Just(b"127.0.0.1 - - [10/Oct/2000:13:55:36 -0700] \"GET / HTTP/1.0\" 200 - ".to_vec()),
+            Just(b"[x@1 a=\"\\\"\" b=\"\\]\"] ".to_vec()),
+            Just(b"- ".to_vec()),
+            Just(b"\"a,\"\"b\", ".to_vec()),
+            Just(b"su[12]: ".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn no_line_panics_and_every_clean_json_record_is_an_object(lines in proptest::collection::vec(line(), 1..6)) {
+            for p in CHAINS {
+                let mut c = chain(&format!("processing = {p}")).unwrap();
+                let mut off = 0u64;
+                for l in &lines {
+                    let (out, err) = c.apply(l, &ctx(off));
+                    off += l.len() as u64 + 1;
+                    // Only single_line makes text; every other chain makes JSON.
+                    let json = !p.contains("single_line");
+                    match (out, err) {
+                        (Processed::Record(r), None) if json => {
+                            let v: serde_json::Value = serde_json::from_slice(&r).map_err(|e| {
+                                TestCaseError::fail(format!("{p}: {e}: {:?}", String::from_utf8_lossy(&r)))
+                            })?;
+                            prop_assert!(v.is_object(), "{}: {}", p, v);
+                        }
+                        // Raw is the line itself, except a CRI join's text.
+                        (Processed::Record(r), Some(_)) if !p.contains("cri") => prop_assert_eq!(&r, l),
+                        (Processed::Skipped, _) => prop_assert!(false, "skip is not configured"),
+                        _ => {}
+                    }
+                }
+                // A held record that cannot be made JSON (not UTF-8) comes
+                // back as its text, with the error.
+                while let Some((out, err)) = c.take_held_checked() {
+                    let Processed::Record(r) = out else {
+                        return Err(TestCaseError::fail(format!("{p}: held gave {out:?}")));
+                    };
+                    if err.is_none() {
+                        serde_json::from_slice::<serde_json::Value>(&r)
+                            .map_err(|e| TestCaseError::fail(format!("{p}: held: {e}")))?;
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn csv_fields_written_per_rfc4180_read_back(values in proptest::collection::vec("[a-z,\" \\n;]{0,8}", 1..6)) {
+            let names: Vec<String> = (0..values.len()).map(|i| format!("f{i}")).collect();
+            let conf = format!("processing = [{{ kind = \"csv_to_json\", fields = {names:?} }}]");
+            let line = values
+                .iter()
+                .map(|v| if v.contains([',', '"', '\n']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v.clone() })
+                .collect::<Vec<_>>()
+                .join(",");
+            let r = record(chain(&conf).unwrap().apply(line.as_bytes(), &ctx(0)));
+            for (n, v) in names.iter().zip(&values) {
+                prop_assert_eq!(&r[n], v);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_chain_can_move_to_a_files_task() {
+    fn send<T: Send + 'static>() {}
+    send::<Chain>();
+    send::<crate::files::key::PartitionKeyRule>();
+}
