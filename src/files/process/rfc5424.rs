@@ -98,17 +98,18 @@ fn write_sd(out: &mut Vec<u8>, elements: &[Element<'_>]) {
             if e.params[..i].iter().any(|q| q.0 == *name) {
                 continue;
             }
-            let same: Vec<_> = e.params[i..].iter().filter(|q| q.0 == *name).collect();
+            let mut same = e.params[i..].iter().filter(|q| q.0 == *name);
             let buf = p.key(name);
-            if same.len() == 1 {
-                write_value(buf, same[0].1, same[0].2);
+            if e.params[i + 1..].iter().all(|q| q.0 != *name) {
+                let (_, v, esc) = same.next().expect("the param itself");
+                write_value(buf, v, *esc);
             } else {
                 buf.push(b'[');
-                for (k, q) in same.iter().enumerate() {
+                for (k, (_, v, esc)) in same.enumerate() {
                     if k > 0 {
                         buf.push(b',');
                     }
-                    write_value(buf, q.1, q.2);
+                    write_value(buf, v, *esc);
                 }
                 buf.push(b']');
             }
