@@ -220,16 +220,13 @@ impl Chain {
     /// it, the held text itself is returned (never dropped). Call until
     /// `None`: CRI holds stdout and stderr apart.
     pub fn take_held(&mut self) -> Option<Vec<u8>> {
-        match self.take_held_checked()? {
-            (Processed::Record(r), _) => Some(r),
-            (_, Some(_)) | (_, None) => None,
-        }
+        self.take_held_checked().map(|(record, _)| record)
     }
 
     /// [`Chain::take_held`] with the parse error, if any, for counting; a
     /// parse error gives the held text (`on_parse_error` is not applied: a
     /// held record is never skipped).
-    pub fn take_held_checked(&mut self) -> Option<(Processed, Option<ParseError>)> {
+    pub fn take_held_checked(&mut self) -> Option<(Vec<u8>, Option<ParseError>)> {
         let (i, held) = self
             .steps
             .iter_mut()
@@ -245,7 +242,7 @@ impl Chain {
                     processor: "cri",
                     reason,
                 };
-                return Some((Processed::Record(held.message), Some(error)));
+                return Some((held.message, Some(error)));
             }
         }
         let mut rec = Rec {
@@ -254,9 +251,10 @@ impl Chain {
             offset: held.offset,
         };
         Some(match self.run(i + 1, &out, &mut rec) {
-            Ok(Processed::Record(v)) => (Processed::Record(v), None),
-            Ok(_) => (Processed::Record(out), None),
-            Err(f) => (Processed::Record(f.raw), Some(f.error)),
+            Ok(Processed::Record(v)) => (v, None),
+            // Only a Cri step holds, and a chain has one at most.
+            Ok(_) => unreachable!("no step after the cri step holds"),
+            Err(f) => (f.raw, Some(f.error)),
         })
     }
 

@@ -75,6 +75,9 @@ pub(super) fn steps(processing: Option<&Value>, host: &str) -> Result<Vec<Step>,
             }
             "cri" => {
                 at.keys(&["output", "max_bytes"])?;
+                if steps.iter().any(|s| matches!(s, Step::Cri(_))) {
+                    return Err(at.err("cri may appear once"));
+                }
                 let output = match at.string("output")? {
                     None | Some("message") => Output::Message,
                     Some("json") => Output::Json,
