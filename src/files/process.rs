@@ -72,6 +72,10 @@ impl std::fmt::Display for ParseError {
     }
 }
 
+/// Scratch buffers larger than this are freed after the record that grew
+/// them, not kept for the next line.
+const SCRATCH_KEEP_BYTES: usize = 64 * 1024;
+
 /// The processors of one file, in order, with their state (CRI's partial
 /// lines) and two scratch buffers reused from line to line.
 pub struct Chain {
@@ -270,6 +274,11 @@ impl Chain {
             .min()
     }
 
+    /// The bytes the chain keeps between lines in its scratch buffers.
+    pub fn scratch_capacity(&self) -> usize {
+        self.a.capacity() + self.b.capacity()
+    }
+
     fn failed(&self, f: Failed) -> (Processed, Option<ParseError>) {
         match self.on_parse_error {
             OnParseError::SendRaw => (Processed::Record(f.raw), Some(f.error)),
@@ -313,6 +322,13 @@ impl Chain {
         if done {
             let data: &[u8] = if from_input { input } else { &cur };
             result = Ok(Processed::Record(data.to_vec()));
+        }
+        // A huge record (a multi-MiB line) must not leave each of many
+        // files' chains holding buffers that size for good.
+        for buf in [&mut cur, &mut next] {
+            if buf.capacity() > SCRATCH_KEEP_BYTES {
+                *buf = Vec::new();
+            }
         }
         self.a = cur;
         self.b = next;

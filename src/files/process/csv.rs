@@ -76,6 +76,10 @@ impl Csv {
             o.null(name);
         }
         o.end();
+        if self.scratch.capacity() > 64 * 1024 {
+            // Kept for the next line only while it is small.
+            self.scratch = String::new();
+        }
         Ok(())
     }
 }

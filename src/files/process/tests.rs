@@ -419,3 +419,19 @@ fn a_chain_can_move_to_a_files_task() {
     send::<Chain>();
     send::<crate::files::key::PartitionKeyRule>();
 }
+
+#[test]
+fn a_huge_record_does_not_leave_huge_buffers_behind() {
+    let mut c =
+        chain(r#"processing = [{ kind = "single_line" }, { kind = "add_metadata" }]"#).unwrap();
+    let big = "x".repeat(4 << 20);
+    let r = record(c.apply(big.as_bytes(), &ctx(0)));
+    assert_eq!(r["message"].as_str().map(str::len), Some(4 << 20));
+    assert!(
+        c.scratch_capacity() <= 2 * SCRATCH_KEEP_BYTES,
+        "{}",
+        c.scratch_capacity()
+    );
+    record(c.apply(b"small", &ctx(1)));
+    assert!(c.scratch_capacity() > 0, "small lines keep their buffers");
+}
