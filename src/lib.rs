@@ -39,6 +39,9 @@
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
+//! - [`files`]: log files: `process` (the `processing` chain: CRI joins,
+//!   CSV/Apache/syslog to JSON, metadata with a stable `record_id`) and
+//!   `key` (the `partition_key` rules). Pure; the file source does the I/O.
 //! - [`tail`]: the `kpld tail` command: reads a stream back, every shard,
 //!   parents first, aggregates taken apart and kpld's compression undone.
 //!
@@ -79,6 +82,7 @@ pub mod collect;
 pub mod compress;
 pub mod config;
 pub mod error_code;
+pub mod files;
 pub mod heap;
 pub mod intake;
 pub mod kinesis;
