@@ -176,6 +176,14 @@ def _split(item: Any) -> Tuple[Any, Any, Any, bytes]:
     )
 
 
+#: Partition key -> its encoded Record.partition_key field (tag, length,
+#: UTF-8), for keys that repeat across puts; cleared when it grows past
+#: _KEY_FIELDS_MAX. Shared by every producer (puts may run in many threads:
+#: a lost race only recomputes an equal value).
+_KEY_FIELDS: Dict[str, bytes] = {}
+_KEY_FIELDS_MAX = 1 << 14
+
+
 class PutBatch:
     """The frames of one ``put_records`` call and the ids they carry.
 
@@ -236,9 +244,40 @@ def encode_put_frames(
         parts[0] = (body_len + len(put_hdr)).to_bytes(4, "big") + put_hdr
         frames.append(b"".join(parts))
 
+    key_fields = _KEY_FIELDS
     for item in records:
         if type(item) is tuple and len(item) == 2:
             pk, data = item
+            # the common case: a str key seen before, bytes data, a 3-byte id
+            if type(pk) is str and type(data) is bytes and 0x4000 <= rid < 0x200000:
+                kf = key_fields.get(pk)
+                n_d = len(data)
+                if kf is not None and n_d < limit_cached:
+                    dh = data_hdr[n_d]
+                    rl = 4 + n_stream + len(kf) + len(dh) + n_d
+                    rh = rec_hdr[rl] if rl < limit_cached else _len_header(rec_hdr, 0x0A, rl)
+                    total = len(rh) + rl
+                    if size + total > limit and size:
+                        close_frame()
+                        del parts[1:]
+                        size = 0
+                    if total > limit:
+                        too_large.append(index)
+                    else:
+                        extend(
+                            (
+                                rh,
+                                bytes((8, (rid & 0x7F) | 0x80, ((rid >> 7) & 0x7F) | 0x80, rid >> 14)),
+                                stream_part,
+                                kf,
+                                dh,
+                                data,
+                            )
+                        )
+                        size += total
+                    rid += 1
+                    index += 1
+                    continue
             ehk = None
             comp = b""
         else:
@@ -252,6 +291,10 @@ def encode_put_frames(
         n_pk = len(pkb)
         n_d = len(data)
         ph = pk_hdr[n_pk] if n_pk < limit_cached else _len_header(pk_hdr, 0x1A, n_pk)
+        if type(pk) is str and n_pk < 256:
+            if len(key_fields) >= _KEY_FIELDS_MAX:
+                key_fields.clear()
+            key_fields[pk] = ph + pkb
         dh = data_hdr[n_d] if n_d < limit_cached else _len_header(data_hdr, 0x2A, n_d)
         idb = id_field(8, rid)  # Record.id (1, VARINT)
         if ehk is None and not comp:
