@@ -594,3 +594,22 @@ def cf_timeout():
     import concurrent.futures
 
     return pytest.raises(concurrent.futures.TimeoutError)
+
+
+def test_put_batch_reads_results_frames_with_extra_members_and_unknown_fields(sock_path):
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        ids = [r["id"] for r in conn.read_put()]
+        first = _schema.encode("ServerMessage", {"results": {"results": [ok_result(ids[0])]}})
+        conn.send_raw(_codec.frame(first + b"\xf8\x07\x01"))  # plus an unknown varint field 127
+        second = _schema.encode("ServerMessage", {"results": {"results": [ok_result(ids[1], sub_sequence_number=1)]}})
+        conn.send_raw(_codec.frame(second + second))  # the field twice: last wins, same record
+        conn.read()
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            batch = p.put_batch("s", [("a", b"1"), ("b", b"2")]).wait(timeout=WAIT_S)
+            assert batch.failed == 0 and batch.result(1).sub_sequence_number == 1
+    finally:
+        peer.close()

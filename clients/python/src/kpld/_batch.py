@@ -151,10 +151,6 @@ class RecordBatch:
         wake_waiters()
 
 
-def is_batch(owner: Any) -> bool:
-    return owner.__class__ is RecordBatch
-
-
 def fail_owner(owner: Any, record_id: int, make_error: Callable[[], BaseException]) -> None:
     """Fail record ``record_id``, owned by a future or a RecordBatch."""
     if owner.__class__ is RecordBatch:

@@ -237,7 +237,10 @@ class Connection:
             n, pos = _codec._varint_at(buf, start + 1, end)
             if pos + n != end:  # not a lone results field: the general decoder copes
                 kind, payload = _codec.decode_server_message(buf, start, end)
-                self._route(payload[0], [], [], buf, outcomes=payload[1])
+                if kind == _codec.RESULTS:
+                    self._route(payload[0], [], [], buf, outcomes=payload[1])
+                else:  # members after the results: the last one wins, as in protobuf
+                    self._control(kind, payload)
                 return
             ids: List[int] = []
             starts: List[int] = []

@@ -17,9 +17,8 @@ import os
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FuturesTimeoutError
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
-
 from itertools import repeat
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from . import _codec
 from ._batch import RecordBatch, fail_owner
