@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# scripts/bench_clients.sh: the client benchmark of issue 4 (a benchmark, not a test).
+# scripts/bench_clients.sh: the client benchmark of issues 4 and 17 (a benchmark, not a test).
 #
 # Records per second ONE process hands over with a result for every record, 100-byte
-# records, for the kpld Python client (clients/python/bench.py, put_records) and the kpld
-# Node client (clients/node/bench.js, putRecords), side by side with the same workload
-# through the pure-Python producer aiokpl and boto3 put_records + aws-kinesis-agg, all
-# against the same local Kinesis server in the same run:
+# records over BENCH_CLIENT_KEYS keys, every result awaited, side by side in one run:
 #
 #   1. the Kinesis double (`kpld-bench serve-fake --shards 16`, count-only: not the
-#      bottleneck) and a release kpld pointed at it; the four producers in sequence, each
-#      with BENCH_CLIENT_RECORDS records;
-#   2. for reference, kinesalite (tests/tools, started like scripts/test.sh does) with a
-#      16-shard stream and a second kpld; the four producers again, each with
-#      BENCH_CLIENT_KINESALITE_RECORDS records (kinesalite decodes and stores every record,
-#      so there the server can be the limit).
+#      bottleneck) and a release kpld pointed at it: the kpld clients' batch forms (Python
+#      put_batch, Node putBatch) and, for reference, their per-record forms, each with
+#      BENCH_CLIENT_RECORDS records;
+#   2. kinesalite (tests/tools, started like scripts/test.sh does) with a 16-shard stream and
+#      a second kpld: the kpld Python client (put_records, then every future's result()), its
+#      asyncio producer (every future awaited), boto3 put_records + aws-kinesis-agg, the
+#      pure-Python producer aiokpl, the kpld Node client (putRecords) and the AWS SDK v3
+#      PutRecordsCommand + npm aws-kinesis-agg (scripts/bench_peers/sdkv3_agg_peer.js), each
+#      with BENCH_CLIENT_KINESALITE_RECORDS records.
+#
+# The ratios of issue 17 (Python vs boto3 and aiokpl, Node vs the SDK, asyncio vs threads,
+# on kinesalite) follow the table.
 #
 # Per producer: records/s until the last result (the client's own clock), the client
 # process's CPU per record (utime + stime: resource.getrusage / time.process_time /
@@ -25,8 +28,8 @@
 #
 # Usage: scripts/bench_clients.sh
 # Environment: BENCH_CLIENT_RECORDS (default 500000), BENCH_CLIENT_KINESALITE_RECORDS
-#   (default: BENCH_CLIENT_RECORDS; 0 skips the kinesalite phase), BENCH_CLIENT_BATCH
-#   (records per put_records / putRecords call, default 500), BENCH_OUT (default
+#   (default 100000; 0 skips the kinesalite phase), BENCH_CLIENT_BATCH (records per put
+#   call, default 1000), BENCH_CLIENT_KEYS (default 1000), BENCH_OUT (default
 #   .work/bench/clients), BENCH_NO_BUILD=1 (use the release binaries as they are), PYTHON
 #   (default python3).
 # Background processes are started through lib.sh's start_bg and stopped by PID on exit.
@@ -40,15 +43,15 @@ trap stop_all_bg EXIT
 
 OUT=${BENCH_OUT:-$ROOT/.work/bench/clients}
 N=${BENCH_CLIENT_RECORDS:-500000}
-NK=${BENCH_CLIENT_KINESALITE_RECORDS:-$N}
-BATCH=${BENCH_CLIENT_BATCH:-500}
+NK=${BENCH_CLIENT_KINESALITE_RECORDS:-100000}
+BATCH=${BENCH_CLIENT_BATCH:-1000}
 PY=${PYTHON:-python3}
 BENCH=$ROOT/target/release/kpld-bench
 KPLD=$ROOT/target/release/kpld
 PEERS=$ROOT/scripts/bench_peers
 STREAM=bench
 SHARDS=16
-KEYS=1000
+KEYS=${BENCH_CLIENT_KEYS:-1000}
 TCK=$(getconf CLK_TCK)
 mkdir -p "$OUT"
 rm -f "$OUT"/*.txt "$OUT/table.md" "$OUT/.times"
@@ -122,9 +125,11 @@ stop_kpld() {
 }
 
 ROWS=()
+declare -A RATE
 
 # run_producer KIND SERVER LABEL: runs one producer against $SOCK / $ENDPOINT with $RECORDS
-# records, and adds a table row. KIND: python, node, aiokpl, boto3.
+# records, and adds a table row. KIND: python (futures), python-batch, python-aio, node
+# (putRecords), node-batch, aiokpl, boto3, sdkv3.
 run_producer() {
   local kind=$1 server=$2 label=$3 file k0 s0 k1 s1 m0 m1 c0 c1 t0 t1 rate cpu failed kcpu scpu
   local busy other rc=0
@@ -136,13 +141,22 @@ run_producer() {
   children_cpu c0
   t0=$(date +%s.%N)
   case $kind in
-    python)
+    python | python-batch | python-aio)
+      local mode=futures
+      [ "$kind" = python-batch ] && mode=batch
+      [ "$kind" = python-aio ] && mode=aio
       "$PY" clients/python/bench.py --socket "$SOCK" --stream "$STREAM" --records "$RECORDS" \
-        --batch "$BATCH" --size 100 >"$file" 2>&1 || rc=$?
+        --batch "$BATCH" --size 100 --keys "$KEYS" --mode "$mode" >"$file" 2>&1 || rc=$?
       ;;
-    node)
+    node | node-batch)
+      local mode=putRecords
+      [ "$kind" = node-batch ] && mode=putBatch
       node clients/node/bench.js --socket "$SOCK" --stream "$STREAM" --records "$RECORDS" \
-        --batch "$BATCH" --size 100 --mode putRecords >"$file" 2>&1 || rc=$?
+        --batch "$BATCH" --size 100 --keys "$KEYS" --mode "$mode" >"$file" 2>&1 || rc=$?
+      ;;
+    sdkv3)
+      node scripts/bench_peers/sdkv3_agg_peer.js --endpoint "$ENDPOINT" --stream "$STREAM" \
+        --records "$RECORDS" --record-size 100 --keys "$KEYS" >"$file" 2>&1 || rc=$?
       ;;
     aiokpl | boto3)
       local script=$PEERS/aiokpl_peer.py
@@ -167,12 +181,12 @@ run_producer() {
       printf "%.2f", o / (w1 - w0) }')
   [ "$rc" = 0 ] || log "$label exited $rc (see ${file#"$ROOT"/})"
   case $kind in
-    python)
+    python*)
       rate=$(sed -n 's/^with results: *\([0-9,]*\) records.*/\1/p' "$file" | tr -d ,)
       cpu=$(sed -n 's/^client CPU: *\([0-9.]*\) us.*/\1/p' "$file")
       failed=$(sed -n 's/^with results:.*, \([0-9]*\) failed).*/\1/p' "$file")
       ;;
-    node)
+    node | node-batch)
       rate=$(sed -n 's/^ *records\/s *\([0-9]*\).*/\1/p' "$file")
       cpu=$(sed -n 's/^ *client CPU .* = \([0-9.]*\) us\/record.*/\1/p' "$file")
       failed=$(sed -n 's/^ *succeeded [0-9]*, failed \([0-9]*\).*/\1/p' "$file")
@@ -184,13 +198,14 @@ run_producer() {
         END { if (s != "") print s - ok }' "$file")
       ;;
   esac
-  if [ "$kind" = python ] || [ "$kind" = node ]; then
+  if [[ $kind == python* || $kind == node* ]]; then
     kcpu=$(per_record $((k1 - k0)) "$RECORDS")
   else
     kcpu="-"
   fi
   scpu=$(per_record $((s1 - s0)) "$RECORDS")
   [ -n "$rate" ] || { rate="?"; failed="run failed"; }
+  RATE[$server-$kind]=$rate
   ROWS+=("| $label | $server | $RECORDS | $rate | ${cpu:-?} | $kcpu | $scpu | ${failed:-?} | $busy | $other |")
   printf '    %s\n' "${ROWS[-1]}" >&2
 }
@@ -200,6 +215,7 @@ if [ "${BENCH_NO_BUILD:-0}" != 1 ]; then
   cargo build --release -p kpld -p kpld-bench 2>&1 | tail -n 2 >&2
 fi
 [ -x "$KPLD" ] && [ -x "$BENCH" ] || die "no release build of kpld and kpld-bench"
+npm_ci_if_needed "$ROOT/clients/node" # the SDK v3 peer uses its devDependencies
 ensure_peer_venv aiokpl "$PEERS/requirements-aiokpl.txt"
 ensure_peer_venv boto3 "$PEERS/requirements-boto3.txt"
 {
@@ -225,10 +241,11 @@ ENDPOINT=$(sed -n 's/^endpoint: //p' "$OUT/double.log")
 [ -n "$ENDPOINT" ] || die "serve-fake printed no endpoint: $(cat "$OUT/double.log")"
 start_kpld "$ENDPOINT" kpld-double
 RECORDS=$N
-run_producer python double "kpld Python client, put_records"
+run_producer python-batch double "kpld Python client, put_batch"
+run_producer node-batch double "kpld Node client, putBatch"
+run_producer python double "kpld Python client, put_records + result() each"
+run_producer python-aio double "kpld Python asyncio client, put_records + await each"
 run_producer node double "kpld Node client, putRecords"
-run_producer aiokpl double "aiokpl 0.2.0, put_record"
-run_producer boto3 double "boto3 put_records + aws-kinesis-agg"
 stop_kpld
 stop_pid "$SERVER_PID"
 
@@ -251,10 +268,12 @@ c.get_waiter("stream_exists").wait(StreamName=sys.argv[2], WaiterConfig={"Delay"
 EOF
   start_kpld "$ENDPOINT" kpld-kinesalite
   RECORDS=$NK
-  run_producer python kinesalite "kpld Python client, put_records"
-  run_producer node kinesalite "kpld Node client, putRecords"
-  run_producer aiokpl kinesalite "aiokpl 0.2.0, put_record"
+  run_producer python kinesalite "kpld Python client, put_records + result() each"
+  run_producer python-aio kinesalite "kpld Python asyncio client, put_records + await each"
   run_producer boto3 kinesalite "boto3 put_records + aws-kinesis-agg"
+  run_producer aiokpl kinesalite "aiokpl 0.2.0, put_record"
+  run_producer node kinesalite "kpld Node client, putRecords"
+  run_producer sdkv3 kinesalite "AWS SDK v3 PutRecordsCommand + aws-kinesis-agg"
   stop_kpld
 fi
 stop_all_bg
@@ -265,4 +284,23 @@ echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
   echo "|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${ROWS[@]}"
 } | tee "$OUT/table.md"
+
+# ratio A B: RATE[A] / RATE[B] as "1.23x" ("?" when either is missing).
+ratio() {
+  awk -v a="${RATE[$1]:-}" -v b="${RATE[$2]:-}" 'BEGIN {
+    if (a + 0 > 0 && b + 0 > 0) printf "%.2fx", a / b; else printf "?" }'
+}
+{
+  echo
+  echo "Ratios (records/s with results):"
+  if [ "$NK" -gt 0 ]; then
+    echo "- kinesalite: kpld Python / boto3 + aws-kinesis-agg: $(ratio kinesalite-python kinesalite-boto3) (target >= 2x)"
+    echo "- kinesalite: kpld Python / aiokpl: $(ratio kinesalite-python kinesalite-aiokpl) (target >= 50x)"
+    echo "- kinesalite: kpld Node / AWS SDK v3 + aws-kinesis-agg: $(ratio kinesalite-node kinesalite-sdkv3) (target >= 2x)"
+    echo "- kinesalite: kpld Python asyncio / threaded: $(ratio kinesalite-python-aio kinesalite-python) (target >= 0.67x)"
+  fi
+  echo "- double: kpld Python put_batch: ${RATE[double-python-batch]:-?} records/s (target >= 1,000,000)"
+  echo "- double: kpld Node putBatch: ${RATE[double-node-batch]:-?} records/s (target >= 1,500,000)"
+  echo "- double: kpld Python asyncio / threaded: $(ratio double-python-aio double-python)"
+} | tee -a "$OUT/table.md"
 log "done: raw outputs in ${OUT#"$ROOT"/}"

@@ -5,7 +5,8 @@
 // client's own cost).
 //
 // Usage: node bench.js [--socket PATH] [--stream NAME] [--records N] [--size BYTES]
-//                      [--batch N] [--window N] [--mode putRecords|putRecord|send]
+//                      [--batch N] [--window N] [--keys N]
+//                      [--mode putRecords|putBatch|putRecord|send]
 //                      [--create-stream --endpoint URL [--shards N]]
 //   --socket    kpld's socket (default $KPLD_SOCKET, else /run/kpld/kpld.sock)
 //   --stream    stream to put into (default kpld-bench); must exist unless --create-stream
@@ -13,8 +14,10 @@
 //   --size      data bytes per record (default 100)
 //   --batch     records per putRecords call (default 500)
 //   --window    most records outstanding at once (default 100000)
-//   --mode      putRecords (settled results per batch, default), putRecord (one promise per
-//               record) or send (fire-and-forget; results only counted)
+//   --keys      distinct partition keys, taken in turn (default 100000)
+//   --mode      putRecords (settled results per batch, default), putBatch (one RecordBatch per
+//               call, every record's outcome checked), putRecord (one promise per record) or
+//               send (fire-and-forget; results only counted)
 //   --create-stream  create the stream first with @aws-sdk/client-kinesis (a devDependency)
 //               at --endpoint (e.g. http://127.0.0.1:4568), region us-east-1, credentials
 //               test/test, --shards shards (default 4)
@@ -35,6 +38,7 @@ function parseArgs(argv) {
     batch: 500,
     window: 100000,
     mode: 'putRecords',
+    keys: 100000,
     createStream: false,
     endpoint: process.env.KPLD_TEST_KINESIS_ENDPOINT,
     shards: 4,
@@ -53,13 +57,14 @@ function parseArgs(argv) {
       case '--batch': o.batch = Number(next()); break;
       case '--window': o.window = Number(next()); break;
       case '--mode': o.mode = next(); break;
+      case '--keys': o.keys = Number(next()); break;
       case '--create-stream': o.createStream = true; break;
       case '--endpoint': o.endpoint = next(); break;
       case '--shards': o.shards = Number(next()); break;
       default: throw new Error(`unknown argument ${a} (see the header of bench.js)`);
     }
   }
-  if (!['putRecords', 'putRecord', 'send'].includes(o.mode)) throw new Error(`unknown --mode ${o.mode}`);
+  if (!['putRecords', 'putBatch', 'putRecord', 'send'].includes(o.mode)) throw new Error(`unknown --mode ${o.mode}`);
   return o;
 }
 
@@ -86,7 +91,7 @@ function makeRecords(o, n, base) {
   const out = new Array(n);
   for (let i = 0; i < n; i++) {
     const data = Buffer.alloc(o.size, (base + i) & 0xff);
-    out[i] = { partitionKey: `pk-${(base + i) % 100000}`, data };
+    out[i] = { partitionKey: `pk-${(base + i) % o.keys}`, data };
   }
   return out;
 }
@@ -141,6 +146,14 @@ async function main() {
           else noteFailure(rs[i].reason);
         }
         release(rs.length);
+        inflight.delete(pr);
+      });
+      inflight.add(pr);
+    } else if (o.mode === 'putBatch') {
+      const pr = p.putBatch(o.stream, recs).then((rb) => {
+        ok += rb.succeeded;
+        for (const [, err] of rb.failures()) noteFailure(err);
+        release(rb.length);
         inflight.delete(pr);
       });
       inflight.add(pr);

@@ -3,6 +3,7 @@ import kpld from './index.js';
 
 export {
   Producer,
+  RecordBatch,
   DEFAULT_SOCKET_PATH,
   KpldError,
   ConnectionError,

@@ -118,6 +118,13 @@ export declare class Producer extends EventEmitter {
   putRecords(stream: string, records: readonly BatchRecord[]): Promise<PutRecordSettled[]>;
 
   /**
+   * Puts records into one stream; the fastest way for many records. Resolves once all have
+   * results, to a RecordBatch holding them compactly. Rejects only for invalid arguments or a
+   * closed producer.
+   */
+  putBatch(stream: string, records: readonly BatchRecord[]): Promise<RecordBatch>;
+
+  /**
    * Fire-and-forget: puts records into one stream; results only update `counters` and failures
    * are emitted as 'recordFailed'. Throws only for invalid arguments or a closed producer.
    */
@@ -152,6 +159,24 @@ export declare class Producer extends EventEmitter {
   once(event: 'warning', listener: (err: KpldError) => void): this;
   once(event: 'recordFailed', listener: (err: RecordFailedError, record: BatchRecord | undefined, stream: string) => void): this;
   once(event: string | symbol, listener: (...args: any[]) => void): this;
+}
+
+/** The results of one putBatch call; result objects are built when read. */
+export declare class RecordBatch {
+  /** Records in the batch, in the order given. */
+  readonly length: number;
+  /** Records whose final result is a success. */
+  readonly succeeded: number;
+  /** Records whose final result is a failure. */
+  readonly failed: number;
+  /** Record i's result; throws its error (RecordFailedError, BusyError, ConnectionError). */
+  result(i: number): PutRecordResult;
+  /** Record i's error, or null when it succeeded. */
+  error(i: number): RecordFailedError | ConnectionError | null;
+  /** [index, error] of every failed record, in index order. */
+  failures(): Array<[number, RecordFailedError | ConnectionError]>;
+  /** Every record's outcome, shaped as putRecords resolves them. */
+  settled(): PutRecordSettled[];
 }
 
 /** Root of every error this package raises. */

@@ -1,11 +1,12 @@
 // kpld: Node.js client for the kpld Kinesis producer daemon. See README.md.
 'use strict';
 
-const { Producer, DEFAULT_SOCKET_PATH } = require('./lib/producer');
+const { Producer, RecordBatch, DEFAULT_SOCKET_PATH } = require('./lib/producer');
 const { KpldError, ConnectionError, RecordFailedError, BusyError, ProtocolError } = require('./lib/errors');
 
 module.exports = {
   Producer,
+  RecordBatch,
   DEFAULT_SOCKET_PATH,
   KpldError,
   ConnectionError,

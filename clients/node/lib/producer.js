@@ -35,6 +35,67 @@ const PROTOCOL_CODES = new Set(['ProtocolVersion', 'FrameTooLarge', 'MalformedFr
 const SINGLE = 0; // putRecord: one promise, resolved or rejected
 const SETTLED = 1; // putRecords: one promise of an array of settled results
 const SEND = 2; // send: nothing; failures counted and emitted as 'recordFailed'
+const BATCH = 3; // putBatch: one promise of a RecordBatch (compact results, objects built when read)
+
+/**
+ * The results of one putBatch call, compact: per record its shard id, sequence number,
+ * sub-sequence number and attempts sit in parallel arrays (strings shared between the records
+ * of one aggregate), and the result object is built only when read.
+ */
+class RecordBatch {
+  constructor(count) {
+    /** Records in the batch, in the order given. */
+    this.length = count;
+    /** Records whose final result is a success. */
+    this.succeeded = 0;
+    /** Records whose final result is a failure. */
+    this.failed = 0;
+    this._shard = new Array(count);
+    this._seq = new Array(count);
+    this._sub = new Array(count);
+    this._attempts = new Array(count);
+    this._errors = null; // index -> error, once one failed
+  }
+
+  /** Record i's error (RecordFailedError, BusyError, ConnectionError), or null if it succeeded. */
+  error(i) {
+    this._check(i);
+    return this._errors !== null && this._errors.has(i) ? this._errors.get(i) : null;
+  }
+
+  /** Record i's result { shardId, sequenceNumber, subSequenceNumber, attempts }; throws its error. */
+  result(i) {
+    const err = this.error(i);
+    if (err !== null) throw err;
+    return { shardId: this._shard[i], sequenceNumber: this._seq[i], subSequenceNumber: this._sub[i], attempts: this._attempts[i] };
+  }
+
+  /** [index, error] of every failed record, in index order. */
+  failures() {
+    if (this._errors === null) return [];
+    return [...this._errors.entries()].sort((a, b) => a[0] - b[0]);
+  }
+
+  /** Every record's outcome shaped as putRecords resolves them (built now). */
+  settled() {
+    const out = new Array(this.length);
+    for (let i = 0; i < this.length; i++) {
+      const err = this.error(i);
+      out[i] = err === null ? { status: 'fulfilled', value: this.result(i) } : { status: 'rejected', reason: err };
+    }
+    return out;
+  }
+
+  _check(i) {
+    if (!Number.isInteger(i) || i < 0 || i >= this.length) throw new RangeError(`record index ${i} out of range for a batch of ${this.length}`);
+  }
+
+  _fail(i, err) {
+    if (this._errors === null) this._errors = new Map();
+    this._errors.set(i, err);
+    this.failed++;
+  }
+}
 
 class Batch {
   constructor(kind, firstId, count, resolve, reject) {
@@ -42,8 +103,9 @@ class Batch {
     this.firstId = firstId;
     this.count = count;
     this.remaining = count;
-    // SETTLED: settled results; SEND: 1 where a record has its result.
-    this.results = kind === SETTLED ? new Array(count) : kind === SEND ? new Uint8Array(count) : null;
+    // SETTLED: settled results; SEND and BATCH: 1 where a record has its result.
+    this.results = kind === SETTLED ? new Array(count) : kind === SEND || kind === BATCH ? new Uint8Array(count) : null;
+    this.batch = kind === BATCH ? new RecordBatch(count) : null;
     this.resolve = resolve;
     this.reject = reject;
     this.stream = null; // SEND only: for 'recordFailed'
@@ -220,6 +282,29 @@ class Producer extends EventEmitter {
   }
 
   /**
+   * Puts records into one stream; the fastest way for many records. Resolves, once every
+   * record has its result, to a RecordBatch: `succeeded`, `failed`, `result(i)` (the record's
+   * { shardId, sequenceNumber, subSequenceNumber, attempts }, or throws its error),
+   * `error(i)`, `failures()` ([index, error] pairs) and `settled()` (what putRecords resolves
+   * to). Never rejects because of a record: only for invalid arguments or a closed producer.
+   */
+  putBatch(stream, records) {
+    if (this._closed) return Promise.reject(this._closedError());
+    try {
+      this._checkRecords(stream, records);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (records.length === 0) return Promise.resolve(new RecordBatch(0));
+    return new Promise((resolve, reject) => {
+      const b = new Batch(BATCH, this._nextId, records.length, resolve, reject);
+      this._enqueue(b);
+      this._appendAll(b, stream, records);
+      this._afterEnqueue();
+    });
+  }
+
+  /**
    * Fire-and-forget: puts records into one stream and returns nothing. Results still come
    * back: they update `counters`, failures are emitted as 'recordFailed' (err, record,
    * stream) when someone listens. Throws only for invalid arguments or a closed producer.
@@ -376,6 +461,25 @@ class Producer extends EventEmitter {
     if (typeof id !== 'number') return;
     const b = this._find(id);
     if (b === null || b.remaining === 0) return; // not ours, or already answered
+    if (b.kind === BATCH && success) {
+      const i = id - b.firstId;
+      if (b.results[i] !== 0) return;
+      b.results[i] = 1;
+      const rb = b.batch;
+      rb._shard[i] = shardId;
+      rb._seq[i] = sequenceNumber;
+      rb._sub[i] = subSequenceNumber;
+      rb._attempts[i] = attempts;
+      rb.succeeded++;
+      this.counters.succeeded++;
+      this._outstanding--;
+      this._subRefs(1);
+      if (--b.remaining === 0) {
+        this._retire(b);
+        b.resolve(rb);
+      }
+      return;
+    }
     if (success) {
       this._settle(b, id - b.firstId, true, { shardId, sequenceNumber, subSequenceNumber, attempts }, null);
     } else if (b.kind === SEND && this.listenerCount('recordFailed') === 0) {
@@ -401,6 +505,20 @@ class Producer extends EventEmitter {
         if (b.results[i] !== undefined) return;
         b.results[i] = ok ? { status: 'fulfilled', value } : { status: 'rejected', reason: err };
         if (--b.remaining === 0) b.resolve(b.results);
+        break;
+      case BATCH:
+        if (b.results[i] !== 0) return;
+        b.results[i] = 1;
+        if (ok) {
+          b.batch._shard[i] = value.shardId;
+          b.batch._seq[i] = value.sequenceNumber;
+          b.batch._sub[i] = value.subSequenceNumber;
+          b.batch._attempts[i] = value.attempts;
+          b.batch.succeeded++;
+        } else {
+          b.batch._fail(i, err);
+        }
+        if (--b.remaining === 0) b.resolve(b.batch);
         break;
       default:
         if (b.results[i] !== 0) return;
@@ -621,6 +739,11 @@ class Producer extends EventEmitter {
         for (let i = 0; i < rs.length; i++) if (rs[i] === undefined) rs[i] = { status: 'rejected', reason: forRecords };
         b.remaining = 0;
         b.resolve(rs);
+      } else if (b.kind === BATCH) {
+        const rs = b.results;
+        for (let i = 0; i < rs.length; i++) if (rs[i] === 0) b.batch._fail(i, forRecords);
+        b.remaining = 0;
+        b.resolve(b.batch);
       } else {
         b.remaining = 0;
       }
@@ -674,4 +797,4 @@ function connectHint(err) {
   }
 }
 
-module.exports = { Producer, DEFAULT_SOCKET_PATH };
+module.exports = { Producer, RecordBatch, DEFAULT_SOCKET_PATH };

@@ -147,6 +147,35 @@ describe('kpld integration', { skip: h.SKIP_REASON }, () => {
     await p.close();
   });
 
+  it('putBatch: one RecordBatch with every result, failures by index, records read back', LONG, async () => {
+    const p = new Producer({ socketPath: daemon.socketPath });
+    const records = [];
+    for (let i = 0; i < 2000; i++) records.push({ partitionKey: `batch-${i % 50}`, data: Buffer.from(`batch record ${i}`) });
+    records[7] = { partitionKey: '', data: 'no key' };
+    const [rb, settled] = await Promise.all([p.putBatch(stream, records), p.putRecords(stream, records.slice(0, 3))]);
+    assert.equal(rb.length, 2000);
+    assert.equal(rb.succeeded, 1999);
+    assert.equal(rb.failed, 1);
+    assert.equal(rb.error(7).code, 'InvalidPartitionKey');
+    assert.throws(() => rb.result(7), RecordFailedError);
+    assert.deepEqual(rb.failures().map(([i]) => i), [7]);
+    assert.equal(rb.error(0), null);
+    assert.throws(() => rb.result(2000), RangeError);
+    assert.deepEqual(rb.settled()[7], { status: 'rejected', reason: rb.error(7) });
+    assert.deepEqual(settled.map((r) => r.status), ['fulfilled', 'fulfilled', 'fulfilled']);
+    const empty = await p.putBatch(stream, []);
+    assert.equal(empty.length, 0);
+    await p.close();
+    const read = await h.readStream(kinesis, stream);
+    for (const i of [0, 1, 999, 1999]) {
+      const v = rb.result(i);
+      assert.ok(shards.some((s) => s.ShardId === v.shardId), v.shardId);
+      const u = read.get(v.shardId).find((x) => x.sequenceNumber === v.sequenceNumber && x.subSequenceNumber === v.subSequenceNumber);
+      assert.equal(u.partitionKey, records[i].partitionKey);
+      assert.equal(Buffer.from(u.data).toString(), `batch record ${i}`);
+    }
+  });
+
   it('records for a stream that does not exist fail with the code Kinesis gave', LONG, async () => {
     const p = new Producer({ socketPath: daemon.socketPath });
     await assert.rejects(p.putRecord({ stream: `no-such-stream-${RUN}`, partitionKey: 'k', data: 'x' }), (err) => {

@@ -368,6 +368,72 @@ def test_results_decoder_agrees_with_the_generic_decoder_on_random_results():
             assert o.attempts == attempts
 
 
+def _random_results(rng, n):
+    results = []
+    attempt_choices = [
+        [{"success": True, "delay_ms": 100, "duration_ms": 20}],
+        [{"error_code": "InternalFailure", "delay_ms": 5}, {"success": True, "duration_ms": 128}],
+        [],
+    ]
+    for i in range(n):
+        r = {
+            "id": rng.choice([i + 1, 200 + i, 2**40 + i]),
+            "success": rng.random() < 0.8,
+            "shard_id": "shardId-%012d" % rng.randint(0, 3),
+            "sequence_number": rng.choice(["4954", "4955" * 10]),
+            "sub_sequence_number": rng.choice([0, i, 2**35]),
+            "attempts": rng.choice(attempt_choices),
+            "error_code": rng.choice(["", "", "Expired"]),
+            "error_message": rng.choice(["", "record TTL passed"]),
+        }
+        results.append({k: v for k, v in r.items() if v})
+    return results
+
+
+def test_results_scanner_and_lazy_decoding_agree_with_the_full_decoder():
+    rng = random.Random(11)
+    results = _random_results(rng, 400)
+    frame = _results_frame(results)
+    _, (ids, outcomes) = _decode(frame)
+    n, pos = _codec._varint_at(frame, 5, len(frame))
+    scanned, starts, failed_at = [], [], []
+    _codec.scan_results(frame, pos, len(frame), scanned, starts, failed_at)
+    assert scanned == ids
+    assert failed_at == [i for i, o in enumerate(outcomes) if not isinstance(o, Result)]
+    for i, start in enumerate(starts):
+        one = []
+        assert _codec.decode_result_at(frame, start, one) == ids[i]
+        if isinstance(outcomes[i], Result):
+            assert one == [outcomes[i]]
+        else:
+            (e,) = one
+            assert (type(e), e.code, e.message, e.attempts) == (
+                type(outcomes[i]),
+                outcomes[i].code,
+                outcomes[i].message,
+                outcomes[i].attempts,
+            )
+
+
+def test_results_scanner_decodes_records_not_laid_out_canonically():
+    # success before id, and a record without an id field (id 0)
+    inner = b"\x10\x01\x08\x07\x1a\x01s"
+    frame = _codec.frame(b"\x12" + bytes([len(inner) + 4]) + b"\x0a" + bytes([len(inner)]) + inner + b"\x0a\x00")
+    scanned, starts, failed_at = [], [], []
+    _codec.scan_results(frame, 6, len(frame), scanned, starts, failed_at)
+    assert scanned == [7, 0] and failed_at == [1]
+
+
+def test_results_of_one_call_share_attempt_objects_but_not_lists():
+    attempts = [{"success": True, "delay_ms": 3, "duration_ms": 4}]
+    frame = _results_frame(
+        [{"id": i, "success": True, "shard_id": "s", "sequence_number": "9", "attempts": attempts} for i in (1, 2)]
+    )
+    _, (ids, (a, b)) = _decode(frame)
+    assert a.attempts == b.attempts == [Attempt(True, "", "", 3, 4)]
+    assert a.attempts[0] is b.attempts[0] and a.attempts is not b.attempts
+
+
 def test_results_decoder_skips_unknown_fields():
     inner = b"\x08\x05\x10\x01" + b"\xf8\x07\x01" + b"\x1a\x01s" + b"\xaa\x06\x02zz"
     results = b"\x0a" + bytes([len(inner)]) + inner + b"\x12\x01x"  # plus an unknown Results field 2

@@ -131,3 +131,47 @@ def test_repr_works_in_both_states():
     assert "running" in repr(f)
     f.set_result(Ellipsis)
     assert "finished" in repr(f)
+
+
+def test_resolve_many_resolves_watched_and_unwatched_futures_and_counts_failures():
+    from kpld._future import resolve_many
+
+    plain, watched, skipped, failing = RecordFuture(), RecordFuture(), None, RecordFuture()
+    seen = []
+    watched.add_done_callback(lambda fut: seen.append(fut.result()))
+    err = ValueError("no")
+    failed = resolve_many([plain, watched, skipped, failing], [1, 2, 3, err], int)
+    assert failed == 1
+    assert plain.result(timeout=0) == 1 and watched.result(timeout=0) == 2 and seen == [2]
+    assert failing.exception(timeout=0) is err
+    with pytest.raises(cf.InvalidStateError):
+        plain.set_result(9)
+
+
+def test_threads_waiting_on_many_futures_are_woken_by_one_resolve_many():
+    from kpld._future import resolve_many
+
+    futures = [RecordFuture() for _ in range(20)]
+    started = threading.Barrier(5)
+    got = []
+
+    def wait(fs):
+        started.wait()
+        got.extend(f.result(timeout=60) for f in fs)
+
+    threads = [threading.Thread(target=wait, args=(futures[i::4],)) for i in range(4)]
+    for t in threads:
+        t.start()
+    started.wait()
+    resolve_many(futures, list(range(20)), int)
+    for t in threads:
+        t.join()
+    assert sorted(got) == list(range(20))
+
+
+def test_exception_times_out_while_pending_and_repr_names_the_outcome():
+    f = RecordFuture()
+    with pytest.raises(cf.TimeoutError):
+        f.exception(timeout=0.01)
+    f.set_exception(KeyError("k"))
+    assert "raised KeyError" in repr(f)

@@ -273,3 +273,19 @@ def test_a_stream_with_many_shards_gets_records_on_every_shard(make_daemon, kine
         assert {r.shard_id for r in results} == set(shard_ranges(kinesis, name))
     finally:
         kinesis.delete_stream(StreamName=name, EnforceConsumerDeletion=True)
+
+
+def test_put_batch_delivers_every_record_and_its_results_read_back(daemon, stream, kinesis):
+    records = [(f"key-{i % 37}", f"batch record {i}".encode()) for i in range(3000)]
+    with Producer(daemon.socket_path) as p:
+        futures = p.put_records(stream, records[:10])  # futures and batches on one connection
+        batch = p.put_batch(stream, records).wait(timeout=RESULT_TIMEOUT_S)
+        bad = p.put_batch(stream, [("", b"no key")]).wait(timeout=RESULT_TIMEOUT_S)
+        assert all_results(futures)
+    assert (batch.succeeded, batch.failed) == (3000, 0) and batch.failures() == []
+    assert bad.failed == 1 and bad.exception(0).code == "InvalidPartitionKey"
+    ranges = shard_ranges(kinesis, stream)
+    for i in (0, 1, 1499, 2999):
+        r = batch.result(i)
+        assert r.shard_id in ranges
+        assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == records[i]

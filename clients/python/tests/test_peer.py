@@ -475,3 +475,141 @@ def test_a_clean_daemon_shutdown_logs_no_warning_but_other_fatal_errors_do(sock_
                 os.unlink(sock_path)
         (rec,) = [r for r in caplog.records if code in r.getMessage()]
         assert rec.levelno == level, (code, rec.levelname)
+
+
+# -- the batch form ----------------------------------------------------------
+
+
+def test_put_batch_results_in_any_order_with_failures_decoded_when_read(sock_path):
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        ids = [r["id"] for r in conn.read_put()]
+        conn.send({"results": {"results": [ok_result(ids[3], sub_sequence_number=3), ok_result(ids[0])]}})
+        conn.send(
+            {
+                "results": {
+                    "results": [
+                        {"id": ids[2], "error_code": "Busy", "error_message": "full"},
+                        ok_result(ids[1], sub_sequence_number=1),
+                        ok_result(123456789),  # unknown id: ignored
+                    ]
+                }
+            }
+        )
+        conn.read()  # EOF at close
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            batch = p.put_batch("s", [("a", b"1"), ("b", b"2"), ("c", b"3"), ("d", b"4")])
+            assert isinstance(batch, kpld.RecordBatch) and len(batch) == 4
+            assert batch.wait(timeout=WAIT_S) is batch and batch.done()
+            assert (batch.succeeded, batch.failed) == (3, 1)
+            assert batch.result(3).sub_sequence_number == 3 and batch.result(-1) is batch.result(3)
+            assert batch.result(0).shard_id == "shardId-000000000000"
+            assert batch.exception(1) is None
+            with pytest.raises(kpld.Busy) as info:
+                batch.result(2)
+            assert info.value.code == "Busy" and batch.failures() == [(2, info.value)]
+            outcomes = batch.outcomes()
+            assert [type(o) for o in outcomes] == [Result, Result, kpld.Busy, Result]
+            assert p.stats().records_succeeded == 3 and p.stats().records_failed == 1
+            with pytest.raises(IndexError):
+                batch.result(4)
+    finally:
+        peer.close()
+
+
+def test_put_batch_and_futures_share_a_connection(sock_path):
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        ids = [r["id"] for r in conn.read_put()] + [r["id"] for r in conn.read_put()]
+        conn.send({"results": {"results": [ok_result(i, sub_sequence_number=k) for k, i in enumerate(ids)]}})
+        conn.read()
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            futures = p.put_records("s", [("a", b"1"), ("b", b"2")])
+            batch = p.put_batch("s", [("c", b"3"), ("d", b"4")])
+            assert [f.result(timeout=WAIT_S).sub_sequence_number for f in futures] == [0, 1]
+            batch.wait(timeout=WAIT_S)
+            assert [batch.result(i).sub_sequence_number for i in range(2)] == [2, 3]
+    finally:
+        peer.close()
+
+
+def test_put_batch_waits_time_out_and_a_lost_connection_fails_the_rest(sock_path):
+    release = threading.Event()
+
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        ids = [r["id"] for r in conn.read_put()]
+        conn.send({"results": {"results": [ok_result(ids[0])]}})
+        release.wait(WAIT_S)  # then vanish with two records unanswered
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            batch = p.put_batch("s", [("a", b"1"), ("b", b"2"), ("c", b"3")])
+            assert batch.result(0, timeout=WAIT_S).shard_id == "shardId-000000000000"
+            with cf_timeout():
+                batch.wait(timeout=0.05)
+            with cf_timeout():
+                batch.result(1, timeout=0.05)
+            release.set()
+            batch.wait(timeout=WAIT_S)
+            assert batch.failed == 2
+            assert [i for i, _ in batch.failures()] == [1, 2]
+            assert all(isinstance(e, kpld.ConnectionError) for _, e in batch.failures())
+    finally:
+        peer.close()
+
+
+def test_put_batch_fails_records_too_large_for_a_frame_locally_and_sends_the_rest(sock_path):
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake({"hello": dict(HELLO["hello"], max_frame_size=300)})
+        while True:  # the small frames may split the batch
+            msg = conn.read()
+            if not msg:
+                return
+            if "flush" in msg:
+                conn.send({"flushed": msg["flush"]})
+            else:
+                conn.send({"results": {"results": [ok_result(r["id"]) for r in msg["put"]["records"]]}})
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            batch = p.put_batch("s", [("a", b"1"), ("big", b"x" * 400), ("c", b"3")]).wait(WAIT_S)
+            assert (batch.succeeded, batch.failed) == (2, 1)
+            assert batch.exception(1).code == "RecordTooLarge"
+            empty = p.put_batch("s", [])
+            assert empty.done() and len(empty) == 0 and empty.outcomes() == []
+    finally:
+        peer.close()
+
+
+def cf_timeout():
+    import concurrent.futures
+
+    return pytest.raises(concurrent.futures.TimeoutError)
+
+
+def test_put_batch_reads_results_frames_with_extra_members_and_unknown_fields(sock_path):
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        ids = [r["id"] for r in conn.read_put()]
+        first = _schema.encode("ServerMessage", {"results": {"results": [ok_result(ids[0])]}})
+        conn.send_raw(_codec.frame(first + b"\xf8\x07\x01"))  # plus an unknown varint field 127
+        second = _schema.encode("ServerMessage", {"results": {"results": [ok_result(ids[1], sub_sequence_number=1)]}})
+        conn.send_raw(_codec.frame(second + second))  # the field twice: last wins, same record
+        conn.read()
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            batch = p.put_batch("s", [("a", b"1"), ("b", b"2")]).wait(timeout=WAIT_S)
+            assert batch.failed == 0 and batch.result(1).sub_sequence_number == 1
+    finally:
+        peer.close()

@@ -1,5 +1,5 @@
 // Compiled (not run) by producer.test.js: typical CommonJS use of the declarations.
-import { Producer, RecordFailedError, ConnectionError, BusyError, KpldError, PutRecordResult, PutRecordSettled } from 'kpld';
+import { Producer, RecordBatch, RecordFailedError, ConnectionError, BusyError, KpldError, PutRecordResult, PutRecordSettled } from 'kpld';
 
 async function main(): Promise<void> {
   const p = new Producer({ socketPath: '/tmp/kpld.sock', busyIfFull: true, connectTimeoutMs: 5000 });
@@ -22,6 +22,9 @@ async function main(): Promise<void> {
     if (r.status === 'fulfilled') console.log(r.value.shardId);
     else console.log(r.reason.code);
   }
+  const rb: RecordBatch = await p.putBatch('s', [{ partitionKey: 'd', data: 'batched' }]);
+  console.log(rb.length, rb.succeeded, rb.failed, rb.error(0)?.code, rb.failures().length, rb.settled().length);
+  if (rb.failed === 0) console.log(rb.result(0).shardId);
   p.send('s', [{ partitionKey: 'c', data: 'fire and forget' }]);
   console.log(p.outstanding, p.counters.failed, p.connected, p.serverInfo?.maxRecordSize);
   await p.flush();

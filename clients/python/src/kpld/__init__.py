@@ -19,14 +19,17 @@ Layout:
   _codec.py      framing; hand-written PutRequest encoder / Results decoder
   _schema.py     the .proto as data; generic reference codec; JSON mapping
   _future.py     RecordFuture, a lighter concurrent.futures.Future
+  _batch.py      RecordBatch, one waitable per put_batch, results decoded when read
 """
 
+from ._batch import RecordBatch
 from ._producer import DEFAULT_SOCKET_PATH, Producer, __version__
 from .errors import Busy, ConnectionError, KpldError, ProtocolError, RecordFailed
 from .types import Attempt, Compression, ProducerStats, Result, ServerInfo
 
 __all__ = [
     "Producer",
+    "RecordBatch",
     "Result",
     "Attempt",
     "ServerInfo",

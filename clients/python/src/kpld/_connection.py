@@ -28,6 +28,8 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _codec
+from ._batch import RecordBatch, fail_owner
+from ._future import resolve_many, wake_waiters
 from .errors import ConnectionError, KpldError, ProtocolError
 from .types import Result, ServerInfo
 
@@ -121,8 +123,12 @@ class Connection:
         self.path = path
         #: Max body of a frame we send: what the daemon accepts.
         self.max_frame_size = info.max_frame_size or _codec.DEFAULT_MAX_FRAME_SIZE
-        #: record id -> future; see the ownership rule in the module doc.
+        #: record id -> its future, or its RecordBatch; see the ownership
+        #: rule in the module doc.
         self.pending: Dict[int, Any] = {}
+        #: Set (for good) by the first put_batch: the reader then scans
+        #: Results frames and decodes only what futures need.
+        self.has_batches = False
         #: flush / stats request id -> Waiter
         self.waiters: Dict[int, Waiter] = {}
         #: False once the connection is lost; read and written under write_lock.
@@ -206,22 +212,100 @@ class Connection:
                 return
             buf, spans = feed(chunk)
             for start, end in spans:
+                if self.has_batches and buf[start] == 0x12:  # ServerMessage.results
+                    self._scanned_results(buf, start, end)
+                    continue
                 kind, payload = decode(buf, start, end)
                 if kind == results_kind:
                     ids, outcomes = payload
-                    failed = 0
-                    for rid, outcome in zip(ids, outcomes):
-                        fut = pending_pop(rid, None)
-                        if fut is None:
-                            log.debug("kpld: result for unknown record id %d ignored", rid)
-                        elif outcome.__class__ is Result:
-                            fut.set_result(outcome)
-                        else:
-                            failed += 1
-                            fut.set_exception(outcome)
-                    counters.add(len(ids) - failed, failed)
+                    futures = [pending_pop(rid, None) for rid in ids]
+                    known = len(ids)
+                    if None in futures:
+                        for i, fut in enumerate(futures):
+                            if fut is None:
+                                known -= 1
+                                log.debug("kpld: result for unknown record id %d ignored", ids[i])
+                    failed = resolve_many(futures, outcomes, Result)
+                    counters.add(known - failed, failed)
                 else:
                     self._control(kind, payload)
+
+    def _scanned_results(self, buf: bytes, start: int, end: int) -> None:
+        """A Results frame while batches are in flight: their records keep
+        the frame bytes and an offset; futures get their outcome decoded."""
+        try:
+            n, pos = _codec._varint_at(buf, start + 1, end)
+            if pos + n != end:  # not a lone results field: the general decoder copes
+                kind, payload = _codec.decode_server_message(buf, start, end)
+                if kind == _codec.RESULTS:
+                    self._route(payload[0], [], [], buf, outcomes=payload[1])
+                else:  # members after the results: the last one wins, as in protobuf
+                    self._control(kind, payload)
+                return
+            ids: List[int] = []
+            starts: List[int] = []
+            failed_at: List[int] = []
+            _codec.scan_results(buf, pos, end, ids, starts, failed_at)
+        except (IndexError, UnicodeDecodeError) as e:
+            raise ProtocolError(f"malformed ServerMessage from the daemon: {e}") from e
+        self._route(ids, starts, failed_at, buf)
+
+    def _route(
+        self,
+        ids: List[int],
+        starts: List[int],
+        failed_at: List[int],
+        buf: bytes,
+        outcomes: Optional[List[Any]] = None,
+    ) -> None:
+        pending_pop = self.pending.pop
+        owners = [pending_pop(rid, None) for rid in ids]
+        failed_set = set(failed_at)
+        futures: List[Any] = []
+        future_outcomes: List[Any] = []
+        cur: Optional[RecordBatch] = None
+        done_here = failed_here = failed = 0
+        known = len(ids)
+        for j, owner in enumerate(owners):
+            if owner is None:
+                known -= 1
+                log.debug("kpld: result for unknown record id %d ignored", ids[j])
+                continue
+            if owner.__class__ is RecordBatch:
+                if owner is not cur:
+                    if cur is not None:
+                        cur._settled(done_here, failed_here)
+                    cur = owner
+                    done_here = failed_here = 0
+                i = ids[j] - owner.first_id
+                if outcomes is not None or j in failed_set:
+                    if outcomes is not None:
+                        o = outcomes[j]
+                    else:
+                        got: List[Any] = []
+                        _codec.decode_result_at(buf, starts[j], got)
+                        o = got[0]
+                    owner._bufs[i] = o
+                    if o.__class__ is not Result:
+                        failed_here += 1
+                        failed += 1
+                else:
+                    owner._offs[i] = starts[j]
+                    owner._bufs[i] = buf
+                done_here += 1
+            else:
+                futures.append(owner)
+                if outcomes is not None:
+                    future_outcomes.append(outcomes[j])
+                else:
+                    _codec.decode_result_at(buf, starts[j], future_outcomes)
+        if cur is not None:
+            cur._settled(done_here, failed_here)
+        if futures:
+            failed += resolve_many(futures, future_outcomes, Result)
+        else:
+            wake_waiters()
+        self._counters.add(known - failed, failed)
 
     def _control(self, kind: int, payload: Any) -> None:
         if kind == _codec.FLUSHED or kind == _codec.STATS:
@@ -256,10 +340,10 @@ class Connection:
         failed = 0
         while self.pending:
             try:
-                _, fut = self.pending.popitem()
+                rid, owner = self.pending.popitem()
             except KeyError:  # emptied by a writer meanwhile
                 break
-            fut.set_exception(make_error())
+            fail_owner(owner, rid, make_error)
             failed += 1
         if failed:
             self._counters.add(0, failed)
@@ -304,9 +388,9 @@ class Connection:
         failed = 0
         pop = self.pending.pop
         for rid in ids:
-            fut = pop(rid, None)
-            if fut is not None:
-                fut.set_exception(make())
+            owner = pop(rid, None)
+            if owner is not None:
+                fail_owner(owner, rid, make)
                 failed += 1
         if failed:
             self._counters.add(0, failed)

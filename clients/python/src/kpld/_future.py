@@ -19,6 +19,15 @@ through it, or the waiter creates it afterwards and finds the state
 FINISHED. If the running Python's Future does not have the expected
 attributes, ``RecordFuture`` falls back to a plain Future subclass.
 
+Reading a result costs no lock either: ``result()``, ``exception()`` and
+``done()`` of a FINISHED future read its state directly (a future's result
+and exception are written before its state, and never change afterwards).
+A thread that must wait for a future nobody else watches sleeps on one
+process-wide condition, ``_HUB``, which the reader wakes once per Results
+frame (and only when somebody sleeps on it), instead of on a condition of
+the future's own. :func:`resolve_many` resolves a whole frame's futures
+under a single acquisition of ``_LAZY_LOCK``.
+
 Futures start RUNNING: the record is already handed to the daemon, so
 ``cancel()`` returns False rather than pretending to stop it.
 """
@@ -26,13 +35,50 @@ Futures start RUNNING: the record is already handed to the daemon, so
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import FINISHED, RUNNING
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List, Optional
 
-__all__ = ["RecordFuture"]
+__all__ = ["RecordFuture", "resolve_many", "wake_waiters", "hub_wait"]
 
 _LAZY_LOCK = threading.Lock()
+#: Where threads sleep that wait for a future (or a RecordBatch) nobody
+#: watches through a condition of its own; see the module doc.
+_HUB = threading.Condition(threading.Lock())
+#: How many threads sleep on _HUB; changed only under _HUB. A resolver reads
+#: it after writing the states, a waiter raises it before reading a state,
+#: so a resolver that reads 0 made its states visible to every later check.
+_hub_sleepers = 0
+
+
+def hub_wait(is_done: Callable[[], bool], timeout: Optional[float]) -> bool:
+    """Sleep until ``is_done()`` or ``timeout`` seconds passed; whether it is done."""
+    global _hub_sleepers
+    with _HUB:
+        _hub_sleepers += 1
+        try:
+            if timeout is None:
+                while not is_done():
+                    _HUB.wait()
+                return True
+            deadline = time.monotonic() + timeout
+            while not is_done():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                _HUB.wait(left)
+            return True
+        finally:
+            _hub_sleepers -= 1
+
+
+def wake_waiters() -> None:
+    """Wake the threads sleeping in :func:`hub_wait` (after resolving something)."""
+    if _hub_sleepers:
+        with _HUB:
+            _HUB.notify_all()
 _EXPECTED_ATTRS = {"_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"}
 
 
@@ -67,28 +113,87 @@ class _LazyFuture(Future):  # type: ignore[type-arg]
         self._result = None
         self._exception = None
 
+    # -- reading, without a lock once FINISHED ----------------------------
+
+    def _wait(self, timeout: Optional[float]) -> None:
+        if "_condition" in self.__dict__:  # watched by wait()/callbacks: its own condition
+            super().exception(timeout)  # waits; raises TimeoutError
+        elif not hub_wait(lambda: self._state == FINISHED, timeout):
+            raise FuturesTimeoutError()
+
+    def result(self, timeout: Optional[float] = None) -> Any:
+        if self._state != FINISHED:
+            self._wait(timeout)
+        if self._exception is not None:
+            raise self._exception
+        return self._result
+
+    def exception(self, timeout: Optional[float] = None) -> Optional[BaseException]:
+        if self._state != FINISHED:
+            self._wait(timeout)
+        return self._exception  # type: ignore[no-any-return]
+
+    def done(self) -> bool:
+        return self._state == FINISHED  # type: ignore[no-any-return]
+
+    def running(self) -> bool:
+        return self._state == RUNNING  # type: ignore[no-any-return]
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        state = self._state
+        if state == FINISHED:
+            if self._exception is not None:
+                what = f" raised {self._exception.__class__.__name__}"
+            else:
+                what = f" returned {self._result.__class__.__name__}"
+        else:
+            what = ""
+        return f"<{self.__class__.__name__} at {id(self):#x} state={state.lower()}{what}>"
+
+    # -- resolving ----------------------------------------------------------
+
     def set_result(self, result: Any) -> None:
-        d = self.__dict__
-        if "_condition" not in d:
-            with _LAZY_LOCK:
-                if "_condition" not in d:
-                    if self._state == FINISHED:
-                        raise InvalidStateError(f"{self._state}: {self!r}")
-                    self._result = result
-                    self._state = FINISHED
-                    return
-        super().set_result(result)
+        self._set_result(result)
+        wake_waiters()
 
     def set_exception(self, exception: Any) -> None:
+        self._set_exception(exception)
+        wake_waiters()
+
+    def _set_result(self, result: Any) -> None:
         d = self.__dict__
+        finished = False
         if "_condition" not in d:
             with _LAZY_LOCK:
                 if "_condition" not in d:
-                    if self._state == FINISHED:
-                        raise InvalidStateError(f"{self._state}: {self!r}")
-                    self._exception = exception
-                    self._state = FINISHED
-                    return
+                    finished = self._state == FINISHED
+                    if not finished:
+                        self._result = result
+                        self._state = FINISHED
+                        return
+            if finished:  # raised outside the lock: repr() may need it
+                raise InvalidStateError(f"{self._state}: {self!r}")
+        super().set_result(result)
+
+    def _set_exception(self, exception: Any) -> None:
+        d = self.__dict__
+        finished = False
+        if "_condition" not in d:
+            with _LAZY_LOCK:
+                if "_condition" not in d:
+                    finished = self._state == FINISHED
+                    if not finished:
+                        self._exception = exception
+                        self._state = FINISHED
+                        return
+            if finished:  # raised outside the lock: repr() may need it
+                raise InvalidStateError(f"{self._state}: {self!r}")
         super().set_exception(exception)
 
 
@@ -98,6 +203,48 @@ class _PlainFuture(Future):  # type: ignore[type-arg]
         self.set_running_or_notify_cancel()
 
 
+def _resolve_many_lazy(futures: List[Any], outcomes: List[Any], ok_class: type) -> int:
+    failed = 0
+    watched: List[int] = []
+    with _LAZY_LOCK:
+        for i, fut in enumerate(futures):
+            if fut is None:
+                continue
+            outcome = outcomes[i]
+            if "_condition" in fut.__dict__:
+                watched.append(i)
+                if outcome.__class__ is not ok_class:
+                    failed += 1
+            elif outcome.__class__ is ok_class:
+                fut._result = outcome
+                fut._state = FINISHED
+            else:
+                fut._exception = outcome
+                fut._state = FINISHED
+                failed += 1
+    for i in watched:  # outside the lock: these notify and run callbacks
+        outcome = outcomes[i]
+        if outcome.__class__ is ok_class:
+            Future.set_result(futures[i], outcome)
+        else:
+            Future.set_exception(futures[i], outcome)
+    wake_waiters()
+    return failed
+
+
+def _resolve_many_plain(futures: List[Any], outcomes: List[Any], ok_class: type) -> int:
+    failed = 0
+    for fut, outcome in zip(futures, outcomes):
+        if fut is None:
+            continue
+        if outcome.__class__ is ok_class:
+            fut.set_result(outcome)
+        else:
+            fut.set_exception(outcome)
+            failed += 1
+    return failed
+
+
 def _lazy_future_fits() -> bool:
     probe = Future()  # type: ignore[var-annotated]
     return set(vars(probe)) == _EXPECTED_ATTRS
@@ -105,3 +252,8 @@ def _lazy_future_fits() -> bool:
 
 #: The future type of every record: a concurrent.futures.Future subclass.
 RecordFuture = _LazyFuture if _lazy_future_fits() else _PlainFuture
+
+#: resolve_many(futures, outcomes, ok_class) -> failed: resolve ``futures[i]``
+#: (skipping None) with ``outcomes[i]``: its result when of ``ok_class``,
+#: else its exception. Returns how many got an exception.
+resolve_many = _resolve_many_lazy if RecordFuture is _LazyFuture else _resolve_many_plain
