@@ -39,6 +39,11 @@
 //! - [`systemd`]: socket activation (LISTEN_FDS), sd_notify readiness and
 //!   the watchdog.
 //! - [`client`]: an async client for the socket protocol (stats CLI, bench, tests).
+//! - [`kpl`]: KPL mode, kpld as the Java KPL's native process: its command
+//!   line (`args`), the two named pipes and their frames (`pipes`), the
+//!   `Configuration` message onto kpld's keys (`config_map`), the message
+//!   loop and result sink (`session`), `MetricsRequest` answers
+//!   (`metrics_answer`); messages from proto/kpl.proto (`kpl::wire`).
 //! - [`tail`]: the `kpld tail` command: reads a stream back, every shard,
 //!   parents first, aggregates taken apart and kpld's compression undone.
 //!
@@ -82,6 +87,7 @@ pub mod error_code;
 pub mod heap;
 pub mod intake;
 pub mod kinesis;
+pub mod kpl;
 pub mod limit;
 pub mod metrics;
 pub mod pipeline;
