@@ -525,13 +525,53 @@ fn records_flush_metrics_and_a_credentials_refresh_as_the_java_side_sees_them() 
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(put_total, 31.0);
-    // The 1.0.7 health check: one metric over the last second, answered.
-    let health = p.metrics(Some("UserRecordsPut"), Some(1));
-    assert!(health
-        .metrics
-        .iter()
-        .all(|m| m.name == "UserRecordsPut" && m.seconds == 1));
-    assert!(!health.metrics.is_empty());
+    // The 1.0.7 health check (one metric over the last second) is answered
+    // at once; the first has no history yet and says the window it covers.
+    let stream_sum = |r: &kpld::kpl::wire::MetricsResponse| {
+        r.metrics
+            .iter()
+            .find(|m| m.dimensions.len() == 1 && m.dimensions[0].value == "s")
+            .map(|m| (m.seconds, m.stats.sum))
+    };
+    // Without history the window is kpld's uptime: wait until that cannot
+    // be mistaken for a one-second window.
+    for _ in 0..120 {
+        let all = p.metrics(None, None);
+        if all.metrics.first().is_some_and(|m| m.seconds >= 3) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let first = p.metrics(Some("UserRecordsPut"), Some(1));
+    assert!(stream_sum(&first).is_some_and(|(secs, _)| secs >= 3));
+    assert!(first.metrics.iter().all(|m| m.name == "UserRecordsPut"));
+    assert_eq!(stream_sum(&first).map(|(_, sum)| sum), Some(31.0));
+    // Once sampled, a one-second window after the last record holds none.
+    let mut last = None;
+    for _ in 0..120 {
+        last = stream_sum(&p.metrics(Some("UserRecordsPut"), Some(1)));
+        if last.is_some_and(|(secs, _)| secs == 1) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(last, Some((1, 0.0)));
+    // Five more: a window that reaches back past them counts exactly those.
+    let mut five = Vec::new();
+    for i in 0..5 {
+        five.push(p.put("s", &format!("windowed-{i}"), None, "third"));
+    }
+    p.send(Body::Flush(Flush { stream_name: None }));
+    p.results(five.len());
+    let mut windowed = None;
+    for _ in 0..120 {
+        windowed = stream_sum(&p.metrics(Some("UserRecordsPut"), Some(60))).map(|(_, s)| s);
+        if windowed == Some(5.0) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(windowed, Some(5.0));
 
     let st = p.close_input_and_wait();
     assert_eq!(st.code(), Some(0), "{}", p.stderr_text());

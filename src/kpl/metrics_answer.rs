@@ -9,11 +9,18 @@
 //! differenced: a window's min and max are the series' since the start
 //! (docs/kpl-mode.md says so). Series are rolled up the KPL's way: a shard
 //! value counts in its stream's and the global series.
+//!
+//! Only metrics asked for with a window in the last [`INTEREST`] are
+//! sampled (the 1.0.7 health check asks for one): a minute of snapshots of
+//! every series of a stream with thousands of shards would be tens of MiB.
+//! A metric's first windowed request therefore has no history yet; its
+//! answer covers what there is (since the start), and `seconds` in each
+//! `Metric` says the window it really covers.
 
 use super::wire::{Dimension, Metric as WireMetric, MetricsRequest, MetricsResponse, Stats};
 use crate::metrics::registry::{SeriesKey, Stat};
-use crate::metrics::MetricsHandle;
-use std::collections::{BTreeMap, VecDeque};
+use crate::metrics::{Metric, MetricsHandle};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,16 +28,45 @@ use tokio::time::Instant;
 /// The longest window a request may ask for (the KPL's).
 pub const WINDOW_SECONDS: u64 = 60;
 
+/// How long a windowed request keeps its metric sampled.
+pub const INTEREST: Duration = Duration::from_secs(300);
+
 /// Cumulative statistics of every series, rolled up.
 pub type Totals = BTreeMap<SeriesKey, Stat>;
 
-/// The snapshots of the last [`WINDOW_SECONDS`] seconds.
+/// What the windows are asked about: one metric, or all of them.
+type Wanted = Option<Metric>;
+
+/// The snapshots of the last [`WINDOW_SECONDS`] seconds, of the metrics
+/// asked for with a window lately.
 #[derive(Default)]
 pub struct Window {
     ring: VecDeque<(Instant, Arc<Totals>)>,
+    /// Metric (None: all) -> (sampled since, last asked).
+    wanted: HashMap<Wanted, (Instant, Instant)>,
 }
 
 impl Window {
+    /// Notes a windowed request for `metric` (None: every metric).
+    pub fn want(&mut self, metric: Wanted, now: Instant) {
+        self.wanted
+            .entry(metric)
+            .and_modify(|(_, last)| *last = now)
+            .or_insert((now, now));
+    }
+
+    /// What the sampler takes now: None when nothing is wanted (the ring is
+    /// emptied then).
+    pub fn filter(&mut self, now: Instant) -> Option<Vec<Wanted>> {
+        self.wanted
+            .retain(|_, (_, last)| now.saturating_duration_since(*last) < INTEREST);
+        if self.wanted.is_empty() {
+            self.ring.clear();
+            return None;
+        }
+        Some(self.wanted.keys().copied().collect())
+    }
+
     pub fn push(&mut self, at: Instant, totals: Totals) {
         self.ring.push_back((at, Arc::new(totals)));
         while self.ring.len() > WINDOW_SECONDS as usize + 1 {
@@ -38,26 +74,35 @@ impl Window {
         }
     }
 
-    /// The newest snapshot at least `secs` seconds older than `now`, else the
-    /// oldest one kept (the window then starts at kpld's start).
-    pub fn at_least(&self, now: Instant, secs: u64) -> Option<Arc<Totals>> {
+    /// The newest snapshot at least `secs` seconds older than `now` that
+    /// was taken while `metric` was sampled, else the oldest such one;
+    /// with how many whole seconds before `now` it was taken.
+    pub fn at_least(&self, now: Instant, secs: u64, metric: Wanted) -> Option<(u64, Arc<Totals>)> {
+        let since = self
+            .wanted
+            .get(&metric)
+            .map(|(since, _)| *since)
+            .into_iter()
+            .chain(self.wanted.get(&None).map(|(since, _)| *since))
+            .min()?;
         let want = Duration::from_secs(secs);
-        self.ring
-            .iter()
+        let usable = || self.ring.iter().filter(|(t, _)| *t >= since);
+        usable()
             .rev()
             .find(|(t, _)| now.saturating_duration_since(*t) >= want)
-            .or_else(|| self.ring.front())
-            .map(|(_, s)| s.clone())
+            .or_else(|| usable().next())
+            .map(|(t, s)| (now.saturating_duration_since(*t).as_secs(), s.clone()))
     }
 }
 
-/// The registry's cumulative totals, every leaf rolled up into each prefix
-/// of its dimension chain.
-pub fn totals(handle: &MetricsHandle) -> Totals {
+/// The registry's cumulative totals of the metrics `only` names (None in
+/// it: all), every leaf rolled up into each prefix of its dimension chain.
+pub fn totals(handle: &MetricsHandle, only: Option<&[Wanted]>) -> Totals {
+    let keep = |m: Metric| only.is_none_or(|w| w.iter().any(|x| x.is_none_or(|x| x == m)));
     handle.with_registry(|r| {
         let mut out = Totals::new();
         for (key, leaf) in &r.leaves {
-            if leaf.total.is_empty() || !r.filter.records(key.metric) {
+            if leaf.total.is_empty() || !r.filter.records(key.metric) || !keep(key.metric) {
                 continue;
             }
             for p in key.prefixes() {
@@ -68,42 +113,50 @@ pub fn totals(handle: &MetricsHandle) -> Totals {
     })
 }
 
-/// Samples the totals once a second until the process ends.
+/// Samples the wanted totals once a second until the process ends.
 pub async fn sample(handle: MetricsHandle, window: Arc<Mutex<Window>>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let at = tick.tick().await;
-        let t = totals(&handle);
-        window.lock().unwrap_or_else(|e| e.into_inner()).push(at, t);
+        let lock = || window.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(only) = lock().filter(at) else {
+            continue;
+        };
+        let t = totals(&handle, Some(&only));
+        lock().push(at, t);
     }
 }
 
-/// The answer (pure). `before`: the totals at the window's start (None: the
-/// request asked for everything since the start, `uptime_s` long).
+/// The answer (pure). `before`: the totals at the window's start and how
+/// many seconds ago that was (None: everything since the start,
+/// `uptime_s` long).
 pub fn answer(
     req: &MetricsRequest,
     now: &Totals,
-    before: Option<&Totals>,
+    before: Option<(u64, &Totals)>,
     uptime_s: u64,
 ) -> MetricsResponse {
     let name = req.name.as_deref().filter(|n| !n.is_empty());
-    let seconds = match (req.seconds, before) {
-        (Some(s), Some(_)) => s.clamp(1, WINDOW_SECONDS),
-        _ => uptime_s,
-    };
     let mut metrics = Vec::new();
     for (key, total) in now {
         if name.is_some_and(|n| n != key.metric.name()) {
             continue;
         }
-        let stat = match before.and_then(|b| b.get(key)) {
-            // A series forgotten and started again has smaller totals.
-            Some(then) if then.count <= total.count => Stat {
-                count: total.count - then.count,
-                sum: total.sum - then.sum,
-                ..*total
+        let (stat, seconds) = match before {
+            // A series that is not in the snapshot began since.
+            Some((secs, b)) => match b.get(key) {
+                // A series forgotten and started again has smaller totals.
+                Some(then) if then.count <= total.count => (
+                    Stat {
+                        count: total.count - then.count,
+                        sum: total.sum - then.sum,
+                        ..*total
+                    },
+                    secs,
+                ),
+                _ => (*total, secs),
             },
-            _ => *total,
+            None => (*total, uptime_s),
         };
         metrics.push(WireMetric {
             name: key.metric.name().to_string(),
@@ -120,6 +173,20 @@ pub fn answer(
         });
     }
     MetricsResponse { metrics }
+}
+
+/// The window of a request: what `seconds` asks, in 1 ..= 60.
+pub fn window_of(req: &MetricsRequest) -> Option<u64> {
+    req.seconds.map(|s| s.clamp(1, WINDOW_SECONDS))
+}
+
+/// The metric a request names (`Some(None)`: all); None for a name kpld
+/// does not know, whose answer is empty and needs no history.
+pub fn wanted(req: &MetricsRequest) -> Option<Wanted> {
+    match req.name.as_deref().filter(|n| !n.is_empty()) {
+        None => Some(None),
+        Some(n) => Metric::from_name(n).map(Some),
+    }
 }
 
 fn stats(s: &Stat) -> Stats {
@@ -175,7 +242,7 @@ mod tests {
             name: Some("UserRecordsPut".into()),
             seconds: Some(5),
         };
-        let r = answer(&req, &now, Some(&before), 100);
+        let r = answer(&req, &now, Some((5, &before)), 100);
         assert_eq!(r.metrics.len(), 1);
         let m = &r.metrics[0];
         assert_eq!(m.seconds, 5);
@@ -216,7 +283,7 @@ mod tests {
                 seconds: Some(1),
             },
             &t,
-            Some(&t),
+            Some((1, &t)),
             9,
         );
         assert_eq!(r.metrics[0].stats.count, 0.0);
@@ -225,9 +292,12 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_keeps_a_minute_and_finds_the_start() {
+    fn the_ring_keeps_a_minute_of_what_is_wanted() {
         let t0 = Instant::now();
         let mut w = Window::default();
+        assert_eq!(w.filter(t0), None);
+        w.want(Some(Metric::UserRecordsPut), t0);
+        assert_eq!(w.filter(t0), Some(vec![Some(Metric::UserRecordsPut)]));
         for s in 0..100u64 {
             let mut t = Totals::new();
             t.insert(
@@ -237,10 +307,15 @@ mod tests {
             w.push(t0 + Duration::from_secs(s), t);
         }
         let now = t0 + Duration::from_secs(99);
-        let five = w.at_least(now, 5).unwrap();
-        assert_eq!(five.values().next().unwrap().count, 94);
-        // Longer than kept: the oldest snapshot.
-        let old = w.at_least(now, 600).unwrap();
-        assert_eq!(old.values().next().unwrap().count, 39);
+        let (ago, five) = w.at_least(now, 5, Some(Metric::UserRecordsPut)).unwrap();
+        assert_eq!((ago, five.values().next().unwrap().count), (5, 94));
+        // Longer than kept: the oldest snapshot, and its real age.
+        let (ago, old) = w.at_least(now, 600, Some(Metric::UserRecordsPut)).unwrap();
+        assert_eq!((ago, old.values().next().unwrap().count), (60, 39));
+        // Never asked for: no history.
+        assert!(w.at_least(now, 5, Some(Metric::AllErrors)).is_none());
+        // Interest runs out, and the ring is let go.
+        assert_eq!(w.filter(t0 + INTEREST), None);
+        assert!(w.ring.is_empty());
     }
 }

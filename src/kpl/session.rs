@@ -246,15 +246,21 @@ impl Session {
             }
             Some(Body::MetricsRequest(req)) => {
                 let now = Instant::now();
-                let totals = metrics_answer::totals(self.producer.metrics());
-                let before = req.seconds.and_then(|s| {
-                    self.window
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .at_least(now, s.clamp(1, metrics_answer::WINDOW_SECONDS))
-                });
+                let before = metrics_answer::window_of(&req)
+                    .zip(metrics_answer::wanted(&req))
+                    .and_then(|(secs, metric)| {
+                        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+                        w.want(metric, now);
+                        w.at_least(now, secs, metric)
+                    });
+                let totals = metrics_answer::totals(self.producer.metrics(), None);
                 let uptime = now.saturating_duration_since(self.started).as_secs();
-                let resp = metrics_answer::answer(&req, &totals, before.as_deref(), uptime);
+                let resp = metrics_answer::answer(
+                    &req,
+                    &totals,
+                    before.as_ref().map(|(ago, t)| (*ago, &**t)),
+                    uptime,
+                );
                 self.sink.reply(id, Body::MetricsResponse(resp));
             }
             Some(Body::StreamMetadata(s)) => {
