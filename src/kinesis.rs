@@ -99,6 +99,12 @@ impl SdkKinesis {
         Ok((me, shared))
     }
 
+    /// The default client on an already loaded shared config (KPL mode
+    /// loads it with the parent's credentials).
+    pub fn from_shared_config(cfg: &Config, shared: &aws_config::SdkConfig) -> Self {
+        Self::from_shared(cfg, shared, cfg.kinesis_endpoint.as_deref())
+    }
+
     /// A client for a stream whose settings name another region, endpoint
     /// or IAM role (assumed through the standard chain, for cross-account
     /// streams).
@@ -149,8 +155,77 @@ impl SdkKinesis {
     }
 }
 
+/// Credentials whose value is replaced while the clients that use them run:
+/// in KPL mode the Java parent sends fresh ones every few seconds. Clients
+/// built on them ask on every request (no identity cache), so a new value
+/// signs the very next call. Cheap to clone; clones share the value.
+#[derive(Debug, Clone)]
+pub struct SwappableCredentials {
+    current: Arc<arc_swap::ArcSwap<aws_credential_types::Credentials>>,
+}
+
+impl SwappableCredentials {
+    pub fn new(access_key_id: &str, secret: &str, session_token: Option<&str>) -> Self {
+        SwappableCredentials {
+            current: Arc::new(arc_swap::ArcSwap::from_pointee(Self::make(
+                access_key_id,
+                secret,
+                session_token,
+            ))),
+        }
+    }
+
+    /// Replaces the value for every client built on these credentials.
+    pub fn set(&self, access_key_id: &str, secret: &str, session_token: Option<&str>) {
+        self.current
+            .store(Arc::new(Self::make(access_key_id, secret, session_token)));
+    }
+
+    /// The access key id in use now (for logs; the secret is never shown).
+    pub fn access_key_id(&self) -> String {
+        self.current.load().access_key_id().to_string()
+    }
+
+    fn make(
+        access_key_id: &str,
+        secret: &str,
+        session_token: Option<&str>,
+    ) -> aws_credential_types::Credentials {
+        aws_credential_types::Credentials::new(
+            access_key_id,
+            secret,
+            session_token.map(str::to_string),
+            None,
+            "kpl-parent",
+        )
+    }
+}
+
+impl aws_credential_types::provider::ProvideCredentials for SwappableCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Ok((**self
+            .current
+            .load())
+        .clone()))
+    }
+}
+
 /// Region, credentials and HTTP client shared by every AWS client kpld makes.
 pub async fn load_shared_config(cfg: &Config) -> Result<aws_config::SdkConfig, SdkSetupError> {
+    load_shared_config_with(cfg, None).await
+}
+
+/// Like [`load_shared_config`], with `credentials` instead of the standard
+/// chain's (KPL mode).
+pub async fn load_shared_config_with(
+    cfg: &Config,
+    credentials: Option<SwappableCredentials>,
+) -> Result<aws_config::SdkConfig, SdkSetupError> {
     use aws_smithy_http_client::{tls, Builder};
     let http = Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -160,6 +235,11 @@ pub async fn load_shared_config(cfg: &Config) -> Result<aws_config::SdkConfig, S
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
     if let Some(r) = &cfg.region {
         loader = loader.region(aws_config::Region::new(r.clone()));
+    }
+    if let Some(c) = credentials {
+        loader = loader
+            .credentials_provider(c)
+            .identity_cache(aws_config::identity::IdentityCache::no_cache());
     }
     let shared = loader.load().await;
     if shared.region().is_none() {

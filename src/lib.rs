@@ -42,6 +42,11 @@
 //! - [`files`]: log files: `process` (the `processing` chain: CRI joins,
 //!   CSV/Apache/syslog to JSON, metadata with a stable `record_id`) and
 //!   `key` (the `partition_key` rules). Pure; the file source does the I/O.
+//! - [`kpl`]: KPL mode, kpld as the Java KPL's native process: its command
+//!   line (`args`), the two named pipes and their frames (`pipes`), the
+//!   `Configuration` message onto kpld's keys (`config_map`), the message
+//!   loop and result sink (`session`), `MetricsRequest` answers
+//!   (`metrics_answer`); messages from proto/kpl.proto (`kpl::wire`).
 //! - [`tail`]: the `kpld tail` command: reads a stream back, every shard,
 //!   parents first, aggregates taken apart and kpld's compression undone.
 //!
@@ -86,6 +91,7 @@ pub mod files;
 pub mod heap;
 pub mod intake;
 pub mod kinesis;
+pub mod kpl;
 pub mod limit;
 pub mod metrics;
 pub mod pipeline;

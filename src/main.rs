@@ -109,6 +109,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // The Java KPL's native-process command line, whatever the binary's name.
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    if kpld::kpl::is_kpl_command_line(&argv) {
+        return std::process::ExitCode::from(kpld::kpl::main(argv));
+    }
     let cli = Cli::parse();
     let path = cli.config.clone().or_else(|| {
         let p = PathBuf::from("/etc/kpld/kpld.toml");

@@ -373,6 +373,13 @@ impl Producer {
         }
     }
 
+    /// Sends what one stream has buffered now (the KPL's `flush(stream)`).
+    pub fn flush_stream(&self, stream: &str) {
+        if let Some(tx) = self.inner.streams.lock().expect("streams lock").get(stream) {
+            let _ = tx.send(Input::Flush);
+        }
+    }
+
     /// Drains: refuses new records, sends everything now, waits up to
     /// `grace` for every record to be final, then fails the rest with
     /// `ShuttingDown`.

@@ -204,6 +204,7 @@ impl FakeKinesis {
             require_auth: opts.require_auth,
             auto_create_shards: opts.auto_create_shards,
             epoch: Instant::now(),
+            access_key_ids: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind(("127.0.0.1", opts.port))?;
         listener.set_nonblocking(true)?;
@@ -256,6 +257,16 @@ impl FakeKinesis {
     /// The counters now.
     pub fn counters(&self) -> Counters {
         self.shared.counters.snapshot()
+    }
+
+    /// The access key ids that signed requests so far, each once, in the
+    /// order first seen.
+    pub fn access_key_ids(&self) -> Vec<String> {
+        self.shared
+            .access_key_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Every accepted entry so far, in acceptance order (empty in count-only mode).

@@ -686,6 +686,7 @@ mod tests {
             require_auth: true,
             auto_create_shards: None,
             epoch: Instant::now(),
+            access_key_ids: Mutex::default(),
         }
     }
 

@@ -137,7 +137,13 @@ async fn handle(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let has_auth = req.headers().contains_key(AUTHORIZATION);
+    let has_auth = match req.headers().get(AUTHORIZATION) {
+        Some(v) => {
+            sh.saw_authorization(v.to_str().unwrap_or(""));
+            true
+        }
+        None => false,
+    };
     let is_post = req.method() == Method::POST;
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes(),

@@ -120,9 +120,31 @@ pub struct Shared {
     pub auto_create_shards: Option<usize>,
     /// Monotonic origin for the token buckets.
     pub epoch: Instant,
+    /// The access key ids that signed requests, each once, in first-seen
+    /// order (signatures are not checked; tests check credential swaps).
+    pub access_key_ids: Mutex<Vec<String>>,
 }
 
 impl Shared {
+    /// Notes the access key id of a SigV4 `Authorization` header
+    /// (`AWS4-HMAC-SHA256 Credential=AKID/date/region/service/aws4_request, ...`).
+    pub fn saw_authorization(&self, header: &str) {
+        let Some(akid) = header
+            .split("Credential=")
+            .nth(1)
+            .and_then(|c| c.split('/').next())
+        else {
+            return;
+        };
+        let mut seen = self
+            .access_key_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !seen.iter().any(|k| k == akid) {
+            seen.push(akid.to_string());
+        }
+    }
+
     /// The model, even if a panicking thread poisoned its lock (the model stays usable).
     pub fn model(&self) -> MutexGuard<'_, Model> {
         self.model.lock().unwrap_or_else(|e| e.into_inner())

@@ -38,6 +38,7 @@
 
 mod daemon;
 mod floor;
+mod kpl;
 mod load;
 mod payload;
 mod procfs;
@@ -80,6 +81,8 @@ enum Cmd {
     ServeFake(serve::ServeArgs),
     /// Print records of a payload, one per line, and its size statistics.
     SamplePayload(SampleArgs),
+    /// kpld in KPL mode, driven as the Java KPL drives its native process.
+    Kpl(kpl::KplArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -367,6 +370,11 @@ fn main() -> std::process::ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(serve::serve(a)))
             .map(|()| 0),
+        Some(Cmd::Kpl(a)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(kpl::run(a))),
         None => run_cmd(cli.run),
     };
     match code {
