@@ -453,10 +453,16 @@ async fn overlong_enum_varints_and_two_oneof_members_are_read_by_protobufs_rules
     len_field(3, &[0x08, 3], &mut f3);
     s.write_all(&frame(&f3)).await.unwrap();
     let msgs = read_until(&mut s, |m| flushed(m, 3)).await;
-    assert!(flushed(&msgs, 2), "the second member (flush 2) was read: {msgs:?}");
+    assert!(
+        flushed(&msgs, 2),
+        "the second member (flush 2) was read: {msgs:?}"
+    );
     let r = results_of(&msgs);
     assert_eq!(r.get(&4), Some(&(true, String::new())), "{msgs:?}");
-    assert!(!r.contains_key(&3), "the first member (record 3) was dropped: {msgs:?}");
+    assert!(
+        !r.contains_key(&3),
+        "the first member (record 3) was dropped: {msgs:?}"
+    );
     assert!(error_code(&msgs).is_none(), "no error frame: {msgs:?}");
     drop(s);
     let (status, log) = d.stop().await;
