@@ -18,7 +18,12 @@
 //! - [`source`]: the tables' tasks: discovery, readers, the checkpoint
 //!   writer, SIGHUP and shutdown; per-file stats.
 
+pub mod checkpoint;
+pub mod dead_letter;
+pub mod discover;
+pub mod identity;
 pub mod key;
+pub mod lines;
 pub mod process;
 pub mod settings;
 

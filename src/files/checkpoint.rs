@@ -1,0 +1,257 @@
+//! The checkpoint of a file: the offset before which every record has a
+//! final result ([`Tracker`], pure), and the checkpoint file ([`Store`]).
+//!
+//! Invariant: the committed offset never moves past a record that has not
+//! succeeded or been written to the dead-letter file. Records finish in any
+//! order (shards, retries); the offset moves only over the longest run of
+//! finished records from the oldest one, so a lost record holds it back
+//! instead of being skipped (the Kinesis Agent accepts any higher buffer id).
+//!
+//! The file (`state_dir/file-checkpoints.json`) is written whole: to a
+//! temporary file, fsynced, renamed over the old one, then the directory
+//! fsynced, so a crash leaves the old or the new version, never a torn one.
+
+use super::identity::Saved;
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Records of one file in the order they were read, until they are final.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    /// Id of `entries[0]`.
+    base: u64,
+    entries: VecDeque<Entry>,
+    committed: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    start: u64,
+    end: u64,
+    done: bool,
+    /// Kept for the dead-letter file until the record is final.
+    data: Option<Bytes>,
+}
+
+/// A record's place and data, for the dead-letter file.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub start: u64,
+    pub end: u64,
+    pub data: Option<Bytes>,
+}
+
+impl Tracker {
+    /// Nothing before `offset` is pending.
+    pub fn new(offset: u64) -> Tracker {
+        Tracker {
+            base: 0,
+            entries: VecDeque::new(),
+            committed: offset,
+        }
+    }
+
+    /// A record read from `start` to `end`; returns its id.
+    pub fn push(&mut self, start: u64, end: u64, data: Option<Bytes>) -> u64 {
+        let id = self.base + self.entries.len() as u64;
+        self.entries.push_back(Entry {
+            start,
+            end,
+            done: false,
+            data,
+        });
+        id
+    }
+
+    /// The record's place, while it is not final.
+    pub fn pending(&self, id: u64) -> Option<Pending> {
+        let e = self.entries.get(id.checked_sub(self.base)? as usize)?;
+        (!e.done).then(|| Pending {
+            start: e.start,
+            end: e.end,
+            data: e.data.clone(),
+        })
+    }
+
+    /// The record is final (succeeded, or dead-lettered). Unknown or
+    /// repeated ids are ignored.
+    pub fn done(&mut self, id: u64) {
+        let Some(i) = id.checked_sub(self.base) else {
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(i as usize) {
+            e.done = true;
+            e.data = None;
+        }
+        while self.entries.front().is_some_and(|e| e.done) {
+            let e = self.entries.pop_front().expect("front exists");
+            self.committed = e.end;
+            self.base += 1;
+        }
+    }
+
+    /// Every record before this offset is final.
+    pub fn committed(&self) -> u64 {
+        self.committed
+    }
+
+    /// Records read and not final.
+    pub fn in_flight(&self) -> usize {
+        self.entries.iter().filter(|e| !e.done).count()
+    }
+
+    pub fn is_idle(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The file was truncated (copytruncate) and nothing is in flight:
+    /// reading starts again at `offset`.
+    pub fn restart_at(&mut self, offset: u64) {
+        debug_assert!(self.entries.is_empty());
+        self.entries.clear();
+        self.committed = offset;
+    }
+}
+
+/// The checkpoint file.
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct OnDisk {
+    version: u32,
+    files: Vec<Saved>,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store {
+            path: state_dir.join("file-checkpoints.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved checkpoints; none when there is no file yet.
+    pub fn load(&self) -> std::io::Result<Vec<Saved>> {
+        match std::fs::read(&self.path) {
+            Ok(b) => {
+                let d: OnDisk = serde_json::from_slice(&b).map_err(|e| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        format!("{} is not a kpld checkpoint file: {e}", self.path.display()),
+                    )
+                })?;
+                Ok(d.files)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Replaces the file atomically: temporary file, fsync, rename, fsync of
+    /// the directory.
+    pub fn save(&self, files: &[Saved]) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(&OnDisk {
+            version: 1,
+            files: files.to_vec(),
+        })
+        .expect("checkpoints serialise");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_offset_never_moves_past_a_record_not_final() {
+        let mut t = Tracker::new(0);
+        let a = t.push(0, 10, None);
+        let b = t.push(10, 20, None);
+        let c = t.push(20, 30, None);
+        t.done(c);
+        t.done(b);
+        assert_eq!(t.committed(), 0, "a is not final: nothing moves");
+        assert_eq!(t.in_flight(), 1);
+        t.done(a);
+        assert_eq!(t.committed(), 30);
+        assert!(t.is_idle());
+        t.done(a);
+        t.done(99);
+        assert_eq!(t.committed(), 30, "repeated and unknown ids are ignored");
+        let d = t.push(30, 35, Some(Bytes::from_static(b"x")));
+        assert_eq!(t.pending(d).unwrap().data.as_deref(), Some(&b"x"[..]));
+        t.done(d);
+        assert!(t.pending(d).is_none());
+        assert_eq!(t.committed(), 35);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn committed_is_the_end_of_the_longest_finished_prefix(
+            order in proptest::collection::vec(0usize..50, 0..50)
+        ) {
+            let mut t = Tracker::new(0);
+            let ids: Vec<u64> = (0..50).map(|i| t.push(i * 10, i * 10 + 10, None)).collect();
+            let mut finished = [false; 50];
+            for i in order {
+                t.done(ids[i]);
+                finished[i] = true;
+                let prefix = finished.iter().take_while(|f| **f).count() as u64;
+                proptest::prop_assert_eq!(t.committed(), prefix * 10);
+            }
+        }
+    }
+
+    #[test]
+    fn the_store_round_trips_and_replaces_the_file_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        assert!(s.load().unwrap().is_empty());
+        let one = Saved {
+            stream: "s".into(),
+            path: "/a".into(),
+            dev: 1,
+            ino: 2,
+            fp_len: 3,
+            fp_crc: 4,
+            offset: 5,
+            tail_crc: 6,
+        };
+        s.save(std::slice::from_ref(&one)).unwrap();
+        s.save(&[
+            one.clone(),
+            Saved {
+                ino: 9,
+                ..one.clone()
+            },
+        ])
+        .unwrap();
+        assert_eq!(s.load().unwrap().len(), 2);
+        assert!(!dir.path().join("file-checkpoints.json.tmp").exists());
+        std::fs::write(s.path(), b"{").unwrap();
+        assert!(s
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("not a kpld checkpoint file"));
+    }
+}
