@@ -25,9 +25,12 @@ pub mod identity;
 pub mod key;
 pub mod lines;
 pub mod process;
+pub mod reader;
 pub mod settings;
+pub mod source;
 
 pub use settings::{FileSpec, FilesTable, StartAt};
+pub use source::FileSources;
 
 /// The host name processors add (`add_metadata`); "localhost" if unknown.
 pub fn host_name() -> String {

@@ -127,7 +127,12 @@ pub(crate) struct Inner {
     pub(crate) metrics: MetricsHandle,
     /// Records refused with ShuttingDown because they arrived during the drain.
     pub(crate) refused_at_shutdown: AtomicU64,
+    /// Per-file stats of the `[[files]]` readers, for `stats`.
+    pub(crate) files_stats: std::sync::OnceLock<FilesStats>,
 }
+
+/// Gives the `[[files]]` readers' per-file stats (`files::FileSources`).
+pub type FilesStats = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Producer {
     /// A producer that sends through `api`. Must be called within a Tokio
@@ -172,6 +177,7 @@ impl Producer {
                 counters: Arc::default(),
                 metrics,
                 refused_at_shutdown: AtomicU64::new(0),
+                files_stats: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -196,7 +202,15 @@ impl Producer {
         v["buffered_bytes_available"] = self.inner.bytes_budget.available_permits().into();
         v["counters"] = self.inner.counters.snapshot();
         v["live_streams"] = self.live_streams().into();
+        if let Some(f) = self.inner.files_stats.get() {
+            v["files"] = f();
+        }
         v
+    }
+
+    /// Where `stats_json` takes the per-file stats from (set once).
+    pub fn set_files_stats(&self, f: FilesStats) {
+        let _ = self.inner.files_stats.set(f);
     }
 
     /// Streams with an actor now (at most `max_streams`).
@@ -218,6 +232,20 @@ impl Producer {
         tag: u64,
         sink: Arc<dyn ResultSink>,
         busy_if_full: bool,
+    ) {
+        self.put_with_ttl(records, tag, sink, busy_if_full, None)
+            .await
+    }
+
+    /// Like [`put`](Self::put), with a TTL of the caller's instead of the
+    /// stream's `record_ttl_ms` (log files: their records wait out outages).
+    pub async fn put_with_ttl(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        busy_if_full: bool,
+        ttl: Option<Duration>,
     ) {
         let inner = &self.inner;
         let now = Instant::now();
@@ -247,7 +275,7 @@ impl Producer {
                     continue;
                 }
             };
-            match validate(r, now, &origin, entry, max_bytes) {
+            match validate(r, now, &origin, entry, max_bytes, ttl) {
                 Ok(u) => {
                     // Nearly always the stream of the record before; records
                     // of streams that alternate still gather per stream.

@@ -1,0 +1,486 @@
+//! One file's task: where to start (its checkpoint, if the identity
+//! checks agree), reading lines and handing records to the producer (the
+//! `put` waits when the buffers are full: backpressure reaches the file,
+//! not memory), their results ([`FileSink`]: success, or the dead-letter
+//! file, then done), rotation, copytruncate and deletion.
+//!
+//! File I/O here is blocking `pread` on the runtime's threads: local log
+//! files are read from the page cache in chunks of [`CHUNK`], which costs
+//! less than a thread hop per read.
+
+use super::checkpoint::Tracker;
+use super::dead_letter::{Dead, DeadLetters};
+use super::identity::{self, Resume, Saved, FINGERPRINT_BYTES};
+use super::lines::{LineSplitter, Multiline, Piece};
+use super::process::{LineContext, Processed};
+use super::settings::{FileSpec, StartAt};
+use crate::error_code::ErrorCode;
+use crate::ipc::RecordResult;
+use crate::pipeline::{Landed, Landing, ResultSink};
+use crate::producer::RecordInput;
+use crate::Producer;
+use bytes::Bytes;
+use std::fs::File;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes read at a time.
+pub const CHUNK: usize = 256 * 1024;
+/// Records handed to one `put`.
+const BATCH: usize = 500;
+/// Records from files wait out any outage: the file is their buffer.
+pub const NO_TTL: Duration = Duration::from_secs(10 * 365 * 86_400);
+
+/// One open file: shared by its reader, its results and the checkpoint writer.
+pub struct FileState {
+    pub stream: String,
+    pub path: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub file: File,
+    pub tracker: Mutex<Tracker>,
+    /// Woken when records become final.
+    pub progress: Notify,
+    pub dead: Arc<DeadLetters>,
+    pub offset_read: AtomicU64,
+    pub size: AtomicU64,
+    pub lines: AtomicU64,
+    pub records: AtomicU64,
+    pub parse_errors: AtomicU64,
+    pub long_lines: AtomicU64,
+    pub rotations: AtomicU64,
+    pub dead_letters: AtomicU64,
+    /// Closed while records were still unacknowledged (rotated_max_open_ms).
+    pub closed_early: AtomicU64,
+    /// The file is gone (deleted and read): its checkpoint is dropped.
+    pub forget: AtomicBool,
+}
+
+impl FileState {
+    pub fn open(stream: &str, path: &str, dead: Arc<DeadLetters>) -> std::io::Result<FileState> {
+        let file = File::open(path)?;
+        let m = file.metadata()?;
+        Ok(FileState {
+            stream: stream.into(),
+            path: path.into(),
+            dev: m.dev(),
+            ino: m.ino(),
+            file,
+            tracker: Mutex::new(Tracker::new(0)),
+            progress: Notify::new(),
+            dead,
+            offset_read: AtomicU64::new(0),
+            size: AtomicU64::new(m.len()),
+            lines: AtomicU64::new(0),
+            records: AtomicU64::new(0),
+            parse_errors: AtomicU64::new(0),
+            long_lines: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            closed_early: AtomicU64::new(0),
+            forget: AtomicBool::new(false),
+        })
+    }
+
+    pub fn key(&self) -> (String, u64, u64) {
+        (self.stream.clone(), self.dev, self.ino)
+    }
+
+    fn pread(&self, at: u64, len: usize) -> Vec<u8> {
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            match self.file.read_at(&mut buf[got..], at + got as u64) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+        buf.truncate(got);
+        buf
+    }
+
+    /// The checkpoint as it would be saved now.
+    pub fn saved(&self) -> Saved {
+        let offset = self.tracker.lock().expect("tracker lock").committed();
+        let (fp_len, fp_crc) = identity::fingerprint(&self.pread(0, FINGERPRINT_BYTES));
+        let from = identity::tail_start(offset);
+        let tail = self.pread(from, (offset - from) as usize);
+        Saved {
+            stream: self.stream.clone(),
+            path: self.path.clone(),
+            dev: self.dev,
+            ino: self.ino,
+            fp_len,
+            fp_crc,
+            offset,
+            tail_crc: crc32fast::hash(&tail),
+        }
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let (acked, in_flight) = {
+            let t = self.tracker.lock().expect("tracker lock");
+            (t.committed(), t.in_flight())
+        };
+        let size = self.size.load(Ordering::Relaxed);
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "path": self.path,
+            "stream": self.stream,
+            "dev": self.dev,
+            "inode": self.ino,
+            "size": size,
+            "offset_read": g(&self.offset_read),
+            "offset_acked": acked,
+            "bytes_behind": size.saturating_sub(acked),
+            "in_flight": in_flight,
+            "lines": g(&self.lines),
+            "records": g(&self.records),
+            "parse_errors": g(&self.parse_errors),
+            "long_lines": g(&self.long_lines),
+            "rotations": g(&self.rotations),
+            "dead_letters": g(&self.dead_letters),
+            "closed_unacked": g(&self.closed_early),
+        })
+    }
+}
+
+/// Results of one file's records.
+pub struct FileSink(pub Arc<FileState>);
+
+impl ResultSink for FileSink {
+    fn deliver(&self, _tag: u64, r: RecordResult) {
+        let s = &self.0;
+        if r.success {
+            s.tracker.lock().expect("tracker lock").done(r.id);
+        } else if r.error_code == ErrorCode::ShuttingDown.as_str()
+            || r.error_code == ErrorCode::Busy.as_str()
+        {
+            // Not final: the checkpoint stays before it and the next start
+            // reads it again.
+            return;
+        } else {
+            let pending = s.tracker.lock().expect("tracker lock").pending(r.id);
+            let Some(p) = pending else { return };
+            let written = s.dead.write(&Dead {
+                stream: &s.stream,
+                path: &s.path,
+                start: p.start,
+                end: p.end,
+                error_code: &r.error_code,
+                error_message: &r.error_message,
+                data: p.data.as_deref(),
+            });
+            match written {
+                Ok(()) => {
+                    s.dead_letters.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(path = %s.path, offset = p.start, error_code = %r.error_code,
+                        error = %r.error_message, dead_letters = %s.dead.path().display(),
+                        "a record from a file failed for good; written to the dead-letter file");
+                    s.tracker.lock().expect("tracker lock").done(r.id);
+                }
+                Err(e) => {
+                    // Not done: the checkpoint stays before it, so it is sent
+                    // again after a restart rather than lost.
+                    tracing::error!(path = %s.path, offset = p.start, error = %e,
+                        "cannot write the dead-letter file; the record stays unacknowledged");
+                    return;
+                }
+            }
+        }
+        s.progress.notify_waiters();
+    }
+
+    fn landed(&self, _tag: u64, _landing: &Arc<Landing>, records: Vec<Landed>) {
+        {
+            let mut t = self.0.tracker.lock().expect("tracker lock");
+            for l in &records {
+                t.done(l.id);
+            }
+        }
+        self.0.progress.notify_waiters();
+    }
+}
+
+/// What a reader needs.
+pub struct Reader {
+    pub producer: Producer,
+    pub spec: Arc<FileSpec>,
+    pub host: String,
+    pub state: Arc<FileState>,
+    /// The file's saved checkpoint, if any.
+    pub saved: Option<Saved>,
+    /// Found by the table's first scan (`start_at` applies); a file that
+    /// appears later is read from its start.
+    pub first_scan: bool,
+    pub cancel: CancellationToken,
+}
+
+struct Emit<'a> {
+    r: &'a Reader,
+    sink: Arc<dyn ResultSink>,
+    stream: Bytes,
+    file_id: String,
+    chain: super::process::Chain,
+    multiline: Option<Multiline>,
+    /// Start of the first line the chain holds (CRI partial lines).
+    held_from: Option<u64>,
+    batch: Vec<RecordInput>,
+}
+
+impl Reader {
+    pub async fn run(self) {
+        let st = self.state.clone();
+        let size = st.file.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = match &self.saved {
+            Some(saved) => {
+                let head = st.pread(0, FINGERPRINT_BYTES);
+                let from = identity::tail_start(saved.offset);
+                let tail = st.pread(from, (saved.offset - from) as usize);
+                match identity::decide(saved, &head, size, &tail) {
+                    Resume::At(o) => o,
+                    Resume::FromStart(why) => {
+                        tracing::info!(path = %st.path, saved_offset = saved.offset,
+                            "the saved checkpoint does not apply ({why}); reading from the start");
+                        0
+                    }
+                }
+            }
+            None if self.first_scan && self.spec.table.start_at == StartAt::End => size,
+            None => 0,
+        };
+        tracing::info!(path = %st.path, stream = %st.stream, offset = start, "reading file");
+        *st.tracker.lock().expect("tracker lock") = Tracker::new(start);
+        let max = self.spec.table.max_line_bytes as usize;
+        let mut split = LineSplitter::new(max, start);
+        let mut emit = Emit {
+            r: &self,
+            sink: Arc::new(FileSink(st.clone())),
+            stream: Bytes::from(st.stream.clone().into_bytes()),
+            file_id: format!("{:x}.{:x}", st.dev, st.ino),
+            chain: self.spec.chain(&self.host),
+            multiline: self
+                .spec
+                .multiline_start
+                .clone()
+                .map(|re| Multiline::new(re, max)),
+            held_from: None,
+            batch: Vec::new(),
+        };
+        let poll = self.spec.poll_interval();
+        let multiline_timeout = Duration::from_millis(self.spec.table.multiline_timeout_ms);
+        let rotated_max = Duration::from_millis(self.spec.table.rotated_max_open_ms);
+        let mut buf = vec![0u8; CHUNK];
+        let mut pieces = Vec::new();
+        let mut last_data = Instant::now();
+        let mut rotated_at: Option<Instant> = None;
+        let mut long_seen = 0;
+        while !self.cancel.is_cancelled() {
+            let at = split.fed_to();
+            let n = st.file.read_at(&mut buf, at).unwrap_or(0);
+            if n > 0 {
+                split.feed(&buf[..n], &mut pieces);
+                st.offset_read.store(split.fed_to(), Ordering::Relaxed);
+                if split.long_lines > long_seen {
+                    tracing::warn!(path = %st.path, max_line_bytes = max, long_lines = split.long_lines,
+                        "a line longer than max_line_bytes was split into several records");
+                    st.long_lines.store(split.long_lines, Ordering::Relaxed);
+                    long_seen = split.long_lines;
+                }
+                for p in pieces.drain(..) {
+                    emit.piece(p).await;
+                }
+                emit.send().await;
+                last_data = Instant::now();
+                continue;
+            }
+            let m = match st.file.metadata() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            st.size.store(m.len(), Ordering::Relaxed);
+            if emit.multiline.as_ref().is_some_and(|m| m.holds())
+                && last_data.elapsed() >= multiline_timeout
+            {
+                if let Some(rec) = emit.multiline.as_mut().and_then(Multiline::flush) {
+                    emit.record(rec).await;
+                    emit.send().await;
+                }
+            }
+            if m.len() < split.fed_to() {
+                // copytruncate: the writer keeps its descriptor and the file
+                // starts again at 0. What was read is in flight: let it
+                // finish, then read the new content from the start.
+                st.rotations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %st.path, size = m.len(), offset = split.fed_to(),
+                    "file truncated (copytruncate?); reading it again from the start");
+                self.wait_acked(rotated_max).await;
+                st.tracker.lock().expect("tracker lock").restart_at(0);
+                split = LineSplitter::new(max, 0);
+                long_seen = 0;
+                emit.multiline.as_mut().map(Multiline::flush);
+                emit.held_from = None;
+                continue;
+            }
+            let moved = m.nlink() == 0
+                || std::fs::metadata(&st.path)
+                    .map_or(true, |p| p.dev() != st.dev || p.ino() != st.ino);
+            if moved {
+                match rotated_at {
+                    None => {
+                        // Read once more: the writer may have written between
+                        // the last read and the rename.
+                        rotated_at = Some(Instant::now());
+                        st.rotations.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(path = %st.path, deleted = m.nlink() == 0,
+                            "file rotated or deleted; reading it to its end");
+                        continue;
+                    }
+                    Some(t) => {
+                        if let Some(last) = split.finish() {
+                            emit.piece(last).await;
+                        }
+                        if let Some(rec) = emit.multiline.as_mut().and_then(Multiline::flush) {
+                            emit.record(rec).await;
+                        }
+                        if let Some(held) = emit.chain.take_held() {
+                            let (from, to) = (
+                                emit.held_from.take().unwrap_or(split.fed_to()),
+                                split.fed_to(),
+                            );
+                            emit.push(from, to, held);
+                        }
+                        emit.send().await;
+                        let left = rotated_max.saturating_sub(t.elapsed());
+                        if !self.wait_acked(left).await && !self.cancel.is_cancelled() {
+                            st.closed_early.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(path = %st.path, rotated_max_open_ms = self.spec.table.rotated_max_open_ms,
+                                "a rotated file's records were not all acknowledged within rotated_max_open_ms; closing it anyway");
+                        }
+                        if m.nlink() == 0 {
+                            st.forget.store(true, Ordering::Relaxed);
+                        }
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = self.cancel.cancelled() => {}
+            }
+        }
+        emit.send().await;
+        tracing::debug!(path = %st.path, "file reader ends");
+    }
+
+    /// Waits until every record read is final, at most `bound`; true if so.
+    async fn wait_acked(&self, bound: Duration) -> bool {
+        let deadline = Instant::now() + bound;
+        loop {
+            let notified = self.state.progress.notified();
+            if self.state.tracker.lock().expect("tracker lock").in_flight() == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = tokio::time::sleep_until(deadline) => return false,
+                _ = self.cancel.cancelled() => return false,
+            }
+        }
+    }
+}
+
+impl Emit<'_> {
+    async fn piece(&mut self, p: Piece) {
+        let st = &self.r.state;
+        if p.terminator_only {
+            let mut t = st.tracker.lock().expect("tracker lock");
+            let id = t.push(p.start, p.end, None);
+            t.done(id);
+            return;
+        }
+        st.lines.fetch_add(1, Ordering::Relaxed);
+        let rec = match &mut self.multiline {
+            Some(m) => m.push(p),
+            None => Some(p),
+        };
+        if let Some(rec) = rec {
+            self.record(rec).await;
+        }
+    }
+
+    async fn record(&mut self, rec: Piece) {
+        let st = self.r.state.clone();
+        let ctx = LineContext {
+            path: &st.path,
+            file_id: &self.file_id,
+            offset: self.held_from.unwrap_or(rec.start),
+        };
+        let (out, err) = self.chain.apply(&rec.data, &ctx);
+        if let Some(e) = err {
+            let n = st.parse_errors.fetch_add(1, Ordering::Relaxed);
+            if n < 10 || n.is_power_of_two() {
+                tracing::warn!(path = %st.path, offset = rec.start, processor = e.processor,
+                    reason = %e.reason, parse_errors = n + 1, "a line did not parse");
+            }
+        }
+        match out {
+            Processed::Record(data) => {
+                let from = self.held_from.take().unwrap_or(rec.start);
+                self.push(from, rec.end, data);
+                if self.batch.len() >= BATCH {
+                    self.send().await;
+                }
+            }
+            Processed::Held => {
+                self.held_from.get_or_insert(rec.start);
+            }
+            Processed::Skipped => {
+                // While the chain holds earlier lines, a skipped one gets no
+                // entry: the checkpoint must stay before the held lines.
+                if self.held_from.is_none() {
+                    let mut t = st.tracker.lock().expect("tracker lock");
+                    let id = t.push(rec.start, rec.end, None);
+                    t.done(id);
+                }
+            }
+        }
+    }
+
+    fn push(&mut self, start: u64, end: u64, data: Vec<u8>) {
+        let st = &self.r.state;
+        let key = self.r.spec.partition_key.key(&data, &st.path);
+        let data = Bytes::from(data);
+        let id = st
+            .tracker
+            .lock()
+            .expect("tracker lock")
+            .push(start, end, Some(data.clone()));
+        st.records.fetch_add(1, Ordering::Relaxed);
+        self.batch.push(RecordInput {
+            id,
+            stream: self.stream.clone(),
+            partition_key: Bytes::from(key),
+            explicit_hash_key: None,
+            data,
+            compression: None,
+        });
+    }
+
+    async fn send(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.r
+            .producer
+            .put_with_ttl(batch, 0, self.sink.clone(), false, Some(NO_TTL))
+            .await;
+    }
+}
