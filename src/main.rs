@@ -591,7 +591,7 @@ async fn run(
         }
     };
     let weak = Arc::downgrade(&files);
-    producer.set_files_stats(Box::new(move || {
+    producer.metrics().set_files_stats(Box::new(move || {
         weak.upgrade()
             .map_or(serde_json::Value::Null, |f| f.stats())
     }));

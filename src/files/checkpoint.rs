@@ -106,10 +106,12 @@ impl Tracker {
         self.entries.is_empty()
     }
 
-    /// The file was truncated (copytruncate) and nothing is in flight:
-    /// reading starts again at `offset`.
+    /// The file was truncated (copytruncate): reading starts again at
+    /// `offset`. Records still in flight (the wait for them was bounded)
+    /// keep their ids, which are not given again, so their results are
+    /// ignored.
     pub fn restart_at(&mut self, offset: u64) {
-        debug_assert!(self.entries.is_empty());
+        self.base += self.entries.len() as u64;
         self.entries.clear();
         self.committed = offset;
     }
@@ -202,6 +204,18 @@ mod tests {
         t.done(d);
         assert!(t.pending(d).is_none());
         assert_eq!(t.committed(), 35);
+        let old = t.push(35, 40, None);
+        t.restart_at(0);
+        let new = t.push(0, 7, None);
+        assert_ne!(old, new, "ids are never given twice");
+        t.done(old);
+        assert_eq!(
+            t.committed(),
+            0,
+            "a result from before the truncation is ignored"
+        );
+        t.done(new);
+        assert_eq!(t.committed(), 7);
     }
 
     proptest::proptest! {

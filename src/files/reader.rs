@@ -280,8 +280,34 @@ impl Reader {
         let mut last_data = Instant::now();
         let mut rotated_at: Option<Instant> = None;
         let mut long_seen = 0;
+        // The first bytes as last seen: a change means the file was
+        // truncated and written again, even if it is already longer than
+        // the offset read by the time it is looked at.
+        let mut head = identity::fingerprint(&st.pread(0, FINGERPRINT_BYTES));
         while !self.cancel.is_cancelled() {
+            let now_head = st.pread(0, FINGERPRINT_BYTES);
+            let rewritten = (now_head.len() as u32) < head.0
+                || crc32fast::hash(&now_head[..head.0 as usize]) != head.1;
+            head = identity::fingerprint(&now_head);
             let at = split.fed_to();
+            if rewritten || st.file.metadata().is_ok_and(|m| m.len() < at) {
+                // copytruncate: the writer keeps its descriptor and the file
+                // starts again at 0. What was read is in flight: let it
+                // finish, then read the new content from the start.
+                st.rotations.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %st.path, offset = at,
+                    "file truncated (copytruncate?); reading it again from the start");
+                emit.send().await;
+                self.wait_acked(rotated_max).await;
+                st.tracker.lock().expect("tracker lock").restart_at(0);
+                split = LineSplitter::new(max, 0);
+                long_seen = 0;
+                if let Some(m) = emit.multiline.as_mut() {
+                    m.flush();
+                }
+                emit.held_from = None;
+                continue;
+            }
             let n = st.file.read_at(&mut buf, at).unwrap_or(0);
             if n > 0 {
                 split.feed(&buf[..n], &mut pieces);
@@ -311,21 +337,6 @@ impl Reader {
                     emit.record(rec).await;
                     emit.send().await;
                 }
-            }
-            if m.len() < split.fed_to() {
-                // copytruncate: the writer keeps its descriptor and the file
-                // starts again at 0. What was read is in flight: let it
-                // finish, then read the new content from the start.
-                st.rotations.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(path = %st.path, size = m.len(), offset = split.fed_to(),
-                    "file truncated (copytruncate?); reading it again from the start");
-                self.wait_acked(rotated_max).await;
-                st.tracker.lock().expect("tracker lock").restart_at(0);
-                split = LineSplitter::new(max, 0);
-                long_seen = 0;
-                emit.multiline.as_mut().map(Multiline::flush);
-                emit.held_from = None;
-                continue;
             }
             let moved = m.nlink() == 0
                 || std::fs::metadata(&st.path)

@@ -127,12 +127,7 @@ pub(crate) struct Inner {
     pub(crate) metrics: MetricsHandle,
     /// Records refused with ShuttingDown because they arrived during the drain.
     pub(crate) refused_at_shutdown: AtomicU64,
-    /// Per-file stats of the `[[files]]` readers, for `stats`.
-    pub(crate) files_stats: std::sync::OnceLock<FilesStats>,
 }
-
-/// Gives the `[[files]]` readers' per-file stats (`files::FileSources`).
-pub type FilesStats = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Producer {
     /// A producer that sends through `api`. Must be called within a Tokio
@@ -177,7 +172,6 @@ impl Producer {
                 counters: Arc::default(),
                 metrics,
                 refused_at_shutdown: AtomicU64::new(0),
-                files_stats: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -202,15 +196,10 @@ impl Producer {
         v["buffered_bytes_available"] = self.inner.bytes_budget.available_permits().into();
         v["counters"] = self.inner.counters.snapshot();
         v["live_streams"] = self.live_streams().into();
-        if let Some(f) = self.inner.files_stats.get() {
-            v["files"] = f();
+        if let Some(f) = self.inner.metrics.files_stats() {
+            v["files"] = f;
         }
         v
-    }
-
-    /// Where `stats_json` takes the per-file stats from (set once).
-    pub fn set_files_stats(&self, f: FilesStats) {
-        let _ = self.inner.files_stats.set(f);
     }
 
     /// Streams with an actor now (at most `max_streams`).
