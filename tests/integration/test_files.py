@@ -10,7 +10,10 @@ the aggregates apart) and every line written must be there.
   that is in a file is in the stream);
 - a new file on the same inode (rewritten in place) is read from its start, not resumed;
 - a file shorter than the fingerprint window is read;
-- SIGHUP adds a files table and removes another.
+- SIGHUP adds a files table and removes another;
+- a record that fails for good (RecordTooLarge) is in the dead-letter file with its reason,
+  and the checkpoint moves past it;
+- a line of several MiB is split into records of max_line_bytes that rebuild it.
 
 No assertion is about time: waits are bounded loops that fail with what was missing.
 `make_stream` comes before `kpld` in each test's fixtures, so the daemon is stopped before
@@ -340,3 +343,66 @@ def test_sighup_adds_a_files_table_and_removes_another(
         lambda s: [Path(f["path"]).name for f in s.get("files") or []] == ["y.log"],
     )
     assert s["files"][0]["stream"] == s2
+
+
+def test_a_record_that_fails_for_good_goes_to_the_dead_letter_file_and_the_checkpoint_moves_on(
+    make_stream, kpld, kpld_bin, kinesis, tmp_path
+):
+    stream = make_stream(kinesis, 1)
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    path = logs / "app.log"
+    small = [f"small {i:02d}" for i in range(20)]
+    big = "B" * 400
+    path.write_text("\n".join(small[:10] + [big] + small[10:]) + "\n")
+    daemon = kpld(
+        state_dir=str(state),
+        files=[table(stream, [str(path)], partition_key="path")],
+        streams={stream: {"max_record_size": 300}},
+    )
+    wait_lines(kinesis, stream, set(small), daemon)
+    s = wait_stats(
+        kpld_bin,
+        daemon,
+        "the file acknowledged to its end",
+        lambda s: (s.get("files") or [{}])[0].get("offset_acked") == path.stat().st_size,
+    )
+    assert s["files"][0]["dead_letters"] == 1
+    dead = [json.loads(x) for x in (state / "dead-letter.jsonl").read_text().splitlines()]
+    assert len(dead) == 1
+    assert dead[0]["error_code"] == "RecordTooLarge"
+    assert dead[0]["data"] == big
+    assert dead[0]["offset"] == sum(len(x) + 1 for x in small[:10])
+    assert dead[0]["path"] == str(path)
+    assert big not in lines_in(kinesis, stream)
+
+
+def test_a_line_of_several_mib_is_split_into_records_that_rebuild_it(
+    make_stream, kpld, kpld_bin, kinesis, tmp_path
+):
+    stream = make_stream(kinesis, 2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "big.log"
+    line = "".join(chr(ord("a") + i % 26) for i in range(3 * 1024 * 1024 + 17))
+    path.write_text(f"before\n{line}\nafter\n")
+    daemon = kpld(state_dir=str(tmp_path / "state"), files=[table(stream, [str(path)])])
+    wait_lines(kinesis, stream, {"before", "after"}, daemon)
+    s = wait_stats(
+        kpld_bin,
+        daemon,
+        "the file acknowledged to its end",
+        lambda s: (s.get("files") or [{}])[0].get("offset_acked") == path.stat().st_size,
+    )
+    assert s["files"][0]["long_lines"] == 1
+    pieces = [
+        u.data.decode()
+        for u in read_stream(kinesis, stream).user_records
+        if u.data.decode() not in ("before", "after")
+    ]
+    max_line = 1024 * 1024 - 256
+    assert len(pieces) == -(-len(line) // max_line)
+    assert all(len(p) <= max_line for p in pieces)
+    # Records of several shards come back in shard order: rebuild by content.
+    assert sorted(pieces) == sorted(line[i : i + max_line] for i in range(0, len(line), max_line))
+    assert "longer than max_line_bytes" in daemon.log()
