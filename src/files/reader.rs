@@ -31,6 +31,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Bytes read at a time.
 pub const CHUNK: usize = 256 * 1024;
+/// A rotated or deleted file is closed once it has not grown for this long
+/// (and its records are acknowledged): a writer that opened it before the
+/// rename may still be writing to it.
+pub const ROTATED_QUIET: Duration = Duration::from_secs(1);
 /// Records handed to one `put`.
 const BATCH: usize = 500;
 /// Records from files wait out any outage: the file is their buffer.
@@ -219,6 +223,8 @@ pub struct Reader {
     /// appears later is read from its start.
     pub first_scan: bool,
     pub cancel: CancellationToken,
+    /// Woken by inotify when something changed in the table's directories.
+    pub wake: Arc<Notify>,
 }
 
 struct Emit<'a> {
@@ -344,13 +350,16 @@ impl Reader {
             if moved {
                 match rotated_at {
                     None => {
-                        // Read once more: the writer may have written between
-                        // the last read and the rename.
+                        // Keep reading: a writer that opened the file before
+                        // the rename writes to it until it reopens.
                         rotated_at = Some(Instant::now());
+                        last_data = Instant::now();
                         st.rotations.fetch_add(1, Ordering::Relaxed);
                         tracing::info!(path = %st.path, deleted = m.nlink() == 0,
                             "file rotated or deleted; reading it to its end");
                         continue;
+                    }
+                    Some(t) if last_data.elapsed() < ROTATED_QUIET && t.elapsed() < rotated_max => {
                     }
                     Some(t) => {
                         if let Some(last) = split.finish() {
@@ -382,6 +391,7 @@ impl Reader {
             }
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}
+                _ = self.wake.notified() => {}
                 _ = self.cancel.cancelled() => {}
             }
         }

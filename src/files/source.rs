@@ -1,7 +1,9 @@
 //! The running `[[files]]` tables ([`FileSources`]): one task per table
-//! (discovery every `poll_interval_ms`, one reader task per file found, so
-//! every matching file is read at once), the checkpoint writer, SIGHUP and
-//! shutdown.
+//! (discovery every `poll_interval_ms` and at once when inotify sees a file
+//! created, renamed or removed; one reader task per file found, so every
+//! matching file is read at once, woken by inotify on appends), the
+//! checkpoint writer, SIGHUP and shutdown. Polling stays the fallback for
+//! file systems without inotify.
 //!
 //! Shutdown, in order: 1. [`FileSources::stop`]: readers stop reading (a
 //! `put` under way finishes, or is refused once the producer's drain
@@ -226,10 +228,87 @@ impl Hub {
     }
 }
 
+/// Watches the tables' directories with inotify, waking discovery and the
+/// readers at once; without it (a file system or a limit that refuses it)
+/// everything still happens at the next poll.
+struct Watch {
+    watcher: Option<notify::RecommendedWatcher>,
+    watched: std::collections::HashSet<PathBuf>,
+}
+
+impl Watch {
+    /// `readers`: woken by any change; `discovery`: by files created,
+    /// renamed or removed only (a walk per write would cost a busy file).
+    fn new(
+        readers: Arc<tokio::sync::Notify>,
+        discovery: Arc<tokio::sync::Notify>,
+        spec: &FileSpec,
+    ) -> Watch {
+        use notify::event::{EventKind, ModifyKind};
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let Ok(ev) = ev else { return };
+            readers.notify_waiters();
+            if matches!(
+                ev.kind,
+                EventKind::Create(_)
+                    | EventKind::Remove(_)
+                    | EventKind::Modify(ModifyKind::Name(_))
+            ) {
+                discovery.notify_waiters();
+            }
+        });
+        let watcher = match watcher {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::info!(stream = %spec.table.stream, error = %e,
+                    "inotify is not available; files are polled every poll_interval_ms");
+                None
+            }
+        };
+        Watch {
+            watcher,
+            watched: Default::default(),
+        }
+    }
+
+    /// Watches each pattern's directory once it exists.
+    fn update(&mut self, spec: &FileSpec) {
+        use notify::{RecursiveMode, Watcher};
+        let Some(w) = self.watcher.as_mut() else {
+            return;
+        };
+        for p in &spec.table.paths {
+            let (root, depth) = super::discover::walk_root(p);
+            let (dir, mode) = match depth {
+                Some(0) => match root.parent() {
+                    Some(d) => (d.to_path_buf(), RecursiveMode::NonRecursive),
+                    None => continue,
+                },
+                Some(1) => (root, RecursiveMode::NonRecursive),
+                _ => (root, RecursiveMode::Recursive),
+            };
+            if self.watched.contains(&dir) || !dir.is_dir() {
+                continue;
+            }
+            match w.watch(&dir, mode) {
+                Ok(()) => {
+                    self.watched.insert(dir);
+                }
+                Err(e) => tracing::debug!(dir = %dir.display(), error = %e,
+                    "cannot watch; polling it"),
+            }
+        }
+    }
+}
+
 async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToken) {
     let mut open: HashMap<(u64, u64), JoinHandle<()>> = HashMap::new();
     let mut first_scan = true;
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let rediscover = Arc::new(tokio::sync::Notify::new());
+    let mut watch = Watch::new(wake.clone(), rediscover.clone(), &spec);
     while !cancel.is_cancelled() {
+        watch.update(&spec);
         open.retain(|_, h| !h.is_finished());
         let s = spec.clone();
         let found = tokio::task::spawn_blocking(move || super::discover::matching(&s))
@@ -259,6 +338,7 @@ async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToke
                 saved,
                 first_scan,
                 cancel: cancel.child_token(),
+                wake: wake.clone(),
             };
             let h = hub.clone();
             let task = hub.readers.spawn(async move {
@@ -280,6 +360,7 @@ async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToke
         first_scan = false;
         tokio::select! {
             _ = tokio::time::sleep(spec.poll_interval()) => {}
+            _ = rediscover.notified() => {}
             _ = cancel.cancelled() => {}
         }
     }

@@ -36,7 +36,7 @@ import pytest
 
 from kinesis_helpers import read_stream, write_config
 
-WAIT_S = 180
+WAIT_S = int(os.environ.get("KPLD_TEST_FILES_WAIT_S", "180"))
 
 
 def table(stream: str, paths: list[str], **kw) -> dict:
@@ -124,8 +124,18 @@ class Writer(threading.Thread):
         for i in range(self.n):
             line = f"{self.prefix} {i:06d}"
             if self.reopen:
-                with open(self.path, "a") as g:
-                    g.write(line + "\n")
+                # Never creates the file: between logrotate's rename and its create a
+                # file the writer made would be replaced, its lines deleted unread.
+                while True:
+                    try:
+                        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+                        break
+                    except FileNotFoundError:
+                        time.sleep(0.001)
+                try:
+                    os.write(fd, (line + "\n").encode())
+                finally:
+                    os.close(fd)
             else:
                 f.write(line + "\n")
             self.written.append(line)
@@ -144,6 +154,7 @@ def test_lines_appended_while_kpld_runs_are_all_delivered(
     (logs / "a.log").write_text("".join(f"before {i}\n" for i in range(100)))
     daemon = kpld(state_dir=str(tmp_path / "state"), files=[table(stream, [f"{logs}/*.log"])])
     w = Writer(logs / "a.log", "during", 3000, reopen=False)
+    (logs / "b.log").write_text("")
     w2 = Writer(logs / "b.log", "other", 1000, reopen=True)
     w.start()
     w2.start()
