@@ -276,7 +276,8 @@ def test_logrotate_copytruncate_while_a_writer_appends_ships_every_line_in_the_f
     in_files = set()
     for f in logs.iterdir():
         in_files |= {x for x in f.read_text().splitlines() if x}
-    assert len(in_files) > 5000
+    # How many lines logrotate itself loses depends on the machine's load: not asserted.
+    assert (logs / "app.log.2").exists() and in_files, "logrotate copied and truncated twice"
     wait_lines(kinesis, stream, in_files, daemon)
     assert "file truncated" in daemon.log()
     # The copies are read as files of their own (their lines again): let them finish.
