@@ -27,6 +27,8 @@
 //!   bookkeeping (`connection`), the writer and result frames (`results`).
 //! - [`intake`]: each connection's frames, charged to one shared pool before
 //!   their bodies are read (memory of requests waiting for room).
+//! - [`files`]: log files (`[[files]]`) read, checkpointed and sent as records
+//!   through the [`Producer`], rotation and copytruncate handled.
 //! - [`shutdown`]: signals and the drain sequence.
 //! - [`metrics`]: the KPL's CloudWatch metrics, EMF, Prometheus, hot shards and the
 //!   `kpld stats` snapshot.

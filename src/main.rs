@@ -607,6 +607,25 @@ async fn run(
             return Ok(2);
         }
     };
+    let files = match kpld::files::FileSources::start(
+        producer.clone(),
+        current.state_dir.clone(),
+        &current.files,
+    ) {
+        Ok(f) => Arc::new(f),
+        Err(e) => {
+            eprintln!("kpld: configuration error: {e}");
+            if let Some(f) = &socket_file {
+                let _ = f.remove_if_unchanged();
+            }
+            return Ok(2);
+        }
+    };
+    let weak = Arc::downgrade(&files);
+    producer.metrics().set_files_stats(Box::new(move || {
+        weak.upgrade()
+            .map_or(serde_json::Value::Null, |f| f.stats())
+    }));
     tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "kpld ready");
     {
         // Said once at start, so that an operator does not learn of it from records
@@ -639,13 +658,16 @@ async fn run(
     let sig = loop {
         match signals.recv().await {
             kpld::shutdown::Received::Stop(s) => break s,
-            kpld::shutdown::Received::Reload => reload(
-                &producer,
-                &mut current,
-                path.as_deref(),
-                &log_level,
-                &policy,
-            ),
+            kpld::shutdown::Received::Reload => {
+                reload(
+                    &producer,
+                    &mut current,
+                    path.as_deref(),
+                    &log_level,
+                    &policy,
+                );
+                files.reconfigure(&current.files);
+            }
         }
     };
     let _ = kpld::systemd::notify(&format!(
@@ -658,6 +680,9 @@ async fn run(
         grace_ms = grace.as_millis() as u64,
         "draining"
     );
+    // Log files first: their readers stop handing records over, so the
+    // drain below sees all of them; their checkpoints after it.
+    files.stop(Duration::from_secs(2)).await;
     let report = kpld::shutdown::drain(
         &producer,
         socket_file.as_ref(),
@@ -668,6 +693,7 @@ async fn run(
     )
     .await;
     let _ = server.await;
+    files.finish().await;
     // The last metrics interval: uploaded (or written) once every record is final.
     metrics.shutdown().await;
     if report.refused_during_drain > 0 {

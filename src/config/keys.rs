@@ -116,6 +116,9 @@ pub enum Kpl {
 /// The name of the key that holds the `[streams."NAME"]` tables.
 pub const STREAMS: &str = "streams";
 
+/// The name of the key that holds the `[[files]]` tables.
+pub const FILES: &str = "files";
+
 /// Every key, in the order `--check` prints them.
 pub static KEYS: &[KeyDef] = &[
     KeyDef {
@@ -608,6 +611,17 @@ pub static KEYS: &[KeyDef] = &[
         read: values::plain::<u32>,
     },
     KeyDef {
+        name: "state_dir",
+        ty: "path",
+        default: DefaultValue::Str("/var/lib/kpld"),
+        allowed: Allowed::Text("an absolute path; created when `[[files]]` tables exist"),
+        sighup: Sighup::Restart,
+        scope: Scope::Global,
+        kpl: Kpl::None("the Kinesis Agent's checkpoint file"),
+        doc: "Log file checkpoints and dead letters (not a tmpfs such as /run)",
+        read: values::state_dir,
+    },
+    KeyDef {
         name: "streams_allowed",
         ty: "array of strings",
         default: DefaultValue::Unset("all streams"),
@@ -630,6 +644,17 @@ pub static KEYS: &[KeyDef] = &[
         doc: "Per-stream overrides",
         // Its tables and their keys are checked as they are read (raw.rs).
         read: values::plain::<toml::Table>,
+    },
+    KeyDef {
+        name: FILES,
+        ty: "array of tables",
+        default: DefaultValue::EmptyList,
+        allowed: Allowed::Text("see docs/files.md"),
+        sighup: Sighup::Live,
+        scope: Scope::Global,
+        kpl: Kpl::None("the Kinesis Agent's flows"),
+        doc: "Log files to ship: `[[files]]` tables",
+        read: values::files,
     },
     KeyDef {
         name: "role_arn",

@@ -12,14 +12,15 @@
 //!   ranges applied, naming the key in any error, giving [`Config`].
 //! - [`values`]: the value types (also the metrics module's `Level` and
 //!   `Granularity`) and how each is read. This module depends on no other
-//!   part of kpld but `access`; `metrics` depends on it.
+//!   part of kpld but `access` (and `files::settings`, which checks `[[files]]`
+//!   tables); `metrics` depends on it.
 
 pub mod keys;
 pub mod raw;
 mod resolve;
 pub mod values;
 
-pub use keys::{KeyDef, Scope, Sighup, KEYS};
+pub use keys::{KeyDef, Scope, Sighup, FILES, KEYS};
 pub use raw::RawConfig;
 pub use values::{Compression, Granularity, Level, LogFormat};
 
@@ -135,6 +136,8 @@ pub struct Config {
     pub metrics_prometheus_addr: Option<String>,
     pub compression: Compression,
     pub compression_level: u32,
+    /// Where log file checkpoints and dead letters live.
+    pub state_dir: PathBuf,
     /// When set, records for streams matching none of these names or glob
     /// patterns (`*`, `?`) are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,9 @@ pub struct Config {
     /// Per-stream settings, fully resolved (kept last: TOML tables follow values).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub streams: BTreeMap<String, StreamSettings>,
+    /// `[[files]]` tables, checked, with their defaults.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<crate::files::FilesTable>,
 }
 
 /// A config that cannot be used; the message names the key or file.
@@ -398,6 +404,7 @@ mod tests {
                 "cloudwatch_endpoint",
                 "metrics_emf_path",
                 "metrics_prometheus_addr",
+                "files",
             ]
             .contains(&key)
             {
@@ -414,7 +421,7 @@ mod tests {
     fn every_key_set_away_from_its_default_is_read_and_printed_with_that_value() {
         use keys::{Allowed, Bound, DefaultValue};
         let mut checked = 0;
-        for k in keys::global_keys().filter(|k| k.name != keys::STREAMS) {
+        for k in keys::global_keys().filter(|k| ![keys::STREAMS, FILES].contains(&k.name)) {
             // Values to try, away from the default; keys whose bounds name
             // other keys may refuse some, so the first one that loads counts.
             let tries: Vec<String> = match (&k.default, &k.allowed) {
@@ -459,6 +466,7 @@ mod tests {
                     "aggregation_max_size" => vec!["1000".into()],
                     "max_frame_size" => vec!["16777216".into()],
                     "role_arn" => vec!["\"arn:aws:iam::1:role/r\"".into()],
+                    "state_dir" => vec!["\"/srv/kpld\"".into()],
                     _ => panic!("{}: no value to try; add one here", k.name),
                 },
             };
@@ -478,8 +486,8 @@ mod tests {
         }
         assert_eq!(
             checked,
-            keys::global_keys().count() - 1,
-            "every key but `streams`"
+            keys::global_keys().count() - 2,
+            "every key but `streams` and `files`"
         );
     }
 
@@ -487,7 +495,8 @@ mod tests {
     const EVERY_KEY: &str = "socket_group = 0\nregion = \"eu-west-1\"\n\
         kinesis_endpoint = \"http://127.0.0.1:4567\"\nstreams_allowed = [\"a*\"]\n\
         cloudwatch_endpoint = \"http://127.0.0.1:4566\"\nmetrics_emf_path = \"-\"\n\
-        metrics_prometheus_addr = \"9464\"\n[streams.a]\nrole_arn = \"arn:aws:iam::1:role/r\"\n";
+        metrics_prometheus_addr = \"9464\"\n[streams.a]\nrole_arn = \"arn:aws:iam::1:role/r\"\n\
+        [[files]]\npaths = [\"/var/log/*.log\"]\nstream = \"a\"\n";
 
     #[test]
     fn check_prints_every_key_once_in_table_order() {
@@ -497,6 +506,7 @@ mod tests {
             .take_while(|l| !l.starts_with('['))
             .filter_map(|l| l.split_once(" = ").map(|(k, _)| k))
             .chain(printed.contains("[streams.").then_some("streams"))
+            .chain(printed.contains("[[files]]").then_some("files"))
             .collect();
         let table: Vec<&str> = keys::global_keys().map(|k| k.name).collect();
         assert_eq!(

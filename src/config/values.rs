@@ -4,6 +4,7 @@
 //! Checks that involve other keys are ranges in `keys.rs`.
 //!
 //! Leaf of the config module: `metrics` uses these types, never the reverse.
+//! `[[files]]` tables are checked by `files::settings` (their own module).
 
 use crate::access::{IdSetting, ModeSetting, SocketMode};
 use serde::de::DeserializeOwned;
@@ -60,6 +61,41 @@ pub(super) fn socket_path(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
         )));
     }
     Ok(Some(canonical(p)))
+}
+
+pub(super) fn state_dir(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
+    let p: PathBuf = typed(v)?;
+    if !p.is_absolute() {
+        return Err(Bad::Value(format!(
+            "{:?} is not an absolute path",
+            p.display()
+        )));
+    }
+    Ok(Some(canonical(p)))
+}
+
+/// `[[files]]` tables: each read with its defaults and checked whole
+/// (globs, regex, partition key, processing), the error naming the table.
+pub(super) fn files(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
+    let tables: Vec<toml::Value> = typed(v)?;
+    let host = crate::files::host_name();
+    let mut out = Vec::with_capacity(tables.len());
+    for (i, t) in tables.into_iter().enumerate() {
+        let stream = t
+            .get("stream")
+            .and_then(|s| s.as_str())
+            .unwrap_or("?")
+            .to_string();
+        let name = format!("[[files]] number {} (stream {stream:?})", i + 1);
+        let table: crate::files::FilesTable = typed(t).map_err(|e| match e {
+            Bad::Type(m) | Bad::Value(m) => Bad::Value(format!("{name}: {m}")),
+        })?;
+        table
+            .compile(&host)
+            .map_err(|m| Bad::Value(format!("{name}: {m}")))?;
+        out.push(table);
+    }
+    Ok(Some(canonical(out)))
 }
 
 pub(super) fn socket_mode(v: toml::Value) -> Result<Option<toml::Value>, Bad> {

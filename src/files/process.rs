@@ -10,7 +10,7 @@
 //! Text processors (`single_line`, `cri`, `csv_to_json`, `log_to_json`)
 //! read text; `csv_to_json`, `log_to_json` and `cri` with `output = "json"`
 //! make a JSON object, after which only `add_metadata` may come (checked
-//! by [`Chain::from_toml`]). docs/files-processing.md documents the JSON.
+//! by [`Chain::from_toml`]). docs/files.md ("Processing") documents the JSON.
 
 mod apache;
 mod config;

@@ -157,7 +157,12 @@ pub(crate) struct Shared {
     /// per record), so shutdown can wait for their last commits.
     live: AtomicUsize,
     gone: Notify,
+    /// Per-file stats of the `[[files]]` readers (`files::FileSources`).
+    files: std::sync::OnceLock<FilesStats>,
 }
+
+/// Gives the `[[files]]` readers' per-file stats as a JSON array.
+pub type FilesStats = Box<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 impl Shared {
     pub(crate) fn recorder_started(&self) {
@@ -193,8 +198,19 @@ impl MetricsHandle {
                 started: Instant::now(),
                 live: AtomicUsize::new(0),
                 gone: Notify::new(),
+                files: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Where `kpld stats` and Prometheus take the per-file stats from (set once).
+    pub fn set_files_stats(&self, f: FilesStats) {
+        let _ = self.shared.files.set(f);
+    }
+
+    /// The per-file stats, when log files are configured.
+    pub fn files_stats(&self) -> Option<serde_json::Value> {
+        self.shared.files.get().map(|f| f())
     }
 
     pub fn filter(&self) -> Filter {

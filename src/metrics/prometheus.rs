@@ -176,7 +176,71 @@ pub fn render(handle: &MetricsHandle) -> String {
         }
     }
     render_hot(&mut out, &super::stats::snapshot(handle, 0));
+    if let Some(files) = handle.files_stats() {
+        render_files(&mut out, &files);
+    }
     out
+}
+
+/// Per open log file (`[[files]]`): offsets, bytes behind and counts.
+fn render_files(out: &mut String, files: &Value) {
+    const GAUGES: &[(&str, &str, &str)] = &[
+        ("offset_read", "gauge", "Offset read up to."),
+        (
+            "offset_acked",
+            "gauge",
+            "Offset before which every record is final (the checkpoint).",
+        ),
+        (
+            "bytes_behind",
+            "gauge",
+            "File size minus the offset acknowledged.",
+        ),
+        ("lines", "counter", "Lines read."),
+        ("records", "counter", "Records handed to the pipeline."),
+        (
+            "parse_errors",
+            "counter",
+            "Lines a processor could not parse.",
+        ),
+        (
+            "long_lines",
+            "counter",
+            "Lines longer than max_line_bytes (split).",
+        ),
+        (
+            "rotations",
+            "counter",
+            "Rotations, deletions and truncations seen.",
+        ),
+        (
+            "dead_letters",
+            "counter",
+            "Records written to the dead-letter file.",
+        ),
+        (
+            "closed_unacked",
+            "counter",
+            "Rotated files closed at rotated_max_open_ms with records unacknowledged.",
+        ),
+    ];
+    let Some(files) = files.as_array() else {
+        return;
+    };
+    if files.is_empty() {
+        return;
+    }
+    for (field, ty, help) in GAUGES {
+        let fam = format!("kpld_file_{field}");
+        let _ = writeln!(out, "# HELP {fam} {help}");
+        let _ = writeln!(out, "# TYPE {fam} {ty}");
+        for f in files {
+            let path = f["path"].as_str().unwrap_or("");
+            let stream = f["stream"].as_str().unwrap_or("");
+            let l = labels(&[("path", path), ("stream", stream)]);
+            let _ = writeln!(out, "{fam}{l} {}", f[field].as_u64().unwrap_or(0));
+        }
+    }
 }
 
 fn render_hot(out: &mut String, snap: &Value) {

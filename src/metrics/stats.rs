@@ -268,7 +268,39 @@ pub fn render_table(v: &Value) -> String {
             );
         }
     }
+    render_files(&mut out, &v["files"]);
     out
+}
+
+/// The `[[files]]` part of the table: one line per open file.
+fn render_files(out: &mut String, files: &Value) {
+    let Some(files) = files.as_array().filter(|f| !f.is_empty()) else {
+        return;
+    };
+    let _ = writeln!(
+        out,
+        "\nfiles: {:<40} {:>12} {:>12} {:>10} {:>9} {:>6} {:>6} {:>5} {:>4}",
+        "path -> stream", "read", "acked", "behind", "lines", "parse", "long", "rot", "dead"
+    );
+    for f in files {
+        let _ = writeln!(
+            out,
+            "       {:<40} {:>12} {:>12} {:>10} {:>9} {:>6} {:>6} {:>5} {:>4}",
+            format!(
+                "{} -> {}",
+                f["path"].as_str().unwrap_or("?"),
+                f["stream"].as_str().unwrap_or("?")
+            ),
+            int(&f["offset_read"]),
+            int(&f["offset_acked"]),
+            int(&f["bytes_behind"]),
+            int(&f["lines"]),
+            int(&f["parse_errors"]),
+            int(&f["long_lines"]),
+            int(&f["rotations"]),
+            int(&f["dead_letters"]),
+        );
+    }
 }
 
 fn truncate(s: &str, n: usize) -> String {

@@ -196,6 +196,9 @@ impl Producer {
         v["buffered_bytes_available"] = self.inner.bytes_budget.available_permits().into();
         v["counters"] = self.inner.counters.snapshot();
         v["live_streams"] = self.live_streams().into();
+        if let Some(f) = self.inner.metrics.files_stats() {
+            v["files"] = f;
+        }
         v
     }
 
@@ -218,6 +221,20 @@ impl Producer {
         tag: u64,
         sink: Arc<dyn ResultSink>,
         busy_if_full: bool,
+    ) {
+        self.put_with_ttl(records, tag, sink, busy_if_full, None)
+            .await
+    }
+
+    /// Like [`put`](Self::put), with a TTL of the caller's instead of the
+    /// stream's `record_ttl_ms` (log files: their records wait out outages).
+    pub async fn put_with_ttl(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        busy_if_full: bool,
+        ttl: Option<Duration>,
     ) {
         let inner = &self.inner;
         let now = Instant::now();
@@ -247,7 +264,7 @@ impl Producer {
                     continue;
                 }
             };
-            match validate(r, now, &origin, entry, max_bytes) {
+            match validate(r, now, &origin, entry, max_bytes, ttl) {
                 Ok(u) => {
                     // Nearly always the stream of the record before; records
                     // of streams that alternate still gather per stream.

@@ -21,6 +21,7 @@ pub(super) fn validate(
     origin: &Arc<Origin>,
     entry: &StreamEntry,
     budget: u64,
+    ttl: Option<Duration>,
 ) -> Result<UserRecord, (u64, ErrorCode, String)> {
     let id = r.id;
     let (stream, settings) = (&entry.name, &entry.settings);
@@ -93,7 +94,7 @@ pub(super) fn validate(
         data,
         detached,
         deadline: now + entry.buffered_time,
-        expiry: now + entry.ttl,
+        expiry: now + ttl.unwrap_or(entry.ttl),
         ready_since: now,
         attempts: Vec::new(),
     })

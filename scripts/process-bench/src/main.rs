@@ -40,7 +40,7 @@ fn chain(p: &str) -> Chain {
 fn main() {
     // An argument runs only the cases whose name contains it, for counting
     // instructions per line under valgrind (counts the machine's load does
-    // not change): see docs/files-processing.md, "Cost".
+    // not change): see docs/files.md, "Cost".
     let only = std::env::args().nth(1).unwrap_or_default();
     let cases: [(&str, &str, &str); 9] = [
         ("none", "[]", "2026-12-03 16:00:00.123 INFO request served in 12 ms path=/api/v1/items status=200 x=0123456"),
