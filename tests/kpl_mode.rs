@@ -797,3 +797,97 @@ fn the_strict_decoder_refuses_what_the_java_side_refuses() {
         .unwrap_err()
         .contains("Message: required field 1 missing"));
 }
+
+/// One Kinesis JSON call to a local server (kinesalite checks that a request is signed,
+/// not the signature), for what the test sets up: the stream.
+fn local_kinesis_call(endpoint: &str, target: &str, body: &str) -> String {
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    let req = format!(
+        "POST / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\
+         Content-Type: application/x-amz-json-1.1\r\nX-Amz-Target: Kinesis_20131202.{target}\r\n\
+         X-Amz-Date: 20260101T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/kinesis/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=00\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{target}: {out}");
+    out
+}
+
+/// Issue 16's Proof asks for a local Kinesis server beside the double: records put
+/// through the pipes land in kinesalite, and `kpld tail` reads each one back on the shard
+/// and at the sequence number its PutRecordResult named.
+#[test]
+fn records_land_in_a_local_kinesis_server_where_their_results_say() {
+    let Ok(endpoint) = std::env::var("KPLD_TEST_KINESIS_ENDPOINT") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "under CI this test runs against kinesalite: KPLD_TEST_KINESIS_ENDPOINT must be set"
+        );
+        eprintln!("not run: KPLD_TEST_KINESIS_ENDPOINT (a kinesalite URL) is not set");
+        return;
+    };
+    let stream = format!("kpl-mode-{}", std::process::id());
+    local_kinesis_call(
+        &endpoint,
+        "CreateStream",
+        &format!(r#"{{"StreamName":"{stream}","ShardCount":3}}"#),
+    );
+    for _ in 0..600 {
+        let d = local_kinesis_call(
+            &endpoint,
+            "DescribeStreamSummary",
+            &format!(r#"{{"StreamName":"{stream}"}}"#),
+        );
+        if d.contains(r#""StreamStatus":"ACTIVE""#) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut p = Parent::start(&endpoint, configuration(|_| {}), &[]);
+    let n = 300;
+    let ids: Vec<u64> = (0..n)
+        .map(|i| p.put(&stream, &format!("user-{}", i % 37), None, "to kinesalite"))
+        .collect();
+    p.send(Body::Flush(Flush { stream_name: None }));
+    let results = p.results(n);
+    let out = Command::new(env!("CARGO_BIN_EXE_kpld"))
+        .args(["tail", &stream, "--endpoint", &endpoint, "--json"])
+        .args(["--count", &n.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut read: HashMap<u64, (String, String)> = HashMap::new();
+    for line in String::from_utf8(out.stdout).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let data = v["data"].as_str().unwrap();
+        let id: u64 = data.split('|').next().unwrap().parse().unwrap();
+        let place = (
+            v["shard_id"].as_str().unwrap().to_string(),
+            v["sequence_number"].as_str().unwrap().to_string(),
+        );
+        assert!(read.insert(id, place).is_none(), "record {id} read twice");
+    }
+    for id in ids {
+        let r = &results[&id];
+        assert!(r.success, "{id}: {r:?}");
+        let said = (
+            r.shard_id.clone().expect("shard id on success"),
+            r.sequence_number
+                .clone()
+                .expect("sequence number on success"),
+        );
+        assert_eq!(read.get(&id), Some(&said), "record {id}");
+    }
+    let st = p.close_input_and_wait();
+    assert_eq!(st.code(), Some(0), "{}", p.stderr_text());
+}

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import _socket_accepts as socket_accepts
 
 REPO = Path(__file__).resolve().parents[2]
 READMES = ["README.md", "clients/python/README.md", "clients/node/README.md"]
@@ -92,17 +93,6 @@ def blocks_of(readme: str) -> list[Block]:
         )
         i = j + 1
     return out
-
-
-def socket_accepts(path: str) -> bool:
-    s = socket.socket(socket.AF_UNIX)
-    try:
-        s.connect(path)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
 
 
 def free_port() -> int:
