@@ -13,7 +13,10 @@ the aggregates apart) and every line written must be there.
 - SIGHUP adds a files table and removes another;
 - a record that fails for good (RecordTooLarge) is in the dead-letter file with its reason,
   and the checkpoint moves past it;
-- a line of several MiB is split into records of max_line_bytes that rebuild it.
+- a line of several MiB is split into records of max_line_bytes that rebuild it;
+- logrotate with compress (the renamed file is gzipped and deleted while kpld reads it);
+- 100 files under a `**` glob written at once, all read;
+- per processor, a line it cannot parse is sent raw and counted.
 
 No assertion is about time: waits are bounded loops that fail with what was missing.
 `make_stream` comes before `kpld` in each test's fixtures, so the daemon is stopped before
@@ -418,3 +421,140 @@ def test_a_line_of_several_mib_is_split_into_records_that_rebuild_it(
     # Records of several shards come back in shard order: rebuild by content.
     assert sorted(pieces) == sorted(line[i : i + max_line] for i in range(0, len(line), max_line))
     assert "longer than max_line_bytes" in daemon.log()
+
+
+def test_logrotate_with_compress_while_a_writer_appends_loses_and_repeats_nothing(
+    make_stream, kpld, kinesis, tmp_path
+):
+    """rename + create + compress: logrotate gzips the renamed file and deletes it; kpld,
+    which holds it open, reads it to its end through its descriptor."""
+    lr = logrotate_bin()
+    stream = make_stream(kinesis, 2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "app.log"
+    path.write_text("")
+    daemon = kpld(state_dir=str(tmp_path / "state"), files=[table(stream, [str(path)])])
+    w = Writer(path, "gz", 6000, reopen=True)
+    w.start()
+    conf = tmp_path / "logrotate-compress.conf"
+    conf.write_text(f"{path} {{\n  rotate 10\n  create\n  compress\n  missingok\n}}\n")
+    for _ in range(3):
+        time.sleep(0.3)
+        subprocess.run(
+            [lr, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    w.join()
+    assert sorted(p.name for p in logs.glob("app.log.*.gz")) == [
+        "app.log.1.gz",
+        "app.log.2.gz",
+        "app.log.3.gz",
+    ], "logrotate rotated and compressed three times"
+    got = wait_lines(kinesis, stream, set(w.written), daemon)
+    assert [x for x, n in got.items() if n > 1] == [], "a line sent twice"
+
+
+def test_a_hundred_files_written_at_once_are_all_read(
+    make_stream, kpld, kpld_bin, kinesis, tmp_path
+):
+    """Every matching file is read at once (the Agent reads one file per pattern at a time),
+    through a `**` glob."""
+    stream = make_stream(kinesis, 4)
+    logs = tmp_path / "logs"
+    for d in range(10):
+        (logs / f"svc{d}" / "deep").mkdir(parents=True)
+    daemon = kpld(
+        state_dir=str(tmp_path / "state"), files=[table(stream, [f"{logs}/**/*.log"])]
+    )
+    writers = [
+        Writer(logs / f"svc{i % 10}" / "deep" / f"f{i:03d}.log", f"file{i:03d}", 100, False)
+        for i in range(100)
+    ]
+    for w in writers:
+        w.start()
+    for w in writers:
+        w.join()
+    want = set().union(*(set(w.written) for w in writers))
+    assert len(want) == 10_000
+    got = wait_lines(kinesis, stream, want, daemon)
+    assert sum(got.values()) == len(want), "no line twice without a restart"
+    s = wait_stats(
+        kpld_bin,
+        daemon,
+        "100 files acknowledged to their end",
+        lambda s: len(s.get("files") or []) == 100
+        and all(f["bytes_behind"] == 0 for f in s["files"]),
+    )
+    assert all(f["lines"] == 100 for f in s["files"])
+
+
+# (processing entry, a line it parses, the JSON field that line must carry, a line it cannot)
+PARSE_CASES = {
+    "csv_to_json": (
+        {"kind": "csv_to_json", "fields": ["a", "b"]},
+        "1,2",
+        ("a", "1"),
+        '9,"unterminated',
+    ),
+    "common_apache": (
+        {"kind": "log_to_json", "format": "common_apache"},
+        '127.0.0.1 - frank [10/Oct/2000:13:55:36 -0700] "GET /apache_pb.gif HTTP/1.0" 200 2326',
+        ("host", "127.0.0.1"),
+        '127.0.0.1 - frank 10/Oct/2000:13:55:36 -0700] "GET / HTTP/1.0" 200 2326',
+    ),
+    "syslog": (
+        {"kind": "log_to_json", "format": "syslog"},
+        "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick on /dev/pts/8",
+        ("hostname", "mymachine"),
+        "<192>Oct 11 22:14:15 mymachine su: x",
+    ),
+    "rfc5424": (
+        {"kind": "log_to_json", "format": "rfc5424"},
+        "<165>1 2003-10-11T22:14:15.003Z mymachine.example.com evntslog - ID47 - hello",
+        ("hostname", "mymachine.example.com"),
+        "<34>0 2003-10-11T22:14:15.003Z mymachine su - ID47 - x",
+    ),
+    "cri": (
+        {"kind": "cri", "output": "json"},
+        "2016-10-06T00:17:09.669794202Z stdout F a whole line",
+        ("message", "a whole line"),
+        "2026-12-03T16:00:00Z stdin F x",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARSE_CASES))
+def test_a_line_a_processor_cannot_parse_is_sent_raw_and_counted(
+    name, make_stream, kpld, kpld_bin, kinesis, tmp_path
+):
+    entry, good, (field, value), bad = PARSE_CASES[name]
+    stream = make_stream(kinesis, 1)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "app.log"
+    path.write_text(f"{good}\n{bad}\n")
+    daemon = kpld(
+        state_dir=str(tmp_path / "state"),
+        files=[table(stream, [str(path)], processing=[entry], on_parse_error="send_raw")],
+    )
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        got = lines_in(kinesis, stream)
+        if sum(got.values()) >= 2:
+            break
+        assert time.monotonic() < deadline, f"{name}: records missing: {got}; log:\n{daemon.log()[-4000:]}"
+        time.sleep(0.5)
+    assert got[bad] == 1, f"{name}: the raw line is sent as it was: {got}"
+    parsed = [json.loads(x) for x in got if x != bad]
+    assert len(parsed) == 1 and parsed[0].get(field) == value, f"{name}: {parsed}"
+    s = wait_stats(
+        kpld_bin,
+        daemon,
+        f"{name}: one parse error counted",
+        lambda s: (s.get("files") or [{}])[0].get("parse_errors") == 1,
+    )
+    assert s["files"][0]["lines"] == 2
+    assert "did not parse" in daemon.log()
