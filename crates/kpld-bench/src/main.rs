@@ -37,6 +37,7 @@
 //! (`--check-landed`); 1 otherwise (the reason is printed); 2 on bad usage.
 
 mod daemon;
+mod files;
 mod floor;
 mod kpl;
 mod load;
@@ -83,6 +84,8 @@ enum Cmd {
     SamplePayload(SampleArgs),
     /// kpld in KPL mode, driven as the Java KPL drives its native process.
     Kpl(kpl::KplArgs),
+    /// kpld shipping log files, beside the socket path for the same lines.
+    Files(files::FilesArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -375,6 +378,11 @@ fn main() -> std::process::ExitCode {
             .build()
             .map_err(anyhow::Error::from)
             .and_then(|rt| rt.block_on(kpl::run(a))),
+        Some(Cmd::Files(a)) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(files::run(a))),
         None => run_cmd(cli.run),
     };
     match code {
