@@ -58,6 +58,16 @@ pub async fn connect(
     path: &Path,
     client_name: &str,
 ) -> Result<(Sender, Receiver, HelloReply), ClientError> {
+    connect_with(path, client_name, false).await
+}
+
+/// Like [`connect`]; with `want_accepted` the daemon sends `Accepted`
+/// messages (docs/protocol.md, "Acceptance").
+pub async fn connect_with(
+    path: &Path,
+    client_name: &str,
+    want_accepted: bool,
+) -> Result<(Sender, Receiver, HelloReply), ClientError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ClientError::Connect {
@@ -74,6 +84,7 @@ pub async fn connect(
     tx.send(client_message::Msg::Hello(Hello {
         protocol_version: crate::server::PROTOCOL_VERSION,
         client_name: client_name.to_string(),
+        want_accepted,
     }))
     .await?;
     match rx.next().await?.msg {

@@ -69,6 +69,7 @@ impl Client {
         c.send(client_message::Msg::Hello(Hello {
             protocol_version: crate_protocol_version(),
             client_name: format!("kpld-stats/{}", env!("CARGO_PKG_VERSION")),
+            want_accepted: false,
         }))
         .await?;
         loop {

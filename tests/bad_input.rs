@@ -27,6 +27,7 @@ fn hello_frame() -> Vec<u8> {
             msg: Some(client_message::Msg::Hello(Hello {
                 protocol_version: 1,
                 client_name: "raw".into(),
+                ..Default::default()
             })),
         }
         .encode_to_vec(),
@@ -98,6 +99,7 @@ async fn malformed_frames_get_a_clear_error_and_cost_only_their_connection() {
                     msg: Some(client_message::Msg::Hello(Hello {
                         protocol_version: 9,
                         client_name: String::new(),
+                        ..Default::default()
                     })),
                 }
                 .encode_to_vec(),

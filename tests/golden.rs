@@ -59,6 +59,7 @@ fn client(m: &ClientMessage) -> Value {
         client_message::Msg::Hello(h) => json!({"hello": obj(vec![
             ("protocol_version", json!(h.protocol_version)),
             ("client_name", json!(h.client_name)),
+            ("want_accepted", json!(h.want_accepted)),
         ])}),
         client_message::Msg::Put(p) => json!({"put": obj(vec![
             ("records", Value::Array(p.records.iter().map(record).collect())),
@@ -101,6 +102,7 @@ fn server(m: &ServerMessage) -> Value {
                         ("attempts", Value::Array(r.attempts.iter().map(attempt).collect())),
                         ("error_code", json!(r.error_code)),
                         ("error_message", json!(r.error_message)),
+                        ("refused", json!(r.refused)),
                     ]))
                     .collect()
             )
@@ -114,6 +116,10 @@ fn server(m: &ServerMessage) -> Value {
         server_message::Msg::Stats(s) => json!({"stats": obj(vec![
             ("id", u64s(s.id)),
             ("json", json!(s.json)),
+        ])}),
+        server_message::Msg::Accepted(a) => json!({"accepted": obj(vec![
+            ("first_ids", Value::Array(a.first_ids.iter().map(|&v| u64s(v)).collect())),
+            ("counts", Value::Array(a.counts.iter().map(|&v| u64s(v)).collect())),
         ])}),
     }
 }

@@ -22,7 +22,7 @@ pub mod values;
 
 pub use keys::{KeyDef, Scope, Sighup, FILES, KEYS};
 pub use raw::RawConfig;
-pub use values::{Compression, Granularity, Level, LogFormat};
+pub use values::{Compression, Durability, Granularity, Level, LogFormat, SpoolFsync};
 
 use crate::access::{AccessPolicy, SocketMode, SocketPerms};
 use serde::{Deserialize, Serialize};
@@ -45,6 +45,7 @@ pub struct StreamSettings {
     pub max_record_size: u64,
     pub compression: Compression,
     pub compression_level: u32,
+    pub durability: Durability,
     /// A Kinesis client of its own when any of these is set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -138,6 +139,13 @@ pub struct Config {
     pub compression_level: u32,
     /// Where log file checkpoints and dead letters live.
     pub state_dir: PathBuf,
+    pub durability: Durability,
+    /// None: `state_dir/spool`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spool_dir: Option<PathBuf>,
+    pub max_spool_bytes: u64,
+    pub spool_fsync: SpoolFsync,
+    pub spool_fsync_interval_ms: u64,
     /// When set, records for streams matching none of these names or glob
     /// patterns (`*`, `?`) are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -207,6 +215,22 @@ impl Config {
         toml::Value::Table(resolve::inherited(&self.table()))
             .try_into()
             .unwrap_or_else(|e| panic!("the stream keys and StreamSettings disagree: {e}"))
+    }
+
+    /// Where the spool lives: `spool_dir`, or `state_dir/spool`.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"))
+    }
+
+    /// Whether any stream is `durability = "disk"` (then kpld opens the spool).
+    pub fn any_disk_stream(&self) -> bool {
+        self.durability == Durability::Disk
+            || self
+                .streams
+                .values()
+                .any(|s| s.durability == Durability::Disk)
     }
 
     /// The settings a stream runs with.
@@ -404,6 +428,7 @@ mod tests {
                 "cloudwatch_endpoint",
                 "metrics_emf_path",
                 "metrics_prometheus_addr",
+                "spool_dir",
                 "files",
             ]
             .contains(&key)
@@ -466,7 +491,7 @@ mod tests {
                     "aggregation_max_size" => vec!["1000".into()],
                     "max_frame_size" => vec!["16777216".into()],
                     "role_arn" => vec!["\"arn:aws:iam::1:role/r\"".into()],
-                    "state_dir" => vec!["\"/srv/kpld\"".into()],
+                    "state_dir" | "spool_dir" => vec!["\"/srv/kpld\"".into()],
                     _ => panic!("{}: no value to try; add one here", k.name),
                 },
             };
@@ -495,7 +520,7 @@ mod tests {
     const EVERY_KEY: &str = "socket_group = 0\nregion = \"eu-west-1\"\n\
         kinesis_endpoint = \"http://127.0.0.1:4567\"\nstreams_allowed = [\"a*\"]\n\
         cloudwatch_endpoint = \"http://127.0.0.1:4566\"\nmetrics_emf_path = \"-\"\n\
-        metrics_prometheus_addr = \"9464\"\n[streams.a]\nrole_arn = \"arn:aws:iam::1:role/r\"\n\
+        metrics_prometheus_addr = \"9464\"\nspool_dir = \"/srv/spool\"\n[streams.a]\nrole_arn = \"arn:aws:iam::1:role/r\"\n\
         [[files]]\npaths = [\"/var/log/*.log\"]\nstream = \"a\"\n";
 
     #[test]

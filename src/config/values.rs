@@ -74,6 +74,42 @@ pub(super) fn state_dir(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
     Ok(Some(canonical(p)))
 }
 
+pub(super) fn spool_dir(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
+    if v.as_str() == Some("") {
+        return Ok(None);
+    }
+    state_dir(v)
+}
+
+pub(super) fn durability(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
+    let s: String = typed(v)?;
+    let d: Durability = match s.as_str() {
+        "memory" => Durability::Memory,
+        "disk" => Durability::Disk,
+        other => {
+            return Err(Bad::Value(format!(
+                "must be \"memory\" or \"disk\", not {other:?}"
+            )))
+        }
+    };
+    Ok(Some(canonical(d)))
+}
+
+pub(super) fn spool_fsync(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
+    let s: String = typed(v)?;
+    let f: SpoolFsync = match s.as_str() {
+        "batch" => SpoolFsync::Batch,
+        "always" => SpoolFsync::Always,
+        "never" => SpoolFsync::Never,
+        other => {
+            return Err(Bad::Value(format!(
+                "must be \"batch\", \"always\" or \"never\", not {other:?}"
+            )))
+        }
+    };
+    Ok(Some(canonical(f)))
+}
+
 /// `[[files]]` tables: each read with its defaults and checked whole
 /// (globs, regex, partition key, processing), the error naming the table.
 pub(super) fn files(v: toml::Value) -> Result<Option<toml::Value>, Bad> {
@@ -256,6 +292,23 @@ pub enum Compression {
     None,
     Gzip,
     Zlib,
+}
+
+/// Where a stream's accepted records live until they are final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    Memory,
+    Disk,
+}
+
+/// When the spool syncs what it wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SpoolFsync {
+    Batch,
+    Always,
+    Never,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -67,6 +67,7 @@ impl Landed {
             attempts,
             error_code: String::new(),
             error_message: String::new(),
+            refused: false,
         }
     }
 }

@@ -73,16 +73,26 @@ impl Inner {
         true
     }
 
+    /// Like [`fail`](Self::fail), for a record that was never accepted
+    /// (its result has `refused` set).
+    pub(crate) fn refuse(&self, u: UserRecord, code: ErrorCode, message: String) {
+        self.fail_as(u, code, message, true)
+    }
+
     /// Delivers a record's failure and gives back its budget.
     pub(crate) fn fail(&self, u: UserRecord, code: ErrorCode, message: String) {
+        self.fail_as(u, code, message, false)
+    }
+
+    fn fail_as(&self, u: UserRecord, code: ErrorCode, message: String, refused: bool) {
         let c = &self.counters;
         Counters::add(&c.user_records_failed, 1);
         if code == ErrorCode::Expired {
             Counters::add(&c.expired, 1);
         }
-        u.origin
-            .sink
-            .deliver(u.origin.tag, failure(u.id, code, message, u.attempts));
+        let mut r = failure(u.id, code, message, u.attempts);
+        r.refused = refused;
+        u.origin.sink.deliver(u.origin.tag, r);
         self.release(1, u.cost as usize);
     }
 

@@ -31,6 +31,7 @@
 //!   the shard it landed on (what the KCL checks), it succeeded; otherwise
 //!   its records are sent again (attempt error `WrongShard`).
 
+mod acceptance;
 mod actor;
 mod budget;
 #[cfg(test)]
@@ -56,7 +57,17 @@ use tokio_util::sync::CancellationToken;
 use validate::{failure, validate, StreamCache};
 
 pub use crate::pipeline::{Counters, Landed, Landing, ResultSink};
+pub use acceptance::{Acceptance, IdRuns};
 pub use budget::{record_cost, RECORD_BYTE_FACTOR, RECORD_OVERHEAD};
+
+/// How a put is taken.
+struct PutHow {
+    busy_if_full: bool,
+    /// None: the stream's `record_ttl_ms`.
+    ttl: Option<Duration>,
+    /// Build the [`Acceptance`] (only the socket's clients that asked).
+    want_accepted: bool,
+}
 
 /// A record as an application hands it over. Text fields arrive as bytes so
 /// that invalid UTF-8 is a per-record error.
@@ -236,14 +247,53 @@ impl Producer {
         busy_if_full: bool,
         ttl: Option<Duration>,
     ) {
+        let how = PutHow {
+            busy_if_full,
+            ttl,
+            want_accepted: false,
+        };
+        self.put_inner(records, tag, sink, how).await;
+    }
+
+    /// Like [`put`](Self::put), and says which records were accepted (the
+    /// others got a failure result with `refused` set).
+    pub async fn put_accepting(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        busy_if_full: bool,
+    ) -> Acceptance {
+        let how = PutHow {
+            busy_if_full,
+            ttl: None,
+            want_accepted: true,
+        };
+        self.put_inner(records, tag, sink, how).await
+    }
+
+    async fn put_inner(
+        &self,
+        records: Vec<RecordInput>,
+        tag: u64,
+        sink: Arc<dyn ResultSink>,
+        how: PutHow,
+    ) -> Acceptance {
+        let PutHow {
+            busy_if_full,
+            ttl,
+            want_accepted,
+        } = how;
+        let mut acceptance = Acceptance::default();
         let inner = &self.inner;
         let now = Instant::now();
         let live = inner.live.load();
         let origin = Arc::new(Origin { sink, tag });
+        // Every failure here is of a record never accepted.
         let fail = |id: u64, code: ErrorCode, message: String| {
-            origin
-                .sink
-                .deliver(tag, failure(id, code, message, Vec::new()))
+            let mut r = failure(id, code, message, Vec::new());
+            r.refused = true;
+            origin.sink.deliver(tag, r)
         };
         // Refused before reaching a stream: counted, or `kpld stats` would
         // show no failure for a client whose every record is refused.
@@ -286,7 +336,7 @@ impl Producer {
             }
         }
         if runs.is_empty() {
-            return;
+            return acceptance;
         }
         // Records that arrive during the drain, or that were still waiting for
         // room when it began, are refused: never accepted, they do not count
@@ -303,7 +353,7 @@ impl Producer {
         };
         if inner.draining.load(Ordering::SeqCst) {
             refuse_at_shutdown(&mut runs.into_iter().flat_map(|(_, v)| v));
-            return;
+            return acceptance;
         }
         // Take budget in chunks that fit the bounds, so a huge batch from an
         // embedding program cannot wait forever.
@@ -365,9 +415,16 @@ impl Producer {
                     continue;
                 }
                 Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
-                inner.dispatch(&stream, chunk);
+                let mut ids = IdRuns::default();
+                if want_accepted {
+                    chunk.iter().for_each(|u| ids.push(u.id));
+                }
+                if inner.dispatch(&stream, chunk) {
+                    acceptance.now.append(ids);
+                }
             }
         }
+        acceptance
     }
 
     /// Applies a re-read configuration (SIGHUP). Stream settings and
@@ -435,7 +492,9 @@ impl Inner {
     /// leaves the map only under this lock and only with an empty queue, so
     /// a record either reaches a live actor's queue or finds no entry and
     /// starts a new actor.
-    pub(crate) fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) {
+    ///
+    /// False when the records were refused instead (each got its failure).
+    pub(crate) fn dispatch(self: &Arc<Self>, name: &Arc<str>, recs: Vec<UserRecord>) -> bool {
         let mut streams = self.streams.lock().expect("streams lock");
         if !streams.contains_key(name) && streams.len() as u64 >= self.cfg.max_streams {
             drop(streams);
@@ -445,9 +504,9 @@ impl Inner {
                 self.cfg.max_streams, self.cfg.stream_idle_timeout_ms
             );
             for u in recs {
-                self.fail(u, ErrorCode::TooManyStreams, msg.clone());
+                self.refuse(u, ErrorCode::TooManyStreams, msg.clone());
             }
-            return;
+            return false;
         }
         let tx = streams
             .entry(name.clone())
@@ -456,9 +515,11 @@ impl Inner {
             drop(streams);
             // The actor is gone only after an abort.
             for u in recs {
-                self.fail(u, ErrorCode::ShuttingDown, "kpld is shutting down".into());
+                self.refuse(u, ErrorCode::ShuttingDown, "kpld is shutting down".into());
             }
+            return false;
         }
+        true
     }
 }
 

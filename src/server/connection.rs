@@ -11,7 +11,7 @@ use crate::ipc::{
     client_message, server_message, ClientMessage, HelloReply, RecordResult, ServerMessage,
     StatsReply,
 };
-use crate::producer::{Landed, Landing, Producer, RecordInput, ResultSink};
+use crate::producer::{IdRuns, Landed, Landing, Producer, RecordInput, ResultSink};
 use prost::Message;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -131,10 +131,17 @@ impl ResultSink for ConnSink {
     }
 }
 
+fn accepted_frame(ids: IdRuns) -> ServerMessage {
+    ServerMessage {
+        msg: Some(server_message::Msg::Accepted(ids.into_message())),
+    }
+}
+
 fn unsupported_compression(id: u64, value: i32) -> RecordResult {
     RecordResult {
         id,
         success: false,
+        refused: true,
         error_code: crate::error_code::ErrorCode::UnsupportedCompression
             .as_str()
             .into(),
@@ -184,6 +191,8 @@ async fn read_loop(
     };
     let fatal = |code: &str, message: String| reply(error_frame(code, message, true));
     let mut hello_done = false;
+    // The client asked for `Accepted` messages.
+    let mut want_accepted = false;
     let mut epoch: u64 = 0;
     loop {
         let frame = tokio::select! {
@@ -231,7 +240,8 @@ async fn read_loop(
             match msg {
                 client_message::Msg::Hello(h) if h.protocol_version == PROTOCOL_VERSION => {
                     hello_done = true;
-                    tracing::debug!(client = %h.client_name, "client connected");
+                    want_accepted = h.want_accepted;
+                    tracing::debug!(client = %h.client_name, want_accepted, "client connected");
                     let cfg = producer.config();
                     reply(ServerMessage {
                         msg: Some(server_message::Msg::Hello(HelloReply {
@@ -298,9 +308,18 @@ async fn read_loop(
                         .collect();
                     // Waits while the buffers are full: the socket stops being
                     // read and the client blocks (backpressure).
-                    producer
-                        .put(part, epoch, sink.clone(), req.busy_if_full)
+                    if !want_accepted {
+                        producer
+                            .put(part, epoch, sink.clone(), req.busy_if_full)
+                            .await;
+                        continue;
+                    }
+                    let acceptance = producer
+                        .put_accepting(part, epoch, sink.clone(), req.busy_if_full)
                         .await;
+                    if !acceptance.now.is_empty() {
+                        reply(accepted_frame(acceptance.now));
+                    }
                 }
             }
             client_message::Msg::Flush(f) => {

@@ -77,6 +77,14 @@ impl Daemon {
         (tx, rx)
     }
 
+    /// A connection that asked for `Accepted` messages.
+    pub async fn connect_accepting(&self) -> (Sender, Receiver) {
+        let (tx, rx, _) = client::connect_with(&self.socket, "kpld-tests", true)
+            .await
+            .unwrap();
+        (tx, rx)
+    }
+
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .arg(format!("-{sig}"))

@@ -134,6 +134,7 @@ pub async fn connect(path: &Path) -> io::Result<(UnixStream, u64)> {
         client_message::Msg::Hello(Hello {
             protocol_version: kpld::server::PROTOCOL_VERSION,
             client_name: "kpld-bench".into(),
+            want_accepted: false,
         }),
     );
     s.write_all(&out).await?;
