@@ -27,8 +27,10 @@ pub enum ErrorCode {
     TooManyStreams,
     /// A compression value this kpld does not know.
     UnsupportedCompression,
-    /// The buffers were full and the put asked not to wait.
+    /// The buffers (or the spool) were full and the put asked not to wait.
     Busy,
+    /// A `disk` stream's record could not be written to the spool.
+    SpoolFailed,
     /// `record_ttl_ms` ran out before the record was delivered.
     Expired,
     /// kpld shut down before the record was delivered.
@@ -118,6 +120,7 @@ impl ErrorCode {
             TooManyStreams => "TooManyStreams",
             UnsupportedCompression => "UnsupportedCompression",
             Busy => "Busy",
+            SpoolFailed => "SpoolFailed",
             Expired => "Expired",
             ShuttingDown => "ShuttingDown",
             WrongShard => "WrongShard",
@@ -157,6 +160,7 @@ impl ErrorCode {
             | TooManyStreams
             | UnsupportedCompression
             | Busy
+            | SpoolFailed
             | Expired
             | ShuttingDown => ErrorClass::Fatal,
             Other(s) if OTHER_THROTTLED.contains(&&**s) => ErrorClass::Throttled,

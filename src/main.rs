@@ -313,6 +313,12 @@ fn reload(
         }
     };
     let report = producer.reconfigure(current, &new);
+    if new.any_disk_stream() && producer.spool().is_none() {
+        tracing::warn!(
+            "SIGHUP: a stream is now durability = \"disk\", but no spool was opened at start \
+             (no stream was disk then): its records stay in memory until kpld is restarted"
+        );
+    }
     if new.allowed_uids != current.allowed_uids || new.allowed_gids != current.allowed_gids {
         policy.store(Arc::new(new.access_policy()));
         tracing::info!(
@@ -607,6 +613,16 @@ async fn run(
             return Ok(2);
         }
     };
+    let spool = match open_spool(&producer, &current) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("kpld: configuration error: {e}");
+            if let Some(f) = &socket_file {
+                let _ = f.remove_if_unchanged();
+            }
+            return Ok(2);
+        }
+    };
     let files = match kpld::files::FileSources::start(
         producer.clone(),
         current.state_dir.clone(),
@@ -694,6 +710,9 @@ async fn run(
     .await;
     let _ = server.await;
     files.finish().await;
+    if let Some(spool) = &spool {
+        close_spool(spool);
+    }
     // The last metrics interval: uploaded (or written) once every record is final.
     metrics.shutdown().await;
     if report.refused_during_drain > 0 {
@@ -712,6 +731,89 @@ async fn run(
     }
     tracing::info!("every accepted record was delivered; exiting");
     Ok(0)
+}
+
+/// Opens the spool when a stream is `durability = "disk"` or an earlier
+/// run left one (its records are replayed whatever the streams are now),
+/// attaches it to the producer and starts replaying what had no final
+/// result, alongside new records.
+fn open_spool(
+    producer: &kpld::Producer,
+    cfg: &Config,
+) -> anyhow::Result<Option<kpld::spool::Spool>> {
+    use kpld::spool::{FsyncPolicy, Spool, SpoolSettings};
+    let dir = cfg.spool_dir();
+    if !cfg.any_disk_stream() && !dir.exists() {
+        return Ok(None);
+    }
+    let fsync = match cfg.spool_fsync {
+        kpld::config::SpoolFsync::Batch => {
+            FsyncPolicy::Batch(Duration::from_millis(cfg.spool_fsync_interval_ms))
+        }
+        kpld::config::SpoolFsync::Always => FsyncPolicy::Always,
+        kpld::config::SpoolFsync::Never => FsyncPolicy::Never,
+    };
+    let settings = SpoolSettings {
+        dir: dir.clone(),
+        max_bytes: cfg.max_spool_bytes,
+        fsync,
+        segment_bytes: kpld::spool::DEFAULT_SEGMENT_BYTES.min(cfg.max_spool_bytes / 4),
+        // The window of duplicates after a crash: done marks younger than this
+        // are lost with the process. Writing them costs one small file.
+        ledger_interval: Duration::from_millis(200),
+    };
+    let (spool, replay, report) = Spool::open(settings)
+        .with_context(|| format!("the spool in {} (spool_dir)", dir.display()))?;
+    for (moved_to, what) in &report.corrupt {
+        tracing::error!(
+            moved_to = %moved_to.display(),
+            "a corrupt spool segment was moved aside; its intact entries are replayed: {what}"
+        );
+    }
+    if report.torn_bytes_cut > 0 {
+        tracing::warn!(
+            bytes = report.torn_bytes_cut,
+            "the spool ended in a half-written entry (a crash mid-write); it was cut off"
+        );
+    }
+    tracing::info!(
+        dir = %dir.display(),
+        segments = report.segments,
+        entries = report.entries,
+        already_done = report.already_done,
+        to_replay = replay.pending(),
+        "spool open"
+    );
+    producer.attach_spool(spool.clone(), &dir);
+    let p = producer.clone();
+    tokio::spawn(async move {
+        match p.replay(replay).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                records = n,
+                "records from the spool handed to the pipeline again"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "reading the spool to replay it failed; what was not read stays there for the next start")
+            }
+        }
+    });
+    Ok(Some(spool))
+}
+
+/// The last step of a stop: what is not final stays in the spool, for the
+/// next start to send.
+fn close_spool(spool: &kpld::spool::Spool) {
+    let left = spool.stats().entries_pending;
+    if let Err(e) = spool.close() {
+        tracing::error!(error = %e, "closing the spool failed; the next start replays more duplicates");
+    }
+    if left > 0 {
+        tracing::warn!(
+            records = left,
+            "records of durability = \"disk\" streams were not delivered before the stop; they stay in the spool and the next start sends them"
+        );
+    }
 }
 
 /// Sends READY=1 to the service manager once the AWS credentials chain has

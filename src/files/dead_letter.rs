@@ -35,10 +35,17 @@ impl DeadLetters {
         &self.path
     }
 
+    /// A dead-letter file at `path` (the spool's, for one).
+    pub fn at(path: PathBuf) -> DeadLetters {
+        DeadLetters {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
     /// Appends one record and fsyncs.
     pub fn write(&self, d: &Dead<'_>) -> std::io::Result<()> {
         let mut v = serde_json::json!({
-            "time": humantime_now(),
             "stream": d.stream,
             "path": d.path,
             "offset": d.start,
@@ -46,17 +53,26 @@ impl DeadLetters {
             "error_code": d.error_code,
             "error_message": d.error_message,
         });
-        match d.data.map(std::str::from_utf8) {
-            Some(Ok(s)) => v["data"] = s.into(),
-            Some(Err(_)) => {
-                v["data_base64"] = base64::engine::general_purpose::STANDARD
-                    .encode(d.data.unwrap_or_default())
-                    .into()
-            }
-            None => {}
+        if let Some(data) = d.data {
+            put_data(&mut v, data);
         }
-        let mut line = v.to_string();
-        line.push('\n');
+        self.write_json(v)
+    }
+
+    /// Appends one JSON object as a line, with its `time`, and fsyncs.
+    pub fn write_json(&self, v: serde_json::Value) -> std::io::Result<()> {
+        self.write_json_lines(vec![v])
+    }
+
+    /// Appends JSON objects, a line each with its `time`, and fsyncs once.
+    pub fn write_json_lines(&self, values: Vec<serde_json::Value>) -> std::io::Result<()> {
+        let time = humantime_now();
+        let mut line = String::new();
+        for mut v in values {
+            v["time"] = time.into();
+            line.push_str(&v.to_string());
+            line.push('\n');
+        }
         let _g = self.lock.lock().expect("dead-letter lock");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
@@ -64,6 +80,18 @@ impl DeadLetters {
             .open(&self.path)?;
         f.write_all(line.as_bytes())?;
         f.sync_data()
+    }
+}
+
+/// `data` as text when it is UTF-8, else `data_base64`.
+pub fn put_data(v: &mut serde_json::Value, data: &[u8]) {
+    match std::str::from_utf8(data) {
+        Ok(s) => v["data"] = s.into(),
+        Err(_) => {
+            v["data_base64"] = base64::engine::general_purpose::STANDARD
+                .encode(data)
+                .into()
+        }
     }
 }
 

@@ -167,9 +167,22 @@ pub struct UserRecord {
     pub(crate) ready_since: Instant,
     /// Failed attempts so far.
     pub(crate) attempts: Vec<Attempt>,
+    /// Its sequence number in the spool (`durability = "disk"`) plus one, 0
+    /// if none ([`spool_seq`](Self::spool_seq)): marked done there once the
+    /// record is final.
+    pub(crate) spool: u64,
 }
 
 impl UserRecord {
+    /// Its sequence number in the spool, if it is in one.
+    pub(crate) fn spool_seq(&self) -> Option<u64> {
+        self.spool.checked_sub(1)
+    }
+
+    pub(crate) fn set_spool_seq(&mut self, seq: u64) {
+        self.spool = seq + 1;
+    }
+
     /// The caller's id, echoed in the result.
     pub fn id(&self) -> u64 {
         self.id

@@ -82,6 +82,8 @@ pub enum Action {
         groups: Vec<(Arc<Origin>, Vec<Landed>)>,
         records: usize,
         cost: usize,
+        /// Spool sequence numbers of the records that had one: done now.
+        spooled: Vec<u64>,
     },
     /// A record's final failure.
     Failed {
@@ -684,12 +686,16 @@ impl StreamCore {
         // Records of many puts share an aggregate (with many shards, hardly
         // two in a row come from the same put), but few connections do.
         let mut groups: Vec<(Arc<Origin>, Vec<Landed>)> = Vec::new();
+        let mut spooled = Vec::new();
         let mut last = 0usize;
         for (i, u) in k.records.into_iter().enumerate() {
             let delay_ms = started.saturating_duration_since(u.ready_since).as_millis() as u64;
             self.metrics
                 .user_record_landed(&landing.shard_id, u.data.len(), &u.attempts, delay_ms);
             cost += u.cost as usize;
+            if let Some(seq) = u.spool_seq() {
+                spooled.push(seq);
+            }
             let landed = Landed {
                 id: u.id,
                 sub_sequence_number: if aggregated { i as u64 } else { 0 },
@@ -708,6 +714,7 @@ impl StreamCore {
                                 groups: std::mem::take(&mut groups),
                                 records: 0,
                                 cost: 0,
+                                spooled: Vec::new(),
                             });
                         }
                         // Room for all when one connection has the
@@ -731,6 +738,7 @@ impl StreamCore {
             groups,
             records: n,
             cost,
+            spooled,
         });
     }
 

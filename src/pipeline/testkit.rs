@@ -68,6 +68,7 @@ pub fn record_to(
         expiry: now + ttl,
         ready_since: now,
         attempts: Vec::new(),
+        spool: 0,
     }
 }
 

@@ -58,6 +58,9 @@ impl IdRuns {
 pub struct Acceptance {
     /// In the buffers now (streams with `durability = "memory"`).
     pub now: IdRuns,
+    /// Written to the spool (`disk` streams): accepted once each ticket is
+    /// durable.
+    pub spooled: Vec<(IdRuns, crate::spool::Ticket)>,
 }
 
 #[cfg(test)]

@@ -273,6 +273,9 @@ impl StreamActor {
     fn perform(&mut self) {
         let mut actions = std::mem::take(&mut self.actions);
         self.core.take_actions(&mut actions);
+        // Spooled records that failed go to the dead-letter file together:
+        // one fsync for all of them.
+        let mut failed = Vec::new();
         for a in actions.drain(..) {
             match a {
                 Action::LoadShards => self.spawn_load(),
@@ -281,7 +284,9 @@ impl StreamActor {
                     groups,
                     records,
                     cost,
+                    spooled,
                 } => {
+                    self.inner.spool_done(&spooled);
                     for (o, mut v) in groups {
                         // Results may wait a while to be written: hold no spare room.
                         if v.len() * 2 < v.capacity() {
@@ -300,9 +305,16 @@ impl StreamActor {
                     message,
                 } => {
                     self.held = self.held.saturating_sub(1);
-                    self.inner.fail(record, code, message)
+                    if record.spool_seq().is_some() {
+                        failed.push((record, code, message));
+                    } else {
+                        self.inner.fail(record, code, message)
+                    }
                 }
             }
+        }
+        if !failed.is_empty() {
+            self.inner.fail_spooled(self.core.name(), failed);
         }
         self.actions = actions;
     }

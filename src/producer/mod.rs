@@ -34,11 +34,12 @@
 mod acceptance;
 mod actor;
 mod budget;
+mod spooled;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-use crate::config::{Compression, Config, StreamSettings};
+use crate::config::{Compression, Config, Durability, StreamSettings};
 use crate::error_code::ErrorCode;
 use crate::kinesis::KinesisApi;
 use crate::metrics::{MetricsConfig, MetricsHandle};
@@ -47,6 +48,7 @@ use crate::retry::Backoff;
 use actor::{StreamActor, StreamMsg};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use spooled::inner_durable;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,14 +61,28 @@ use validate::{failure, validate, StreamCache};
 pub use crate::pipeline::{Counters, Landed, Landing, ResultSink};
 pub use acceptance::{Acceptance, IdRuns};
 pub use budget::{record_cost, RECORD_BYTE_FACTOR, RECORD_OVERHEAD};
+pub use spooled::{spool_dead_letter_path, ReplayCounts};
 
 /// How a put is taken.
 struct PutHow {
+    spool: SpoolUse,
     busy_if_full: bool,
     /// None: the stream's `record_ttl_ms`.
     ttl: Option<Duration>,
     /// Build the [`Acceptance`] (only the socket's clients that asked).
     want_accepted: bool,
+}
+
+/// What a put does with the spool for the records of `disk` streams.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SpoolUse {
+    /// Write them to it before they count as accepted.
+    Append,
+    /// They are in it already: replayed, their id is their sequence number.
+    Replayed,
+    /// Never (log files: the file is their buffer and their checkpoint
+    /// their record of what is done).
+    Skip,
 }
 
 /// A record as an application hands it over. Text fields arrive as bytes so
@@ -138,6 +154,8 @@ pub(crate) struct Inner {
     pub(crate) metrics: MetricsHandle,
     /// Records refused with ShuttingDown because they arrived during the drain.
     pub(crate) refused_at_shutdown: AtomicU64,
+    /// The spool of `durability = "disk"` streams, once attached.
+    pub(crate) durable: std::sync::OnceLock<spooled::Durable>,
 }
 
 impl Producer {
@@ -183,6 +201,7 @@ impl Producer {
                 counters: Arc::default(),
                 metrics,
                 refused_at_shutdown: AtomicU64::new(0),
+                durable: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -209,6 +228,9 @@ impl Producer {
         v["live_streams"] = self.live_streams().into();
         if let Some(f) = self.inner.metrics.files_stats() {
             v["files"] = f;
+        }
+        if let Some(s) = self.spool_stats() {
+            v["spool"] = s;
         }
         v
     }
@@ -248,6 +270,11 @@ impl Producer {
         ttl: Option<Duration>,
     ) {
         let how = PutHow {
+            spool: if ttl.is_some() {
+                SpoolUse::Skip
+            } else {
+                SpoolUse::Append
+            },
             busy_if_full,
             ttl,
             want_accepted: false,
@@ -265,6 +292,7 @@ impl Producer {
         busy_if_full: bool,
     ) -> Acceptance {
         let how = PutHow {
+            spool: SpoolUse::Append,
             busy_if_full,
             ttl: None,
             want_accepted: true,
@@ -280,10 +308,12 @@ impl Producer {
         how: PutHow,
     ) -> Acceptance {
         let PutHow {
+            spool,
             busy_if_full,
             ttl,
             want_accepted,
         } = how;
+        let durable = inner_durable(&self.inner, spool);
         let mut acceptance = Acceptance::default();
         let inner = &self.inner;
         let now = Instant::now();
@@ -415,12 +445,34 @@ impl Producer {
                     continue;
                 }
                 Counters::add(&inner.counters.user_records_received, chunk.len() as u64);
+                let mut chunk = chunk;
+                let mut ticket = None;
+                match (durable, spool) {
+                    // Whatever the stream's durability is now: in the spool
+                    // they are, and done there they must be marked.
+                    (Some(_), SpoolUse::Replayed) => {
+                        chunk.iter_mut().for_each(|u| u.set_spool_seq(u.id))
+                    }
+                    (Some(d), SpoolUse::Append)
+                        if live.settings_for(&stream).durability == Durability::Disk =>
+                    {
+                        match self.spool_chunk(d, &stream, &mut chunk, busy_if_full).await {
+                            Some(t) => ticket = Some(t),
+                            // Refused, each with its result.
+                            None => continue,
+                        }
+                    }
+                    _ => {}
+                }
                 let mut ids = IdRuns::default();
                 if want_accepted {
                     chunk.iter().for_each(|u| ids.push(u.id));
                 }
                 if inner.dispatch(&stream, chunk) {
-                    acceptance.now.append(ids);
+                    match ticket {
+                        Some(t) => acceptance.spooled.push((ids, t)),
+                        None => acceptance.now.append(ids),
+                    }
                 }
             }
         }

@@ -97,6 +97,7 @@ pub(super) fn validate(
         expiry: now + ttl.unwrap_or(entry.ttl),
         ready_since: now,
         attempts: Vec::new(),
+        spool: 0,
     })
 }
 

@@ -131,6 +131,38 @@ impl ResultSink for ConnSink {
     }
 }
 
+/// Tells the client of records of a `disk` stream once the spool has them
+/// durable (`spool_fsync`), without holding up the reading of its next
+/// frames: the group commit covers many frames and connections at once.
+fn spooled_accepted(
+    producer: &Producer,
+    ids: IdRuns,
+    ticket: crate::spool::Ticket,
+    tx: mpsc::UnboundedSender<ConnEvent>,
+    backlog: Arc<Backlog>,
+) {
+    let Some(spool) = producer.spool().cloned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        match spool.durable(&ticket).await {
+            Ok(()) => {
+                let m = accepted_frame(ids);
+                backlog.owe(reply_weight(&m));
+                let _ = tx.send(ConnEvent::Send(m));
+            }
+            // They are in the pipeline all the same; their results (a
+            // success says they were accepted) still come.
+            Err(e) => tracing::error!(
+                error = %e,
+                records = ids.len(),
+                "the spool could not sync records it had written; their clients get no \
+                 Accepted for them, only their results"
+            ),
+        }
+    });
+}
+
 fn accepted_frame(ids: IdRuns) -> ServerMessage {
     ServerMessage {
         msg: Some(server_message::Msg::Accepted(ids.into_message())),
@@ -319,6 +351,9 @@ async fn read_loop(
                         .await;
                     if !acceptance.now.is_empty() {
                         reply(accepted_frame(acceptance.now));
+                    }
+                    for (ids, ticket) in acceptance.spooled {
+                        spooled_accepted(producer, ids, ticket, tx.clone(), backlog.clone());
                     }
                 }
             }

@@ -913,6 +913,14 @@ async fn run(
         if let Some(c) = s.get("counters") {
             println!("daemon_counters: {c}");
         }
+        // `durability = "disk"` runs: what the spool did.
+        if let Some(sp) = s.get("spool") {
+            let secs = after.at.duration_since(before.at).as_secs_f64().max(1e-9);
+            if let Some(f) = sp.get("fsyncs").and_then(|v| v.as_u64()) {
+                println!("spool_fsyncs_per_s: {:.1}", f as f64 / secs);
+            }
+            println!("daemon_spool: {sp}");
+        }
     }
     match &exit {
         Ok(st) => println!(
