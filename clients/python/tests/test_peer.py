@@ -188,7 +188,7 @@ def test_hello_names_the_client(sock_path):
         Producer(sock_path, client_name="my-app").connect()
     finally:
         peer.close()
-    assert seen == [{"hello": {"protocol_version": 1, "client_name": "my-app"}}]
+    assert seen == [{"hello": {"protocol_version": 1, "client_name": "my-app", "want_accepted": True}}]
 
 
 # -- losing the connection ------------------------------------------------------
@@ -265,7 +265,7 @@ def test_results_in_any_order_across_frames_and_unknown_message_kinds(sock_path)
     def script(conn: PeerConn, n: int) -> None:
         conn.handshake()
         ids = [r["id"] for r in conn.read_put()]
-        conn.send_raw(_codec.frame(b"\x32\x02\x08\x01"))  # ServerMessage field 6: from a newer daemon
+        conn.send_raw(_codec.frame(b"\x3a\x02\x08\x01"))  # ServerMessage field 7: from a newer daemon
         conn.send({"results": {"results": [ok_result(ids[2], sub_sequence_number=2)]}})
         conn.send({"error": {"code": "Something", "message": "non-fatal"}})
         conn.send(
