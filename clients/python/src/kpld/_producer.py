@@ -215,9 +215,10 @@ class Producer:
 
         ``records`` as for :meth:`put_records`. Returns a
         :class:`kpld.RecordBatch`: ``wait()`` blocks until every record has
-        its final result, ``accepted()`` until the daemon accepted them all, ``failed`` counts the failures, ``result(i)``
-        returns record ``i``'s :class:`Result` or raises its failure (as the
-        future of :meth:`put_records` would), ``failures()`` lists them.
+        its final result, ``accepted()`` until the daemon accepted them all,
+        ``failed`` counts the failures, ``result(i)`` returns record ``i``'s
+        :class:`Result` or raises its failure (as the future of
+        :meth:`put_records` would), ``failures()`` lists them.
         Results are kept as the bytes the daemon sent and decoded when read.
 
         Blocks and raises like :meth:`put_records`.

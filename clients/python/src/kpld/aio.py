@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _codec
 from ._acceptance import ACCEPTED, AcceptedRuns, verdict
@@ -62,11 +62,20 @@ class _Acceptance:
 _NO_ACCEPTANCE = _Acceptance({})
 
 
-class RecordFuture(asyncio.Future):  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    _FutureBase = asyncio.Future[Result]
+else:
+    _FutureBase = asyncio.Future
+
+
+class RecordFuture(_FutureBase):
     """The future of one record: its :class:`kpld.Result`, or its failure;
     and ``await accepted()``."""
 
     __slots__ = ("_rid", "_acc")
+    #: The record's id, and its connection's acceptance (set once written).
+    _rid: int
+    _acc: _Acceptance
 
     def _acceptance(self) -> Any:
         if self._rid in self._acc.runs:
@@ -118,7 +127,7 @@ class _AioConnection:
         self.info = info
         self.max_frame_size = info.max_frame_size or _codec.DEFAULT_MAX_FRAME_SIZE
         self.frames = frames
-        self.pending: Dict[int, "asyncio.Future[Result]"] = {}
+        self.pending: Dict[int, "RecordFuture"] = {}
         self.acceptance = _Acceptance(self.pending)
         self.waiters: Dict[int, "asyncio.Future[Any]"] = {}
         self.alive = True
@@ -162,7 +171,7 @@ class AsyncProducer:
         self._conn: Optional[_AioConnection] = None
         self._connecting: Optional["asyncio.Task[_AioConnection]"] = None
         # batches put while connecting: (stream, records, first_id, futures)
-        self._backlog: List[Tuple[str, List[Any], int, List["asyncio.Future[Result]"]]] = []
+        self._backlog: List[Tuple[str, List[Any], int, List["RecordFuture"]]] = []
         self._next_id = 1
         self._closed = False
         self._put = 0
@@ -335,12 +344,12 @@ class AsyncProducer:
         explicit_hash_key: Optional[Union[str, int]] = None,
         *,
         compression: Optional[Union[Compression, str]] = None,
-    ) -> "asyncio.Future[Result]":
+    ) -> "RecordFuture":
         """Hand one record over without waiting; returns an asyncio future of
         its :class:`Result` (or raising RecordFailed / Busy / ConnectionError)."""
         return self._put_nowait(stream, [(partition_key, data, explicit_hash_key, compression)])[0]
 
-    def put_records_nowait(self, stream: str, records: Iterable[RecordItem]) -> "List[asyncio.Future[Result]]":
+    def put_records_nowait(self, stream: str, records: Iterable[RecordItem]) -> "List[RecordFuture]":
         """Hand a batch over without waiting; one asyncio future per record.
         ``records`` as for :meth:`kpld.Producer.put_records`."""
         return self._put_nowait(stream, records)
@@ -366,7 +375,7 @@ class AsyncProducer:
         await self._drain()
         return await fut
 
-    async def put_records(self, stream: str, records: Iterable[RecordItem]) -> "List[asyncio.Future[Result]]":
+    async def put_records(self, stream: str, records: Iterable[RecordItem]) -> "List[RecordFuture]":
         """Put a batch; returns one future per record once the batch is handed
         to the socket (waiting for room: backpressure), before the results.
         Await the futures (e.g. ``asyncio.gather``) for the results."""
@@ -374,7 +383,7 @@ class AsyncProducer:
         await self._drain()
         return futures
 
-    def _put_nowait(self, stream: str, records: Iterable[Any]) -> "List[asyncio.Future[Result]]":
+    def _put_nowait(self, stream: str, records: Iterable[Any]) -> "List[RecordFuture]":
         if self._closed:
             raise ConnectionError("the producer is closed")
         loop = asyncio.get_running_loop()
@@ -404,14 +413,12 @@ class AsyncProducer:
         stream: str,
         records: List[Any],
         first: int,
-        futures: "List[asyncio.Future[Result]]",
+        futures: "List[RecordFuture]",
     ) -> None:
         batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
         self._register_and_write(conn, batch, futures)
 
-    def _register_and_write(
-        self, conn: _AioConnection, batch: _codec.PutBatch, futures: "List[asyncio.Future[Result]]"
-    ) -> None:
+    def _register_and_write(self, conn: _AioConnection, batch: _codec.PutBatch, futures: "List[RecordFuture]") -> None:
         first = batch.first_id
         conn.pending.update(zip(range(first, first + batch.count), futures))
         acc = conn.acceptance
