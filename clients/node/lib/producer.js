@@ -575,7 +575,18 @@ class Producer extends EventEmitter {
         if (b.accFinal !== null) continue;
         const from = Math.max(first, b.firstId) - b.firstId;
         const to = Math.min(end, b.firstId + b.count) - b.firstId;
-        for (let i = from; i < to; i++) markAccepted(b, i);
+        const acc = b.acc;
+        let added = 0;
+        for (let i = from; i < to; i++) {
+          if (acc[i] === 0) {
+            acc[i] = 1;
+            added++;
+          }
+        }
+        if (added > 0) {
+          b.nAccepted += added;
+          if (b.nAccepted + b.nRefused === b.count) finishAcceptance(b, b.nRefused === 0 ? true : b.refusedErr);
+        }
       }
     }
   }
@@ -587,7 +598,7 @@ class Producer extends EventEmitter {
     if (b.kind === BATCH && success) {
       const i = id - b.firstId;
       if (b.results[i] !== 0) return;
-      markAccepted(b, i);
+      if (b.acc[i] === 0) markAccepted(b, i); // usually named by an Accepted already
       b.results[i] = 1;
       const rb = b.batch;
       rb._shard[i] = shardId;
