@@ -628,13 +628,8 @@ def test_accepted_from_runs_spanning_puts_out_of_order_results_and_a_peer_that_c
         # a[1] is accepted by its success alone; a[2] refused; one Accepted names b and a[0],
         # in that order, the second run before the first.
         conn.send({"results": {"results": [ok_result(a[1])]}})
-        conn.send(
-            {
-                "results": {
-                    "results": [{"id": a[2], "error_code": "InvalidPartitionKey", "error_message": "e", "refused": True}]
-                }
-            }
-        )
+        refusal = {"id": a[2], "error_code": "InvalidPartitionKey", "error_message": "e", "refused": True}
+        conn.send({"results": {"results": [refusal]}})
         conn.send({"accepted": {"first_ids": [b[0], a[0]], "counts": [2, 1]}})
         c = [r["id"] for r in conn.read_put()]  # round 2: 2 records, only the first accepted
         assert round2.wait(WAIT_S)
