@@ -85,7 +85,10 @@ class AcceptedRuns:
     def _prune(self) -> None:
         pending = self._pending
         if pending is not None:
-            keys = list(pending)  # a copy: writers add to it meanwhile
+            try:
+                keys = list(pending)  # a copy: writers add to it meanwhile
+            except RuntimeError:  # changed during the copy (no GIL): prune next time
+                return
             low = min(keys) if keys else None
             starts, ends = self._starts, self._ends
             if low is None:
