@@ -4,6 +4,7 @@ import kpld from './index.js';
 export {
   Producer,
   RecordBatch,
+  Sent,
   DEFAULT_SOCKET_PATH,
   KpldError,
   ConnectionError,
@@ -22,5 +23,6 @@ export type {
   PutRecordSettled,
   ServerInfo,
   ProducerCounters,
+  Accepting,
 } from './index.js';
 export default kpld;

@@ -92,6 +92,23 @@ export interface ProducerCounters {
 
 export declare const DEFAULT_SOCKET_PATH: string;
 
+/**
+ * What the put methods return: their promise, plus accepted(), which resolves once the daemon
+ * has accepted every record of the call (in its buffers, or its spool for a stream with
+ * durability = "disk"; docs/protocol.md, "Acceptance"), and rejects with the error of a record
+ * it did not accept: its RecordFailedError with `refused` true (the lowest index refused), or
+ * the ConnectionError of a connection lost first (those records may or may not be in the
+ * daemon: resend them). Only the promise the method returned has it, not those chained from it.
+ */
+export interface Accepting<T> extends Promise<T> {
+  accepted(): Promise<void>;
+}
+
+/** What send() returns: accepted() as on the promise of the other put methods. */
+export declare class Sent {
+  accepted(): Promise<void>;
+}
+
 export declare class Producer extends EventEmitter {
   constructor(options?: ProducerOptions);
   readonly socketPath: string;
@@ -108,27 +125,28 @@ export declare class Producer extends EventEmitter {
    * Puts one record. Rejects with RecordFailedError (BusyError when code is "Busy") or
    * ConnectionError.
    */
-  putRecord(record: PutRecordInput): Promise<PutRecordResult>;
+  putRecord(record: PutRecordInput): Accepting<PutRecordResult>;
 
   /**
    * Puts records into one stream (sent together, in one frame when they fit). Resolves once all
    * have results, to one Promise.allSettled-style entry per record, in order. Rejects only for
    * invalid arguments or a closed producer.
    */
-  putRecords(stream: string, records: readonly BatchRecord[]): Promise<PutRecordSettled[]>;
+  putRecords(stream: string, records: readonly BatchRecord[]): Accepting<PutRecordSettled[]>;
 
   /**
    * Puts records into one stream; the fastest way for many records. Resolves once all have
    * results, to a RecordBatch holding them compactly. Rejects only for invalid arguments or a
    * closed producer.
    */
-  putBatch(stream: string, records: readonly BatchRecord[]): Promise<RecordBatch>;
+  putBatch(stream: string, records: readonly BatchRecord[]): Accepting<RecordBatch>;
 
   /**
    * Fire-and-forget: puts records into one stream; results only update `counters` and failures
    * are emitted as 'recordFailed'. Throws only for invalid arguments or a closed producer.
+   * The returned handle's accepted() tells when the daemon has accepted the records.
    */
-  send(stream: string, records: readonly BatchRecord[]): void;
+  send(stream: string, records: readonly BatchRecord[]): Sent;
 
   /** Resolves once every record put before it has its result. */
   flush(): Promise<void>;
@@ -193,6 +211,8 @@ export declare class ConnectionError extends KpldError {}
 /** kpld answered the record with a failure; `code` is its error code. */
 export declare class RecordFailedError extends KpldError {
   attempts: Attempt[];
+  /** The daemon never accepted the record (invalid, Busy, ...): resending makes no duplicate. */
+  refused: boolean;
 }
 
 /** kpld's buffers were full and the producer has busyIfFull set (code "Busy"). */

@@ -4,6 +4,7 @@ import kpld from './index.js';
 export const {
   Producer,
   RecordBatch,
+  Sent,
   DEFAULT_SOCKET_PATH,
   KpldError,
   ConnectionError,

@@ -107,13 +107,14 @@ function encodeIdMessage(field, id) {
   return frameOf(body);
 }
 
-/** Frame of ClientMessage{hello: Hello{protocol_version, client_name}}. */
-function encodeHello(protocolVersion = PROTOCOL_VERSION, clientName = '') {
+/** Frame of ClientMessage{hello: Hello{protocol_version, client_name, want_accepted}}. */
+function encodeHello(protocolVersion = PROTOCOL_VERSION, clientName = '', wantAccepted = false) {
   checkUint(protocolVersion, 'protocol_version');
   const name = Buffer.from(clientName, 'utf8');
   let inner = 0;
   if (protocolVersion !== 0) inner += 1 + varintLen(protocolVersion);
   if (name.length > 0) inner += 1 + varintLen(name.length) + name.length;
+  if (wantAccepted) inner += 2;
   const body = Buffer.allocUnsafe(1 + varintLen(inner) + inner);
   body[0] = 0x0a;
   let off = writeVarint(body, 1, inner);
@@ -124,7 +125,11 @@ function encodeHello(protocolVersion = PROTOCOL_VERSION, clientName = '') {
   if (name.length > 0) {
     body[off++] = 0x12;
     off = writeVarint(body, off, name.length);
-    name.copy(body, off);
+    off += name.copy(body, off);
+  }
+  if (wantAccepted) {
+    body[off++] = 0x18; // Hello.want_accepted
+    body[off++] = 0x01;
   }
   return frameOf(body);
 }
@@ -563,6 +568,7 @@ function decodeRecordResult(r, end, handler) {
   const attempts = [];
   let errorCode = '';
   let errorMessage = '';
+  let refused = false;
   while (r.pos < end) {
     const tag = r.tag();
     switch (tag) {
@@ -578,10 +584,11 @@ function decodeRecordResult(r, end, handler) {
       }
       case 0x3a: errorCode = r.string(); break;
       case 0x42: errorMessage = r.string(); break;
+      case 0x48: refused = r.bool(); break;
       default: r.skip(tag & 7);
     }
   }
-  handler.result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage);
+  handler.result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused);
 }
 
 function decodeResults(r, end, handler) {
@@ -596,6 +603,33 @@ function decodeResults(r, end, handler) {
       r.skip(tag & 7);
     }
   }
+}
+
+/** Appends the values of a repeated uint64 field, packed (tag LEN) or not (tag VARINT). */
+function repeatedU64(r, wire, out) {
+  if (wire === 0) {
+    out.push(r.varint());
+    return;
+  }
+  const e = r.len();
+  while (r.pos < e) out.push(r.varint());
+  r.pos = e;
+}
+
+/** Accepted{first_ids, counts}: runs of accepted record ids. */
+function decodeAccepted(r, end) {
+  const firstIds = [];
+  const counts = [];
+  while (r.pos < end) {
+    const tag = r.tag();
+    if (tag === 0x0a || tag === 0x08) repeatedU64(r, tag & 7, firstIds);
+    else if (tag === 0x12 || tag === 0x10) repeatedU64(r, tag & 7, counts);
+    else r.skip(tag & 7);
+  }
+  if (firstIds.length !== counts.length) {
+    throw new ProtocolError(`malformed Accepted from kpld: ${firstIds.length} first_ids but ${counts.length} counts`, 'MalformedFrame');
+  }
+  return { firstIds, counts };
 }
 
 function decodeIdOnly(r, end) {
@@ -638,14 +672,15 @@ function decodeStats(r, end) {
 /**
  * Decodes one ServerMessage (the bytes after a frame's length prefix, buf[start..end)) and
  * calls the handler: hello(m), resultsBegin() then result(id, success, shardId,
- * sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage) once per record,
- * flushed(id), error(m), stats(m). Throws ProtocolError on malformed input.
+ * sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused) once per
+ * record, flushed(id), error(m), stats(m), accepted(firstIds, counts) (runs of accepted record
+ * ids; an id above 2^53 is a BigInt). Throws ProtocolError on malformed input.
  */
 function decodeServerMessage(buf, start, end, handler) {
   const r = new Reader(buf, start, end);
   while (r.pos < end) {
     const tag = r.tag();
-    if ((tag & 7) !== 2 || tag > 0x2a) {
+    if ((tag & 7) !== 2 || tag > 0x32) {
       r.skip(tag & 7);
       continue;
     }
@@ -656,6 +691,11 @@ function decodeServerMessage(buf, start, end, handler) {
       case 0x1a: handler.flushed(decodeIdOnly(r, e)); break;
       case 0x22: handler.error(decodeError(r, e)); break;
       case 0x2a: handler.stats(decodeStats(r, e)); break;
+      case 0x32: {
+        const a = decodeAccepted(r, e);
+        handler.accepted(a.firstIds, a.counts);
+        break;
+      }
       default: break;
     }
     r.pos = e;
@@ -664,7 +704,8 @@ function decodeServerMessage(buf, start, end, handler) {
 
 /**
  * Decodes one ServerMessage into a plain object, e.g. { hello: {...} }, { results: { results:
- * [...] } }, { flushed: { id } }, { error: {...} }, { stats: {...} } (camelCase field names,
+ * [...] } }, { flushed: { id } }, { error: {...} }, { stats: {...} }, { accepted: { firstIds,
+ * counts } } (camelCase field names,
  * every field present with its default). For tests and tools; the producer uses the handler
  * form.
  */
@@ -674,9 +715,10 @@ function decodeServerMessageObject(buf, start = 0, end = buf.length) {
   decodeServerMessage(b, start, end, {
     hello(m) { out = { hello: m }; },
     resultsBegin() { out = { results: { results: [] } }; },
-    result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage) {
-      out.results.results.push({ id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage });
+    result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused) {
+      out.results.results.push({ id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused });
     },
+    accepted(firstIds, counts) { out = { accepted: { firstIds, counts } }; },
     flushed(id) { out = { flushed: { id } }; },
     error(m) { out = { error: m }; },
     stats(m) { out = { stats: m }; },

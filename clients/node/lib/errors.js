@@ -24,12 +24,15 @@ class ConnectionError extends KpldError {
 /**
  * kpld answered a record with a failure. `code` is the daemon's error code (e.g.
  * 'InvalidPartitionKey', 'Expired', 'ResourceNotFoundException'), `attempts` every attempt the
- * daemon made to send the record (empty when it was refused before any attempt).
+ * daemon made to send the record (empty when it was refused before any attempt). `refused` is
+ * true when the daemon never accepted the record (invalid, Busy, ShuttingDown before it was
+ * taken, its spool full, or it never left this process): sending it again makes no duplicate.
  */
 class RecordFailedError extends KpldError {
-  constructor(code, message, attempts) {
+  constructor(code, message, attempts, refused = false) {
     super(message || code, code);
     this.attempts = attempts || [];
+    this.refused = refused;
   }
 }
 

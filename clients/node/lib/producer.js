@@ -11,6 +11,12 @@
 //   all of them fail with ConnectionError at once, and the next put starts a new connection.
 // - The socket is ref()ed only while records or requests are outstanding, so an idle producer
 //   never keeps the process alive; timers are unref()ed.
+// - Acceptance (docs/protocol.md, "Acceptance"; the Hello always asks for it): a record is
+//   accepted once an Accepted message names it or its result is a success or a failure without
+//   `refused`. Each batch marks its accepted records in `acc` (one byte per record) and counts
+//   them with the refused ones; when the two add up to the batch's count, or the connection is
+//   lost first, its acceptance is final, and the promise of `accepted()` (made only when
+//   somebody calls it) settles.
 'use strict';
 
 const net = require('net');
@@ -110,11 +116,84 @@ class Batch {
     this.reject = reject;
     this.stream = null; // SEND only: for 'recordFailed'
     this.records = null; // SEND only: for 'recordFailed'
+    // Acceptance: 1 per record accepted (named by an Accepted, or answered without `refused`).
+    this.acc = new Uint8Array(count);
+    this.nAccepted = 0;
+    this.nRefused = 0;
+    this.refusedErr = null; // the refusal of the lowest-index refused record
+    this.refusedAt = -1;
+    this.accFinal = null; // once final: true (all accepted) or the error accepted() rejects with
+    this.accWaiter = null; // { promise, resolve, reject } once accepted() was called
   }
 }
 
-function recordError(code, message, attempts) {
-  return code === 'Busy' ? new BusyError(code, message, attempts) : new RecordFailedError(code, message, attempts);
+/** Settles b's acceptance with `final` (true or an error), once. */
+function finishAcceptance(b, final) {
+  if (b.accFinal !== null) return;
+  b.accFinal = final;
+  const w = b.accWaiter;
+  if (w === null) return;
+  if (final === true) w.resolve();
+  else w.reject(final);
+}
+
+/** Records record i of b as accepted; settles b's acceptance when every record is known. */
+function markAccepted(b, i) {
+  if (b.acc[i] !== 0) return;
+  b.acc[i] = 1;
+  b.nAccepted++;
+  if (b.nAccepted + b.nRefused === b.count) finishAcceptance(b, b.nRefused === 0 ? true : b.refusedErr);
+}
+
+function markRefused(b, i, err) {
+  if (b.acc[i] !== 0) return;
+  b.acc[i] = 2;
+  b.nRefused++;
+  if (b.refusedAt === -1 || i < b.refusedAt) {
+    b.refusedAt = i;
+    b.refusedErr = err;
+  }
+  if (b.nAccepted + b.nRefused === b.count) finishAcceptance(b, b.refusedErr);
+}
+
+/** The promise accepted() returns for batch b. */
+function acceptedOf(b) {
+  const final = b.accFinal;
+  if (final === true) return Promise.resolve();
+  if (final !== null) return Promise.reject(final);
+  if (b.accWaiter === null) {
+    const w = { promise: null, resolve: null, reject: null };
+    w.promise = new Promise((resolve, reject) => {
+      w.resolve = resolve;
+      w.reject = reject;
+    });
+    b.accWaiter = w;
+  }
+  return b.accWaiter.promise;
+}
+
+/** `promise` with an accepted() method: (batch or an error). */
+function withAccepted(promise, of) {
+  promise.accepted = of instanceof Error ? () => Promise.reject(of) : of === null ? () => Promise.resolve() : () => acceptedOf(of);
+  return promise;
+}
+
+/**
+ * What send() returns: accepted() resolves once the daemon has accepted every record of the
+ * call, and rejects with the error of the first record it did not accept.
+ */
+class Sent {
+  constructor(b) {
+    this._b = b;
+  }
+
+  accepted() {
+    return this._b === null ? Promise.resolve() : acceptedOf(this._b);
+  }
+}
+
+function recordError(code, message, attempts, refused) {
+  return code === 'Busy' ? new BusyError(code, message, attempts, refused) : new RecordFailedError(code, message, attempts, refused);
 }
 
 const COMPRESSION = codec.COMPRESSION;
@@ -150,8 +229,11 @@ class Dispatch {
     this.p._onHello(m);
   }
   resultsBegin() {}
-  result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage) {
-    this.p._onResult(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage);
+  result(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused) {
+    this.p._onResult(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused);
+  }
+  accepted(firstIds, counts) {
+    this.p._onAccepted(firstIds, counts);
   }
   flushed(id) {
     this.p._onReply(this.p._flushes, id, undefined);
@@ -245,10 +327,11 @@ class Producer extends EventEmitter {
       checkStream(record.stream);
       checkRecordFields(record.partitionKey, record.data, record.explicitHashKey, record.compression, '');
     } catch (e) {
-      return Promise.reject(e);
+      return withAccepted(Promise.reject(e), e);
     }
-    return new Promise((resolve, reject) => {
-      const b = new Batch(SINGLE, this._nextId, 1, resolve, reject);
+    let b;
+    const p = new Promise((resolve, reject) => {
+      b = new Batch(SINGLE, this._nextId, 1, resolve, reject);
       this._enqueue(b);
       const sb = codec.streamBytes(record.stream);
       if (!this._builder.append(b.firstId, sb, record.partitionKey, record.explicitHashKey, record.data, compressionOf(record.compression))) {
@@ -256,6 +339,7 @@ class Producer extends EventEmitter {
       }
       this._afterEnqueue();
     });
+    return withAccepted(p, b);
   }
 
   /**
@@ -270,15 +354,17 @@ class Producer extends EventEmitter {
     try {
       this._checkRecords(stream, records);
     } catch (e) {
-      return Promise.reject(e);
+      return withAccepted(Promise.reject(e), e);
     }
-    if (records.length === 0) return Promise.resolve([]);
-    return new Promise((resolve, reject) => {
-      const b = new Batch(SETTLED, this._nextId, records.length, resolve, reject);
+    if (records.length === 0) return withAccepted(Promise.resolve([]), null);
+    let b;
+    const p = new Promise((resolve, reject) => {
+      b = new Batch(SETTLED, this._nextId, records.length, resolve, reject);
       this._enqueue(b);
       this._appendAll(b, stream, records);
       this._afterEnqueue();
     });
+    return withAccepted(p, b);
   }
 
   /**
@@ -293,32 +379,36 @@ class Producer extends EventEmitter {
     try {
       this._checkRecords(stream, records);
     } catch (e) {
-      return Promise.reject(e);
+      return withAccepted(Promise.reject(e), e);
     }
-    if (records.length === 0) return Promise.resolve(new RecordBatch(0));
-    return new Promise((resolve, reject) => {
-      const b = new Batch(BATCH, this._nextId, records.length, resolve, reject);
+    if (records.length === 0) return withAccepted(Promise.resolve(new RecordBatch(0)), null);
+    let b;
+    const p = new Promise((resolve, reject) => {
+      b = new Batch(BATCH, this._nextId, records.length, resolve, reject);
       this._enqueue(b);
       this._appendAll(b, stream, records);
       this._afterEnqueue();
     });
+    return withAccepted(p, b);
   }
 
   /**
    * Fire-and-forget: puts records into one stream and returns nothing. Results still come
    * back: they update `counters`, failures are emitted as 'recordFailed' (err, record,
    * stream) when someone listens. Throws only for invalid arguments or a closed producer.
+   * Returns a handle whose accepted() resolves once the daemon has accepted every record.
    */
   send(stream, records) {
     if (this._closed) throw this._closedError();
     this._checkRecords(stream, records);
-    if (records.length === 0) return;
+    if (records.length === 0) return new Sent(null);
     const b = new Batch(SEND, this._nextId, records.length, null, null);
     b.stream = stream;
     b.records = records;
     this._enqueue(b);
     this._appendAll(b, stream, records);
     this._afterEnqueue();
+    return new Sent(b);
   }
 
   /**
@@ -434,7 +524,8 @@ class Producer extends EventEmitter {
       id,
       false,
       null,
-      new RecordFailedError('RecordTooLarge', `record does not fit in a kpld frame (the daemon takes frames of up to ${max} bytes)`, []),
+      new RecordFailedError('RecordTooLarge', `record does not fit in a kpld frame (the daemon takes frames of up to ${max} bytes)`, [], true),
+      true,
     );
   }
 
@@ -457,13 +548,57 @@ class Producer extends EventEmitter {
     return null;
   }
 
-  _onResult(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage) {
+  /** Index in _batches of the first outstanding batch whose ids end after `id`. */
+  _batchIndexFrom(id) {
+    const bs = this._batches;
+    let lo = this._head;
+    let hi = bs.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const b = bs[mid];
+      if (b.firstId + b.count <= id) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  _onAccepted(firstIds, counts) {
+    const bs = this._batches;
+    for (let k = 0; k < firstIds.length; k++) {
+      const first = firstIds[k];
+      const n = counts[k];
+      if (typeof first !== 'number' || typeof n !== 'number') continue; // above 2^53: not ours
+      const end = first + n;
+      for (let j = this._batchIndexFrom(first); j < bs.length; j++) {
+        const b = bs[j];
+        if (b.firstId >= end) break;
+        if (b.accFinal !== null) continue;
+        const from = Math.max(first, b.firstId) - b.firstId;
+        const to = Math.min(end, b.firstId + b.count) - b.firstId;
+        const acc = b.acc;
+        let added = 0;
+        for (let i = from; i < to; i++) {
+          if (acc[i] === 0) {
+            acc[i] = 1;
+            added++;
+          }
+        }
+        if (added > 0) {
+          b.nAccepted += added;
+          if (b.nAccepted + b.nRefused === b.count) finishAcceptance(b, b.nRefused === 0 ? true : b.refusedErr);
+        }
+      }
+    }
+  }
+
+  _onResult(id, success, shardId, sequenceNumber, subSequenceNumber, attempts, errorCode, errorMessage, refused) {
     if (typeof id !== 'number') return;
     const b = this._find(id);
     if (b === null || b.remaining === 0) return; // not ours, or already answered
     if (b.kind === BATCH && success) {
       const i = id - b.firstId;
       if (b.results[i] !== 0) return;
+      if (b.acc[i] === 0) markAccepted(b, i); // usually named by an Accepted already
       b.results[i] = 1;
       const rb = b.batch;
       rb._shard[i] = shardId;
@@ -481,20 +616,24 @@ class Producer extends EventEmitter {
       return;
     }
     if (success) {
-      this._settle(b, id - b.firstId, true, { shardId, sequenceNumber, subSequenceNumber, attempts }, null);
-    } else if (b.kind === SEND && this.listenerCount('recordFailed') === 0) {
-      this._settle(b, id - b.firstId, false, null, null); // nobody looks: skip building the error
+      this._settle(b, id - b.firstId, true, { shardId, sequenceNumber, subSequenceNumber, attempts }, null, false);
+    } else if (b.kind === SEND && !refused && this.listenerCount('recordFailed') === 0) {
+      this._settle(b, id - b.firstId, false, null, null, false); // nobody looks: skip building the error
     } else {
-      this._settle(b, id - b.firstId, false, null, recordError(errorCode || 'Unknown', errorMessage, attempts));
+      this._settle(b, id - b.firstId, false, null, recordError(errorCode || 'Unknown', errorMessage, attempts, !!refused), !!refused);
     }
   }
 
-  _settleId(id, ok, value, err) {
+  _settleId(id, ok, value, err, refused) {
     const b = this._find(id);
-    if (b !== null && b.remaining > 0) this._settle(b, id - b.firstId, ok, value, err);
+    if (b !== null && b.remaining > 0) this._settle(b, id - b.firstId, ok, value, err, refused);
   }
 
-  _settle(b, i, ok, value, err) {
+  _settle(b, i, ok, value, err, refused) {
+    // Acceptance first: a result for record i that was already settled returns below before
+    // anything else, and marking twice is a no-op.
+    if (refused) markRefused(b, i, err);
+    else markAccepted(b, i);
     switch (b.kind) {
       case SINGLE:
         b.remaining = 0;
@@ -593,7 +732,7 @@ class Producer extends EventEmitter {
     sock.on('data', (chunk) => this._onData(sock, chunk));
     sock.on('error', (err) => this._lost(sock, err));
     sock.on('close', () => this._lost(sock, null));
-    sock.write(codec.encodeHello(codec.PROTOCOL_VERSION, this.clientName));
+    sock.write(codec.encodeHello(codec.PROTOCOL_VERSION, this.clientName, true));
     const t = setTimeout(() => {
       if (this._sock === sock && !this._ready) {
         this._lost(sock, new ConnectionError(`kpld at ${this.socketPath} did not answer Hello within ${this.connectTimeoutMs} ms`));
@@ -729,6 +868,8 @@ class Producer extends EventEmitter {
     let failed = 0;
     for (let k = head; k < bs.length; k++) {
       const b = bs[k];
+      // Records neither accepted nor refused may or may not be in the daemon: resend them.
+      finishAcceptance(b, forRecords);
       if (b.remaining === 0) continue;
       failed += b.remaining;
       if (b.kind === SINGLE) {
@@ -797,4 +938,4 @@ function connectHint(err) {
   }
 }
 
-module.exports = { Producer, RecordBatch, DEFAULT_SOCKET_PATH };
+module.exports = { Producer, RecordBatch, Sent, DEFAULT_SOCKET_PATH };

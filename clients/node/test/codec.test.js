@@ -227,9 +227,10 @@ test('decodes Results with attempts, successes and failures; missing fields get 
           ],
           errorCode: '',
           errorMessage: '',
+          refused: false,
         },
-        { id: 6, success: false, shardId: '', sequenceNumber: '', subSequenceNumber: 0, attempts: [], errorCode: 'InvalidPartitionKey', errorMessage: 'partition key is empty' },
-        { id: 0, success: false, shardId: '', sequenceNumber: '', subSequenceNumber: 0, attempts: [], errorCode: '', errorMessage: '' },
+        { id: 6, success: false, shardId: '', sequenceNumber: '', subSequenceNumber: 0, attempts: [], errorCode: 'InvalidPartitionKey', errorMessage: 'partition key is empty', refused: false },
+        { id: 0, success: false, shardId: '', sequenceNumber: '', subSequenceNumber: 0, attempts: [], errorCode: '', errorMessage: '', refused: false },
       ],
     },
   });
@@ -268,4 +269,26 @@ test('malformed server messages raise ProtocolError', () => {
   }
   assert.throws(() => codec.decodeServerMessageObject(Buffer.from([0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01])), ProtocolError);
   assert.throws(() => codec.decodeServerMessageObject(Buffer.from([0x0b])), ProtocolError, 'group wire type');
+});
+
+test('Accepted decodes packed and unpacked runs, ids above 2^53 as BigInt', () => {
+  const packed = Buffer.from([0x32, 0x08, 0x0a, 0x02, 0x05, 0x07, 0x12, 0x02, 0x03, 0x01]);
+  const unpacked = Buffer.from([0x32, 0x08, 0x08, 0x05, 0x08, 0x07, 0x10, 0x03, 0x10, 0x01]);
+  for (const body of [packed, unpacked]) {
+    assert.deepEqual(codec.decodeServerMessageObject(body), { accepted: { firstIds: [5, 7], counts: [3, 1] } });
+  }
+  const big = Buffer.from([0x32, 0x0d, 0x0a, 0x08, 0x81, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x10, 0x12, 0x01, 0x02]);
+  assert.deepEqual(codec.decodeServerMessageObject(big), { accepted: { firstIds: [2n ** 53n + 1n], counts: [2] } });
+  assert.throws(() => codec.decodeServerMessageObject(Buffer.from([0x32, 0x04, 0x0a, 0x02, 0x05, 0x07])), /2 first_ids but 0 counts/);
+});
+
+test('a refused failure decodes with refused set; the Hello asks for Accepted when told', () => {
+  // Results{RecordResult{id 4, error_code "X", refused true}}
+  const body = Buffer.from([0x12, 0x09, 0x0a, 0x07, 0x08, 0x04, 0x3a, 0x01, 0x58, 0x48, 0x01]);
+  const r = codec.decodeServerMessageObject(body).results.results[0];
+  assert.equal(r.refused, true);
+  assert.equal(r.errorCode, 'X');
+  const hello = codec.encodeHello(1, 'n', true);
+  assert.equal(hello.subarray(hello.length - 2).toString('hex'), '1801');
+  assert.ok(codec.encodeHello(1, 'n', false).length === hello.length - 2);
 });

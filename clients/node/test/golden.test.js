@@ -38,7 +38,7 @@ function encodeClientMessage(message, name) {
   const m = message[kind];
   switch (kind) {
     case 'hello':
-      return codec.encodeHello(m.protocol_version ?? 0, m.client_name ?? '');
+      return codec.encodeHello(m.protocol_version ?? 0, m.client_name ?? '', !!m.want_accepted);
     case 'put': {
       // stream, partition_key and explicit_hash_key are `bytes` in the .proto (UTF-8 text, the
       // same wire encoding as `string`), so base64 in the JSON mapping.
@@ -96,6 +96,7 @@ function expectedServerMessage(message) {
             })),
             errorCode: r.error_code ?? '',
             errorMessage: r.error_message ?? '',
+            refused: r.refused ?? false,
           })),
         },
       };
@@ -105,6 +106,8 @@ function expectedServerMessage(message) {
       return { error: { code: m.code ?? '', message: m.message ?? '', fatal: m.fatal ?? false } };
     case 'stats':
       return { stats: { id: u64(m.id), json: m.json ?? '' } };
+    case 'accepted':
+      return { accepted: { firstIds: (m.first_ids || []).map(u64), counts: (m.counts || []).map(u64) } };
     default:
       throw new Error(`unknown ServerMessage member ${kind}`);
   }

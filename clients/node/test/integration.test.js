@@ -11,7 +11,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { once } = require('node:events');
 const h = require('../test-support/daemon');
-const { Producer, ConnectionError, RecordFailedError, BusyError, KpldError } = require('..');
+const { Producer, Sent, ConnectionError, RecordFailedError, BusyError, KpldError } = require('..');
 
 const PKG_DIR = path.resolve(__dirname, '..');
 const RUN = `${process.pid}-${Date.now().toString(36)}`;
@@ -237,7 +237,8 @@ describe('kpld integration', { skip: h.SKIP_REASON }, () => {
     p.on('recordFailed', (err, record, s) => failures.push({ err, record, stream: s }));
     const bad = { partitionKey: '', data: 'no key' };
     const records = [{ partitionKey: 'fire-1', data: 'a' }, bad, { partitionKey: 'fire-2', data: Buffer.from('b') }];
-    assert.equal(p.send(stream, records), undefined);
+    const sent = p.send(stream, records);
+    assert.ok(sent instanceof Sent);
     assert.equal(p.outstanding, 3);
     await p.flush();
     assert.deepEqual(p.counters, { put: 3, succeeded: 2, failed: 1 });
@@ -361,6 +362,97 @@ describe('kpld integration', { skip: h.SKIP_REASON }, () => {
       assert.equal(p.connected, true);
       assert.equal(errors.length, 2, 'error events: the lost connection, the failed connect');
       await p.close();
+    });
+  });
+
+  describe('acceptance (accepted())', () => {
+    let accDir;
+    let d3; // holds records until flushed: accepted() must resolve without any result
+    let socketPath;
+
+    before(async () => {
+      accDir = h.tempDir();
+      socketPath = path.join(accDir, 'kpld.sock');
+      d3 = await h.startDaemon({ dir: accDir, socketPath, config: { record_max_buffered_time_ms: 600000, record_ttl_ms: 1200000 } });
+    });
+
+    after(async () => {
+      if (d3) await d3.stop('SIGKILL');
+      fs.rmSync(accDir, { recursive: true, force: true });
+    });
+
+    it('accepted() resolves for every put method before the results, and the results still come', LONG, async (t) => {
+      const p = new Producer({ socketPath });
+      t.after(() => p.destroy());
+      let results = 0;
+      const single = p.putRecord({ stream, partitionKey: 'acc-single', data: 'a' });
+      const settled = p.putRecords(stream, [{ partitionKey: 'acc-1', data: 'b' }, { partitionKey: 'acc-2', data: 'c' }]);
+      const batch = p.putBatch(stream, [{ partitionKey: 'acc-3', data: 'd' }]);
+      const sent = p.send(stream, [{ partitionKey: 'acc-4', data: 'e' }]);
+      for (const pr of [single, settled, batch]) pr.then(() => results++, () => results++);
+      await h.within(Promise.all([single.accepted(), settled.accepted(), batch.accepted(), sent.accepted()]), 60000, 'accepted() never resolved');
+      // Held 600 s by the daemon: accepted, and no result yet.
+      assert.equal(results, 0);
+      assert.equal(p.outstanding, 5);
+      await h.within(p.flush(), 60000, 'flush() not answered');
+      assert.match((await single).shardId, /^shardId-/);
+      assert.ok((await settled).every((r) => r.status === 'fulfilled'));
+      assert.equal((await batch).succeeded, 1);
+      await single.accepted(); // still resolves after the result
+      assert.deepEqual(p.counters, { put: 5, succeeded: 5, failed: 0 });
+      await p.close();
+    });
+
+    it('accepted() rejects with the refusal of an invalid record, naming its code', LONG, async (t) => {
+      const p = new Producer({ socketPath });
+      t.after(() => p.destroy());
+      const empty = p.putRecord({ stream, partitionKey: '', data: 'x' });
+      const emptyOutcome = empty.then(() => null, (e) => e);
+      const badStream = p.putRecords('not a stream!', [{ partitionKey: 'k', data: 'x' }]);
+      const mixed = p.putBatch(stream, [{ partitionKey: 'ok', data: '1' }, { partitionKey: '', data: '2' }]);
+      const sent = p.send(stream, [{ partitionKey: '', data: '3' }]);
+      const refusal = async (pr) => {
+        const err = await pr.accepted().then(() => assert.fail('a refused record was accepted'), (e) => e);
+        assert.ok(err instanceof RecordFailedError, String(err));
+        assert.equal(err.refused, true);
+        return err;
+      };
+      assert.equal((await refusal(empty)).code, 'InvalidPartitionKey');
+      assert.match((await refusal(badStream)).code, /^Invalid/);
+      assert.equal((await refusal(mixed)).code, 'InvalidPartitionKey');
+      assert.equal((await refusal(sent)).code, 'InvalidPartitionKey');
+      assert.equal(await emptyOutcome, await refusal(empty), 'accepted() rejects with the record\'s own error');
+      await h.within(p.flush(), 60000, 'flush() not answered');
+      const rb = await mixed;
+      assert.equal(rb.succeeded, 1);
+      assert.equal(rb.error(1).refused, true);
+      await p.close();
+    });
+
+    it('accepted() rejects with ConnectionError when the daemon is killed before accepting', LONG, async () => {
+      // Room for 10 records: the daemon takes 10 of the 30 and waits for room for the rest,
+      // sending no Accepted for their frame; SIGKILL then ends the connection.
+      const dir4 = h.tempDir();
+      const sock4 = path.join(dir4, 'kpld.sock');
+      const d4 = await h.startDaemon({ dir: dir4, socketPath: sock4, config: { max_outstanding_records: 10, record_max_buffered_time_ms: 600000 } });
+      const p = new Producer({ socketPath: sock4 });
+      try {
+        const first = p.putRecord({ stream, partitionKey: 'first', data: 'x' });
+        first.catch(() => undefined);
+        await h.within(first.accepted(), 60000, 'first record never accepted');
+        const waiting = p.putRecords(stream, Array.from({ length: 30 }, (_, i) => ({ partitionKey: `w${i}`, data: 'w' })));
+        const sent = p.send(stream, [{ partitionKey: 'sent', data: 's' }]);
+        await new Promise((r) => setImmediate(r)); // the frames leave
+        await d4.stop('SIGKILL');
+        await assert.rejects(waiting.accepted(), ConnectionError);
+        await assert.rejects(sent.accepted(), ConnectionError);
+        assert.ok((await waiting).every((r) => r.status === 'rejected' && r.reason instanceof ConnectionError));
+        await first.accepted(); // accepted before the kill: stays accepted, though its result is lost
+        await assert.rejects(first, ConnectionError);
+      } finally {
+        p.destroy();
+        fs.rmSync(dir4, { recursive: true, force: true });
+      }
     });
   });
 

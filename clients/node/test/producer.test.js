@@ -166,3 +166,68 @@ test('destroy(): outstanding records fail with code Closed at once, without an e
   await p.close();
   await assert.rejects(p.putRecord({ stream: 's', partitionKey: 'k', data: 'x' }), (e) => e.code === 'Closed');
 });
+
+test('accepted(): runs spanning calls, out of order, before or after results; refusals; a peer that closes', { timeout: 60000 }, async () => {
+  // A scripted peer on a real Unix socket speaking the protocol (test-support/pb builds its
+  // frames independently of the client's codec).
+  const net = require('node:net');
+  const pb = require('../test-support/pb');
+  const { varint, vint, ld, frame } = pb;
+  const sockPath = path.join(h.tempDir(), 'peer.sock');
+  const hello = frame(ld(1, [vint(1, 1), ld(2, 'peer 1'), vint(3, 1 << 20), vint(4, 1000)]));
+  const ok = (id) => ld(1, [vint(1, id), vint(2, 1), ld(3, 'shardId-000000000000'), ld(4, '1')]);
+  const refused = (id) => ld(1, [vint(1, id), ld(7, 'InvalidPartitionKey'), ld(8, 'empty'), vint(9, 1)]);
+  const accepted = (runs) => frame(ld(6, [ld(1, runs.map((r) => varint(r[0]))), ld(2, runs.map((r) => varint(r[1])))]));
+  let frames = 0;
+  const steps = [];
+  const server = net.createServer((c) => {
+    let buf = Buffer.alloc(0);
+    c.on('data', (d) => {
+      buf = Buffer.concat([buf, d]);
+      while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32BE(0)) {
+        buf = buf.subarray(4 + buf.readUInt32BE(0));
+        const step = steps[frames++];
+        if (step) step(c);
+      }
+    });
+  });
+  await new Promise((r) => server.listen(sockPath, r));
+  steps.push((c) => c.write(hello));
+  // Round 1: ids 1-2 (putRecords), 3 (putRecord, refused), 4-5 (send). Record 2 is accepted by
+  // its result alone; one Accepted names 4-5 and 1, in that order.
+  steps.push((c) => {
+    c.write(frame(ld(2, [ok(2), refused(3)])));
+    c.write(accepted([[4, 2], [1, 1]]));
+  });
+  // Round 2: ids 6-7; only 6 is accepted, then the peer closes.
+  steps.push((c) => {
+    c.write(accepted([[6, 1]]));
+    c.end();
+  });
+  const p = new Producer({ socketPath: sockPath });
+  try {
+    const settled = p.putRecords('s', [{ partitionKey: 'a', data: '1' }, { partitionKey: 'b', data: '2' }]);
+    const single = p.putRecord({ stream: 's', partitionKey: '', data: '3' });
+    single.catch(() => undefined);
+    const sent = p.send('s', [{ partitionKey: 'c', data: '4' }, { partitionKey: 'd', data: '5' }]);
+    await settled.accepted();
+    await sent.accepted();
+    const err = await single.accepted().then(() => assert.fail('refused record accepted'), (e) => e);
+    assert.ok(err instanceof RecordFailedError);
+    assert.equal(err.code, 'InvalidPartitionKey');
+    assert.equal(err.refused, true);
+    assert.equal(await single.catch((e) => e), err, 'accepted() rejects with the record\'s own error');
+    assert.equal(p.outstanding, 3, 'records 1, 4 and 5 accepted without results');
+
+    const round2 = p.putRecords('s', [{ partitionKey: 'e', data: '6' }, { partitionKey: 'f', data: '7' }]);
+    await assert.rejects(round2.accepted(), ConnectionError);
+    await settled.accepted(); // accepted stays accepted after the connection is gone
+    const [r1, r2] = await settled;
+    assert.equal(r1.status, 'rejected');
+    assert.ok(r1.reason instanceof ConnectionError);
+    assert.equal(r2.status, 'fulfilled');
+  } finally {
+    p.destroy();
+    server.close();
+  }
+});

@@ -141,3 +141,42 @@ def test_daemon_stats_and_connect(daemon, stream):
 
     info = run(main())
     assert info.protocol_version == 1
+
+
+def test_await_accepted_returns_for_taken_records_and_raises_for_refused(make_daemon, stream):
+    d = make_daemon(record_max_buffered_time_ms=3_600_000)
+
+    async def main():
+        async with AsyncProducer(d.socket_path) as p:
+            futures = await p.put_records(stream, [(str(i), b"a") for i in range(100)])
+            refused = p.put_record_nowait(stream, b"x", partition_key="")
+            for f in futures:
+                await f.accepted(timeout=RESULT_TIMEOUT_S)
+            assert not any(f.done() for f in futures), "accepted while buffered, before any result"
+            with pytest.raises(RecordFailed) as e:
+                await refused.accepted(timeout=RESULT_TIMEOUT_S)
+            with pytest.raises(asyncio.TimeoutError):
+                await p.put_record_nowait(stream, b"late", partition_key="k").accepted(timeout=0)
+            await p.flush()
+            return [f.result() for f in futures], e.value
+
+    results, err = run(main())
+    assert all(isinstance(r, Result) for r in results)
+    assert (err.code, err.refused) == ("InvalidPartitionKey", True)
+
+
+def test_await_accepted_raises_connection_error_after_sigkill(make_daemon, stream):
+    d = make_daemon(max_outstanding_records=10, record_max_buffered_time_ms=3_600_000)
+
+    async def main():
+        async with AsyncProducer(d.socket_path) as p:
+            waiting = await p.put_records(stream, [(str(i), b"w") for i in range(30)])
+            d.kill()
+            errors = []
+            for f in waiting:
+                with pytest.raises(kpld.ConnectionError) as e:
+                    await f.accepted(timeout=RESULT_TIMEOUT_S)
+                errors.append(e.value)
+            return errors
+
+    assert len(run(main())) == 30

@@ -475,8 +475,48 @@ def test_server_message_kinds():
         {"code": "MalformedFrame", "message": "m", "fatal": True},
     )
     assert dec({"stats": {"id": 3, "json": "{}"}}) == (_codec.STATS, (3, "{}"))
+    assert dec({"accepted": {"first_ids": [1, 1 << 60], "counts": [1000, 2]}}) == (
+        _codec.ACCEPTED,
+        ([1, 1 << 60], [1000, 2]),
+    )
     # a message kind from a newer daemon is skipped
-    assert _codec.decode_server_message(b"\x32\x02\x08\x01", 0, 4) == (0, None)
+    assert _codec.decode_server_message(b"\x3a\x02\x08\x01", 0, 4) == (0, None)
+
+
+def test_accepted_runs_decode_packed_and_unpacked_alike():
+    # proto3 writes repeated uint64 packed; a parser must take both forms
+    packed = b"\x32\x08" + b"\x0a\x02\x05\x07" + b"\x12\x02\x03\x01"
+    unpacked = b"\x32\x08" + b"\x08\x05\x08\x07" + b"\x10\x03\x10\x01"
+    for body in (packed, unpacked):
+        assert _codec.decode_server_message(body, 0, len(body)) == (_codec.ACCEPTED, ([5, 7], [3, 1]))
+
+
+def test_accepted_with_unequal_run_lists_is_a_protocol_error_naming_them():
+    body = b"\x32\x04" + b"\x0a\x02\x05\x07"
+    with pytest.raises(ProtocolError, match="2 first_ids but 0 counts"):
+        _codec.decode_server_message(body, 0, len(body))
+
+
+def test_refused_failure_decodes_with_refused_set_and_plain_failure_without():
+    msg = {
+        "results": {
+            "results": [
+                {"id": 4, "error_code": "InvalidPartitionKey", "error_message": "empty", "refused": True},
+                {"id": 5, "error_code": "Expired", "error_message": "too old"},
+            ]
+        }
+    }
+    f = _codec.frame(_schema.encode("ServerMessage", msg))
+    kind, (ids, outcomes) = _decode(f)
+    assert ids == [4, 5]
+    assert (outcomes[0].code, outcomes[0].refused) == ("InvalidPartitionKey", True)
+    assert (outcomes[1].code, outcomes[1].refused) == ("Expired", False)
+
+
+def test_hello_asks_for_accepted_messages():
+    raw = _codec.encode_hello("c")
+    assert _schema.decode("ClientMessage", raw, 4)["hello"]["want_accepted"] is True
+    assert "want_accepted" not in _schema.decode("ClientMessage", _codec.encode_hello("c", False), 4)["hello"]
 
 
 # -- framing -------------------------------------------------------------------
@@ -504,5 +544,5 @@ def test_flush_and_stats_frames():
     assert _codec.encode_flush(3) == _codec.frame(_schema.encode("ClientMessage", {"flush": {"id": 3}}))
     assert _codec.encode_stats(U64_MAX) == _codec.frame(_schema.encode("ClientMessage", {"stats": {"id": U64_MAX}}))
     assert _codec.encode_hello("x") == _codec.frame(
-        _schema.encode("ClientMessage", {"hello": {"protocol_version": 1, "client_name": "x"}})
+        _schema.encode("ClientMessage", {"hello": {"protocol_version": 1, "client_name": "x", "want_accepted": True}})
     )

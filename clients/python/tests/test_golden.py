@@ -15,6 +15,7 @@ from _paths import CLIENT_DIR, GOLDEN_DIR
 
 EXPECTED_FILES = {
     "hello_request.bin",
+    "hello_request_accepted.bin",
     "hello_reply.bin",
     "put_request.bin",
     "put_request_busy.bin",
@@ -23,6 +24,8 @@ EXPECTED_FILES = {
     "flush_request.bin",
     "flush_reply.bin",
     "error_fatal.bin",
+    "accepted.bin",
+    "results_refused.bin",
 }
 
 
@@ -88,7 +91,10 @@ def test_fast_put_encoder_reproduces_golden_frame(name):
 
 def test_fast_encoders_reproduce_hello_and_flush():
     _, hello = _message("hello_request.bin")
-    assert _codec.encode_hello(hello["hello"]["client_name"]) == _bytes("hello_request.bin")
+    assert _codec.encode_hello(hello["hello"]["client_name"], want_accepted=False) == _bytes("hello_request.bin")
+    _, hello = _message("hello_request_accepted.bin")
+    assert hello["hello"]["want_accepted"] is True
+    assert _codec.encode_hello(hello["hello"]["client_name"]) == _bytes("hello_request_accepted.bin")
     _, flush = _message("flush_request.bin")
     assert _codec.encode_flush(flush["flush"]["id"]) == _bytes("flush_request.bin")
 
@@ -109,7 +115,7 @@ def _outcome_of(r):
     return (r["error_code"], r.get("error_message", ""), attempts)
 
 
-@pytest.mark.parametrize("name", ["results_success.bin", "results_failure.bin"])
+@pytest.mark.parametrize("name", ["results_success.bin", "results_failure.bin", "results_refused.bin"])
 def test_fast_results_decoder_parses_golden_frame(name):
     raw = _bytes(name)
     _, msg = _message(name)
@@ -143,6 +149,11 @@ def test_fast_decoder_parses_golden_control_frames():
         ServerInfo(h["protocol_version"], h["server_version"], h["max_frame_size"], h["max_record_size"]),
     )
     assert dec("flush_reply.bin") == (_codec.FLUSHED, _message("flush_reply.bin")[1]["flushed"]["id"])
+    a = _message("accepted.bin")[1]["accepted"]
+    assert dec("accepted.bin") == (_codec.ACCEPTED, (a["first_ids"], a["counts"]))
+    assert a["first_ids"][1] > 1 << 53
+    kind, (ids, outcomes) = dec("results_refused.bin")
+    assert (kind, ids, outcomes[0].code, outcomes[0].refused) == (_codec.RESULTS, [7], "InvalidPartitionKey", True)
     e = _message("error_fatal.bin")[1]["error"]
     assert dec("error_fatal.bin") == (_codec.ERROR, {"code": e["code"], "message": e["message"], "fatal": True})
 

@@ -289,3 +289,83 @@ def test_put_batch_delivers_every_record_and_its_results_read_back(daemon, strea
         r = batch.result(i)
         assert r.shard_id in ranges
         assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == records[i]
+
+
+# -- acceptance (docs/protocol.md, "Acceptance") ----------------------------------
+
+#: Buffering so long that no record of these tests gets a result before the
+#: test flushes: accepted() must return without one.
+FOREVER_MS = 3_600_000
+
+
+def test_accepted_returns_before_the_result_and_result_still_works(make_daemon, stream, kinesis):
+    d = make_daemon(record_max_buffered_time_ms=FOREVER_MS)
+    with Producer(d.socket_path) as p:
+        futures = p.put_records(stream, [(f"k{i}", f"acc {i}".encode()) for i in range(50)])
+        single = p.put_record(stream, b"single", partition_key="one")
+        for f in futures + [single]:
+            f.accepted(timeout=RESULT_TIMEOUT_S)
+        assert not any(f.done() for f in futures + [single]), "accepted while still buffered (no result yet)"
+        p.flush()
+        results = all_results(futures + [single])
+    for f in futures:
+        f.accepted(timeout=0)  # still true once the result came
+    r = results[-1]
+    assert read_back(kinesis, stream, r.shard_id, r.sequence_number, r.sub_sequence_number) == ("one", b"single")
+
+
+def test_accepted_raises_the_refusal_of_an_invalid_record_naming_its_error(daemon, stream):
+    with Producer(daemon.socket_path) as p:
+        good = p.put_record(stream, b"fine", partition_key="k")
+        empty_key = p.put_record(stream, b"x", partition_key="")
+        bad_stream = p.put_record("not a stream!", b"x", partition_key="k")
+        good.accepted(timeout=RESULT_TIMEOUT_S)
+        with pytest.raises(RecordFailed) as e1:
+            empty_key.accepted(timeout=RESULT_TIMEOUT_S)
+        with pytest.raises(RecordFailed) as e2:
+            bad_stream.accepted(timeout=RESULT_TIMEOUT_S)
+        p.flush()
+    assert (e1.value.code, e1.value.refused) == ("InvalidPartitionKey", True)
+    assert e2.value.refused and e2.value.code.startswith("Invalid"), e2.value.code
+    assert empty_key.exception() is e1.value, "accepted() raises the record's own failure"
+    assert isinstance(good.result(timeout=RESULT_TIMEOUT_S), Result)
+
+
+def test_put_batch_accepted_waits_for_all_and_raises_the_first_refused(daemon, stream):
+    with Producer(daemon.socket_path) as p:
+        ok = p.put_batch(stream, [(str(i), b"b") for i in range(300)])
+        ok.accepted(timeout=RESULT_TIMEOUT_S)
+        mixed = p.put_batch(stream, [("a", b"1"), ("", b"2"), ("c", b"3"), ("", b"4")])
+        with pytest.raises(RecordFailed) as e:
+            mixed.accepted(timeout=RESULT_TIMEOUT_S)
+        mixed.accepted(0, timeout=RESULT_TIMEOUT_S)
+        mixed.accepted(2, timeout=RESULT_TIMEOUT_S)
+        with pytest.raises(RecordFailed):
+            mixed.accepted(3, timeout=RESULT_TIMEOUT_S)
+        ok.wait(RESULT_TIMEOUT_S)
+        mixed.wait(RESULT_TIMEOUT_S)
+    assert (e.value.code, e.value.refused) == ("InvalidPartitionKey", True)
+    assert mixed.exception(1) is e.value, "the first record not accepted is index 1"
+    assert ok.failed == 0 and mixed.failed == 2
+
+
+def test_accepted_raises_connection_error_when_the_daemon_dies_before_accepting(make_daemon, stream):
+    # Room for 10 records, held an hour: the daemon takes the first 10 of the
+    # frame and waits for room for the rest, so it sends no Accepted for the
+    # frame; SIGKILL then ends the connection with none of them accepted.
+    d = make_daemon(max_outstanding_records=10, record_max_buffered_time_ms=FOREVER_MS)
+    with Producer(d.socket_path) as p:
+        first = p.put_record(stream, b"alone", partition_key="k")
+        first.accepted(timeout=RESULT_TIMEOUT_S)
+        waiting = p.put_records(stream, [(str(i), b"w") for i in range(30)])
+        d.kill()
+        for f in waiting:
+            with pytest.raises(kpld.ConnectionError):
+                f.accepted(timeout=RESULT_TIMEOUT_S)
+            with pytest.raises(kpld.ConnectionError):
+                f.result(timeout=0)
+        # accepted before the kill: still accepted (its result is lost, but
+        # for a disk stream the daemon would replay it: resending duplicates)
+        first.accepted(timeout=0)
+        with pytest.raises(kpld.ConnectionError):
+            first.result(timeout=0)

@@ -188,7 +188,7 @@ def test_hello_names_the_client(sock_path):
         Producer(sock_path, client_name="my-app").connect()
     finally:
         peer.close()
-    assert seen == [{"hello": {"protocol_version": 1, "client_name": "my-app"}}]
+    assert seen == [{"hello": {"protocol_version": 1, "client_name": "my-app", "want_accepted": True}}]
 
 
 # -- losing the connection ------------------------------------------------------
@@ -265,7 +265,7 @@ def test_results_in_any_order_across_frames_and_unknown_message_kinds(sock_path)
     def script(conn: PeerConn, n: int) -> None:
         conn.handshake()
         ids = [r["id"] for r in conn.read_put()]
-        conn.send_raw(_codec.frame(b"\x32\x02\x08\x01"))  # ServerMessage field 6: from a newer daemon
+        conn.send_raw(_codec.frame(b"\x3a\x02\x08\x01"))  # ServerMessage field 7: from a newer daemon
         conn.send({"results": {"results": [ok_result(ids[2], sub_sequence_number=2)]}})
         conn.send({"error": {"code": "Something", "message": "non-fatal"}})
         conn.send(
@@ -613,3 +613,49 @@ def test_put_batch_reads_results_frames_with_extra_members_and_unknown_fields(so
             assert batch.failed == 0 and batch.result(1).sub_sequence_number == 1
     finally:
         peer.close()
+
+
+# -- acceptance -------------------------------------------------------------------
+
+
+def test_accepted_from_runs_spanning_puts_out_of_order_results_and_a_peer_that_closes(sock_path):
+    round2 = threading.Event()
+
+    def script(conn: PeerConn, n: int) -> None:
+        conn.handshake()
+        a = [r["id"] for r in conn.read_put()]  # put_records: 3 records
+        b = [r["id"] for r in conn.read_put()]  # put_batch: 2 records
+        # a[1] is accepted by its success alone; a[2] refused; one Accepted names b and a[0],
+        # in that order, the second run before the first.
+        conn.send({"results": {"results": [ok_result(a[1])]}})
+        refusal = {"id": a[2], "error_code": "InvalidPartitionKey", "error_message": "e", "refused": True}
+        conn.send({"results": {"results": [refusal]}})
+        conn.send({"accepted": {"first_ids": [b[0], a[0]], "counts": [2, 1]}})
+        c = [r["id"] for r in conn.read_put()]  # round 2: 2 records, only the first accepted
+        assert round2.wait(WAIT_S)
+        conn.send({"accepted": {"first_ids": [c[0]], "counts": [1]}})
+        # and the connection ends: c[1] was never accepted
+
+    peer = Peer(sock_path, script)
+    try:
+        with Producer(sock_path) as p:
+            futures = p.put_records("s", [("a", b"1"), ("b", b"2"), ("", b"3")])
+            batch = p.put_batch("s", [("c", b"4"), ("d", b"5")])
+            futures[0].accepted(timeout=WAIT_S)
+            futures[1].accepted(timeout=WAIT_S)
+            with pytest.raises(RecordFailed) as e:
+                futures[2].accepted(timeout=WAIT_S)
+            batch.accepted(timeout=WAIT_S)
+            assert not futures[0].done() and not batch.done(), "accepted without results"
+            more = p.put_records("s", [("e", b"6"), ("f", b"7")])
+            round2.set()
+            more[0].accepted(timeout=WAIT_S)
+            with pytest.raises(kpld.ConnectionError):
+                more[1].accepted(timeout=WAIT_S)
+            futures[0].accepted(timeout=0)  # still accepted once the connection is gone
+            batch.accepted(timeout=0)
+            with pytest.raises(kpld.ConnectionError):
+                futures[0].result(timeout=0)
+    finally:
+        peer.close()
+    assert (e.value.code, e.value.refused) == ("InvalidPartitionKey", True)

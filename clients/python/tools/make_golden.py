@@ -46,6 +46,12 @@ FRAMES: List[Tuple[str, str, Dict[str, Any]]] = [
         {"hello": {"protocol_version": 1, "client_name": "kpld-python/0.1.0"}},
     ),
     (
+        # The Hello this client sends: asking for Accepted messages.
+        "hello_request_accepted.bin",
+        "ClientMessage",
+        {"hello": {"protocol_version": 1, "client_name": "kpld-python/0.1.0", "want_accepted": True}},
+    ),
+    (
         "hello_reply.bin",
         "ServerMessage",
         {
@@ -158,6 +164,30 @@ FRAMES: List[Tuple[str, str, Dict[str, Any]]] = [
                 ]
             }
         },
+    ),
+    (
+        # A refused record (never accepted): an empty partition key.
+        "results_refused.bin",
+        "ServerMessage",
+        {
+            "results": {
+                "results": [
+                    {
+                        "id": 7,
+                        "error_code": "InvalidPartitionKey",
+                        "error_message": "the partition key is empty",
+                        "refused": True,
+                    }
+                ]
+            }
+        },
+    ),
+    (
+        # Two runs of accepted ids: 1..1000, and 2^53+1, 2^53+2 (past what a
+        # JSON number or a JavaScript number holds exactly).
+        "accepted.bin",
+        "ServerMessage",
+        {"accepted": {"first_ids": [1, (1 << 53) + 1], "counts": [1000, 2]}},
     ),
     ("flush_request.bin", "ClientMessage", {"flush": {"id": 3}}),
     ("flush_reply.bin", "ServerMessage", {"flushed": {"id": 3}}),

@@ -25,7 +25,16 @@ async function main(): Promise<void> {
   const rb: RecordBatch = await p.putBatch('s', [{ partitionKey: 'd', data: 'batched' }]);
   console.log(rb.length, rb.succeeded, rb.failed, rb.error(0)?.code, rb.failures().length, rb.settled().length);
   if (rb.failed === 0) console.log(rb.result(0).shardId);
-  p.send('s', [{ partitionKey: 'c', data: 'fire and forget' }]);
+  const sent = p.send('s', [{ partitionKey: 'c', data: 'fire and forget' }]);
+  await sent.accepted();
+  const put = p.putRecord({ stream: 's', partitionKey: 'k', data: 'accepted?' });
+  try {
+    await put.accepted();
+  } catch (e) {
+    if (e instanceof RecordFailedError && e.refused) console.log('refused', e.code);
+  }
+  await put.catch(() => undefined);
+  await p.putBatch('s', [{ partitionKey: 'e', data: 'x' }]).accepted();
   console.log(p.outstanding, p.counters.failed, p.connected, p.serverInfo?.maxRecordSize);
   await p.flush();
   await p.stats();

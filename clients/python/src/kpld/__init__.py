@@ -20,6 +20,7 @@ Layout:
   _schema.py     the .proto as data; generic reference codec; JSON mapping
   _future.py     RecordFuture, a lighter concurrent.futures.Future
   _batch.py      RecordBatch, one waitable per put_batch, results decoded when read
+  _acceptance.py accepted record ids per connection (Accepted runs); what accepted() decides
 """
 
 from ._batch import RecordBatch

@@ -23,6 +23,7 @@ from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from . import _codec
+from ._acceptance import ACCEPTED, AcceptedRuns, verdict
 from ._future import hub_wait, wake_waiters
 from .errors import KpldError
 from .types import Result
@@ -44,9 +45,9 @@ class RecordBatch:
     Safe to read from any thread.
     """
 
-    __slots__ = ("first_id", "_count", "_remaining", "_failed", "_bufs", "_offs", "_lock")
+    __slots__ = ("first_id", "_count", "_remaining", "_failed", "_bufs", "_offs", "_lock", "_runs")
 
-    def __init__(self, first_id: int, count: int) -> None:
+    def __init__(self, first_id: int, count: int, runs: Optional[AcceptedRuns] = None) -> None:
         #: Record id of the first record (the daemon's id; ids are consecutive).
         self.first_id = first_id
         self._count = count
@@ -58,6 +59,8 @@ class RecordBatch:
         #: Per record: where its RecordResult starts in its frame bytes.
         self._offs: List[int] = [0] * count
         self._lock = threading.Lock()
+        #: Its connection's accepted ids.
+        self._runs = runs if runs is not None else AcceptedRuns()
 
     # -- waiting -------------------------------------------------------------
 
@@ -85,6 +88,61 @@ class RecordBatch:
     def succeeded(self) -> int:
         """Records whose final result is a success, so far."""
         return self._count - self._remaining - self._failed
+
+    # -- acceptance ------------------------------------------------------------
+
+    def _acceptance_of(self, i: int) -> Any:
+        """ACCEPTED, the exception accepted(i) raises, or None (not known yet)."""
+        if self.first_id + i in self._runs:
+            return ACCEPTED
+        held = self._bufs[i]
+        if held is None:
+            return None
+        return ACCEPTED if held.__class__ is bytes else verdict(held)  # bytes: a success, decoded later
+
+    def _first_not_accepted(self) -> Any:
+        """None while some record is not settled; else ACCEPTED or the
+        exception of the lowest-index record not accepted."""
+        for rid in self._runs.missing(self.first_id, self._count):
+            v = self._acceptance_of(rid - self.first_id)
+            if v is not ACCEPTED:
+                if v is None:
+                    return None
+                for later in self._runs.missing(rid, self.first_id + self._count - rid):
+                    if self._acceptance_of(later - self.first_id) is None:
+                        return None  # raise only once every record is settled
+                return v
+        return ACCEPTED
+
+    def accepted(self, i: Optional[int] = None, timeout: Optional[float] = None) -> None:
+        """Block until the daemon has accepted every record of the batch
+        (or, with ``i``, record ``i``), up to ``timeout`` seconds.
+
+        Without ``i``, once every record is accepted or known not to be, it
+        raises the error of the first record (lowest index) that was not:
+        its :class:`kpld.RecordFailed` with ``refused`` True, or
+        :class:`kpld.ConnectionError` when the connection was lost before
+        the daemon accepted it; ``failures()`` then lists every failure.
+        With ``i``, raises record ``i``'s error. Raises
+        ``concurrent.futures.TimeoutError`` after ``timeout`` seconds.
+        """
+        if i is None:
+            check = self._first_not_accepted
+        else:
+            if i < 0:
+                i += self._count
+            if not 0 <= i < self._count:
+                raise IndexError(f"record index {i} out of range for a batch of {self._count}")
+            index = i
+            check = lambda: self._acceptance_of(index)  # noqa: E731
+        v = check()
+        if v is None:
+            if not hub_wait(lambda: check() is not None, timeout):
+                what = "every record of the batch" if i is None else f"record {i} of the batch"
+                raise FuturesTimeoutError(f"{what} not accepted by kpld within {timeout} s")
+            v = check()
+        if v is not ACCEPTED:
+            raise v
 
     # -- reading -------------------------------------------------------------
 

@@ -91,12 +91,18 @@ def frame(body: bytes) -> bytes:
 # client -> server
 
 
-def encode_hello(client_name: str) -> bytes:
-    """The Hello frame (with prefix)."""
+def encode_hello(client_name: str, want_accepted: bool = True) -> bytes:
+    """The Hello frame (with prefix); ``want_accepted`` asks for Accepted messages."""
     return frame(
         _schema.encode(
             "ClientMessage",
-            {"hello": {"protocol_version": PROTOCOL_VERSION, "client_name": client_name}},
+            {
+                "hello": {
+                    "protocol_version": PROTOCOL_VERSION,
+                    "client_name": client_name,
+                    "want_accepted": want_accepted,
+                }
+            },
         )
     )
 
@@ -451,7 +457,7 @@ def decode_results(buf: bytes, pos: int, end: int, ids: List[int], outcomes: Lis
         if rend > end:
             raise ProtocolError("RecordResult past the end of the Results message")
         rid = sub = 0
-        success = False
+        success = refused = False
         shard = seq = code = msg = ""
         # -- straight line: fields 1..8 in order, each optional --------------
         if pos < rend and buf[pos] == 0x08:  # id
@@ -513,15 +519,20 @@ def decode_results(buf: bytes, pos: int, end: int, ids: List[int], outcomes: Lis
             n, pos = varint_at(buf, pos + 1, rend)
             msg = buf[pos : pos + n].decode("utf-8")
             pos += n
+        if pos < rend and buf[pos] == 0x48:  # refused
+            v, pos = varint_at(buf, pos + 1, rend)
+            refused = v != 0
         # -- general loop for whatever is left --------------------------------
         while pos < rend:
             tag = buf[pos]
-            if tag == 0x08 or tag == 0x10 or tag == 0x28:
+            if tag == 0x08 or tag == 0x10 or tag == 0x28 or tag == 0x48:
                 v, pos = varint_at(buf, pos + 1, rend)
                 if tag == 0x08:
                     rid = v
                 elif tag == 0x10:
                     success = v != 0
+                elif tag == 0x48:
+                    refused = v != 0
                 else:
                     sub = v
             elif tag == 0x1A or tag == 0x22 or tag == 0x32 or tag == 0x3A or tag == 0x42:
@@ -550,7 +561,7 @@ def decode_results(buf: bytes, pos: int, end: int, ids: List[int], outcomes: Lis
         if success:
             append_outcome(make(shard, seq, sub, attempts))
         else:
-            append_outcome(record_failure(code or "Unknown", msg, attempts))
+            append_outcome(record_failure(code or "Unknown", msg, attempts, refused))
 
 
 def scan_results(buf: bytes, pos: int, end: int, ids: List[int], starts: List[int], failed: List[int]) -> None:
@@ -612,6 +623,7 @@ RESULTS = 2
 FLUSHED = 3
 ERROR = 4
 STATS = 5
+ACCEPTED = 6
 
 
 def decode_server_message(buf: bytes, pos: int, end: int) -> Tuple[int, Any]:
@@ -619,7 +631,8 @@ def decode_server_message(buf: bytes, pos: int, end: int) -> Tuple[int, Any]:
 
     Returns ``(kind, payload)``: ``(RESULTS, (ids, outcomes))``,
     ``(FLUSHED, id)``, ``(HELLO, ServerInfo)``, ``(ERROR, dict with code,
-    message, fatal)``, ``(STATS, (id, json))``, or ``(0, None)`` for a message
+    message, fatal)``, ``(STATS, (id, json))``, ``(ACCEPTED, (first_ids,
+    counts))`` (the runs of accepted record ids), or ``(0, None)`` for a message
     of a kind this client does not know (skipped, for forward compatibility).
     """
     try:
@@ -634,7 +647,7 @@ def _decode_server_message(buf: bytes, pos: int, end: int) -> Tuple[int, Any]:
     while pos < end:
         key, pos = _decode_varint(buf, pos, end)
         number, wire_type = key >> 3, key & 7
-        if wire_type != 2 or not 1 <= number <= 5:
+        if wire_type != 2 or not 1 <= number <= 6:
             pos = _schema.skip_field(buf, pos, end, wire_type)
             continue
         n, pos = _decode_varint(buf, pos, end)
@@ -669,6 +682,12 @@ def _decode_server_message(buf: bytes, pos: int, end: int) -> Tuple[int, Any]:
                     "fatal": m.get("fatal", False),
                 },
             )
+        elif number == ACCEPTED:
+            m = _schema.decode("Accepted", buf, pos, stop)
+            firsts, counts = m.get("first_ids", []), m.get("counts", [])
+            if len(firsts) != len(counts):
+                raise ProtocolError(f"Accepted: {len(firsts)} first_ids but {len(counts)} counts")
+            kind, payload = ACCEPTED, (firsts, counts)
         else:
             m = _schema.decode("StatsReply", buf, pos, stop)
             kind, payload = STATS, (m.get("id", 0), m.get("json", ""))

@@ -28,6 +28,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _codec
+from ._acceptance import AcceptedRuns
 from ._batch import RecordBatch, fail_owner
 from ._future import resolve_many, wake_waiters
 from .errors import ConnectionError, KpldError, ProtocolError
@@ -126,6 +127,9 @@ class Connection:
         #: record id -> its future, or its RecordBatch; see the ownership
         #: rule in the module doc.
         self.pending: Dict[int, Any] = {}
+        #: Record ids the daemon's Accepted messages named (the Hello asks
+        #: for them); read by the futures' and batches' accepted().
+        self.accepted = AcceptedRuns(self.pending)
         #: Set (for good) by the first put_batch: the reader then scans
         #: Results frames and decodes only what futures need.
         self.has_batches = False
@@ -316,6 +320,9 @@ class Connection:
             waiter = self.waiters.pop(wid, None)
             if waiter is not None:
                 waiter.resolve(value)
+        elif kind == _codec.ACCEPTED:
+            self.accepted.add(*payload)
+            wake_waiters()
         elif kind == _codec.ERROR:
             if payload["fatal"]:
                 self._fatal = payload

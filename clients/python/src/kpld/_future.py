@@ -30,6 +30,12 @@ under a single acquisition of ``_LAZY_LOCK``.
 
 Futures start RUNNING: the record is already handed to the daemon, so
 ``cancel()`` returns False rather than pretending to stop it.
+
+``accepted()`` (docs/protocol.md, "Acceptance") reads the connection's
+:class:`~kpld._acceptance.AcceptedRuns` and the future's own state, and
+sleeps on ``_HUB`` like ``result()``: the reader wakes it after each
+Accepted frame as after each Results frame. A future holds its record id
+and its connection's runs, nothing per record is done on acceptance.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ from concurrent.futures import Future, InvalidStateError
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from concurrent.futures._base import FINISHED, RUNNING
 from typing import Any, Callable, Dict, List, Optional
+
+from ._acceptance import ACCEPTED, AcceptedRuns, verdict
 
 __all__ = ["RecordFuture", "resolve_many", "wake_waiters", "hub_wait"]
 
@@ -79,6 +87,49 @@ def wake_waiters() -> None:
     if _hub_sleepers:
         with _HUB:
             _HUB.notify_all()
+
+
+#: Runs of a future that belongs to no connection: nothing is ever accepted.
+_NO_RUNS = AcceptedRuns()
+
+
+class _Accepting:
+    """``accepted()`` for the record futures (both kinds below)."""
+
+    _rid: int
+    _runs: AcceptedRuns
+    _state: str
+
+    def _acceptance(self) -> Any:
+        """ACCEPTED, the exception accepted() raises, or None (not known yet)."""
+        if self._rid in self._runs:
+            return ACCEPTED
+        if self._state == FINISHED:
+            exc = self._exception  # type: ignore[attr-defined]
+            return verdict(self._result if exc is None else exc)  # type: ignore[attr-defined]
+        return None
+
+    def accepted(self, timeout: Optional[float] = None) -> None:
+        """Block until the daemon has accepted the record (in its buffers, or
+        in its spool for a ``durability = "disk"`` stream), up to ``timeout``
+        seconds.
+
+        Raises the record's :class:`kpld.RecordFailed` (``refused`` True,
+        e.g. code ``"InvalidPartitionKey"`` or ``"Busy"``) when the daemon
+        refused it, :class:`kpld.ConnectionError` when the connection was
+        lost before the daemon accepted it (it may or may not have it:
+        resend), and ``concurrent.futures.TimeoutError`` after ``timeout``.
+        Returns at once when the record's successful result already came.
+        """
+        v = self._acceptance()
+        if v is None:
+            if not hub_wait(lambda: self._acceptance() is not None, timeout):
+                raise FuturesTimeoutError(f"record {self._rid} not accepted by kpld within {timeout} s")
+            v = self._acceptance()
+        if v is not ACCEPTED:
+            raise v
+
+
 _EXPECTED_ATTRS = {"_condition", "_state", "_result", "_exception", "_waiters", "_done_callbacks"}
 
 
@@ -103,15 +154,17 @@ class _Lazy:
             return value
 
 
-class _LazyFuture(Future):  # type: ignore[type-arg]
+class _LazyFuture(_Accepting, Future):  # type: ignore[type-arg]
     _condition = _Lazy(threading.Condition)
     _waiters = _Lazy(list)
     _done_callbacks = _Lazy(list)
 
-    def __init__(self) -> None:  # deliberately not calling Future.__init__
+    def __init__(self, runs: AcceptedRuns = _NO_RUNS, rid: int = 0) -> None:  # not calling Future.__init__
         self._state = RUNNING
         self._result = None
         self._exception = None
+        self._runs = runs
+        self._rid = rid
 
     # -- reading, without a lock once FINISHED ----------------------------
 
@@ -197,10 +250,21 @@ class _LazyFuture(Future):  # type: ignore[type-arg]
         super().set_exception(exception)
 
 
-class _PlainFuture(Future):  # type: ignore[type-arg]
-    def __init__(self) -> None:
+class _PlainFuture(_Accepting, Future):  # type: ignore[type-arg]
+    def __init__(self, runs: AcceptedRuns = _NO_RUNS, rid: int = 0) -> None:
         super().__init__()
+        self._runs = runs
+        self._rid = rid
         self.set_running_or_notify_cancel()
+
+    # accepted() sleeps on the hub: wake it on every resolution
+    def set_result(self, result: Any) -> None:
+        super().set_result(result)
+        wake_waiters()
+
+    def set_exception(self, exception: Any) -> None:
+        super().set_exception(exception)
+        wake_waiters()
 
 
 def _resolve_many_lazy(futures: List[Any], outcomes: List[Any], ok_class: type) -> int:
@@ -238,10 +302,11 @@ def _resolve_many_plain(futures: List[Any], outcomes: List[Any], ok_class: type)
         if fut is None:
             continue
         if outcome.__class__ is ok_class:
-            fut.set_result(outcome)
+            Future.set_result(fut, outcome)
         else:
-            fut.set_exception(outcome)
+            Future.set_exception(fut, outcome)
             failed += 1
+    wake_waiters()
     return failed
 
 

@@ -154,6 +154,10 @@ class Producer:
         (a :class:`kpld.Compression` or "none"/"gzip"/"zlib") overrides the
         stream's compression setting in the daemon for this record.
 
+        The future's ``accepted(timeout=None)`` returns once the daemon has
+        accepted the record (see :meth:`kpld.RecordBatch.accepted`; raises
+        the record's refusal or :class:`kpld.ConnectionError`).
+
         The future's ``result()`` returns the :class:`Result` or raises
         :class:`kpld.RecordFailed` (the daemon's final failure, e.g. code
         ``"InvalidPartitionKey"``), :class:`kpld.Busy`, or
@@ -191,8 +195,9 @@ class Producer:
             batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
             count = batch.count
             self._next_id = first + count
-            futures: List[Any] = [RecordFuture() for _ in range(count)]
             ids = range(first, first + count)
+            runs = conn.accepted
+            futures: List[Any] = [RecordFuture(runs, rid) for rid in ids]
             conn.pending.update(zip(ids, futures))
             if batch.too_large:
                 self._fail_too_large(conn, batch)
@@ -210,9 +215,10 @@ class Producer:
 
         ``records`` as for :meth:`put_records`. Returns a
         :class:`kpld.RecordBatch`: ``wait()`` blocks until every record has
-        its final result, ``failed`` counts the failures, ``result(i)``
-        returns record ``i``'s :class:`Result` or raises its failure (as the
-        future of :meth:`put_records` would), ``failures()`` lists them.
+        its final result, ``accepted()`` until the daemon accepted them all,
+        ``failed`` counts the failures, ``result(i)`` returns record ``i``'s
+        :class:`Result` or raises its failure (as the future of
+        :meth:`put_records` would), ``failures()`` lists them.
         Results are kept as the bytes the daemon sent and decoded when read.
 
         Blocks and raises like :meth:`put_records`.
@@ -225,7 +231,7 @@ class Producer:
             batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
             count = batch.count
             self._next_id = first + count
-            rb = RecordBatch(first, count)
+            rb = RecordBatch(first, count, conn.accepted)
             ids = range(first, first + count)
             conn.has_batches = True
             conn.pending.update(zip(ids, repeat(rb, count)))
@@ -248,6 +254,7 @@ class Producer:
                 lambda: record_failure(
                     "RecordTooLarge",
                     f"the encoded record exceeds the daemon's frame limit of {conn.max_frame_size} bytes",
+                    refused=True,
                 ),
             )
         self._counters.add(0, len(batch.too_large))

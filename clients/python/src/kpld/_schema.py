@@ -71,6 +71,7 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
     "Hello": _m(
         Field(1, "protocol_version", UINT32),
         Field(2, "client_name", STRING),
+        Field(3, "want_accepted", BOOL),
     ),
     "PutRequest": _m(
         Field(1, "records", MESSAGE, REPEATED, "Record"),
@@ -94,6 +95,7 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         Field(3, "flushed", MESSAGE, ONEOF, "FlushReply"),
         Field(4, "error", MESSAGE, ONEOF, "Error"),
         Field(5, "stats", MESSAGE, ONEOF, "StatsReply"),
+        Field(6, "accepted", MESSAGE, ONEOF, "Accepted"),
     ),
     "HelloReply": _m(
         Field(1, "protocol_version", UINT32),
@@ -111,6 +113,7 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         Field(6, "attempts", MESSAGE, REPEATED, "Attempt"),
         Field(7, "error_code", STRING),
         Field(8, "error_message", STRING),
+        Field(9, "refused", BOOL),
     ),
     "Attempt": _m(
         Field(1, "success", BOOL),
@@ -118,6 +121,10 @@ MESSAGES: Dict[str, Tuple[Field, ...]] = {
         Field(3, "error_message", STRING),
         Field(4, "delay_ms", UINT64),
         Field(5, "duration_ms", UINT64),
+    ),
+    "Accepted": _m(
+        Field(1, "first_ids", UINT64, REPEATED),
+        Field(2, "counts", UINT64, REPEATED),
     ),
     "FlushReply": _m(Field(1, "id", UINT64)),
     "Error": _m(
@@ -142,6 +149,9 @@ ENUMS: Dict[str, Dict[int, str]] = {
 }
 
 _BY_NUMBER: Dict[str, Dict[int, Field]] = {name: {f.number: f for f in fields} for name, fields in MESSAGES.items()}
+
+#: Kinds of repeated fields that proto3 encodes packed.
+_PACKABLE = {UINT32, UINT64, BOOL, ENUM}
 
 _LIMITS = {UINT32: (1 << 32) - 1, UINT64: (1 << 64) - 1}
 
@@ -209,7 +219,11 @@ def encode(message_type: str, msg: Dict[str, Any]) -> bytes:
         value = msg.get(f.name)
         if value is None:
             continue
-        if f.label == REPEATED:
+        if f.label == REPEATED and f.kind in _PACKABLE:
+            if value:  # proto3 packs repeated scalars: one LEN field of varints
+                packed = b"".join(_encode_value(f, item)[len(_tag(f.number, _WIRE_VARINT)) :] for item in value)
+                out += _tag(f.number, _WIRE_LEN) + encode_varint(len(packed)) + packed
+        elif f.label == REPEATED:
             for item in value:
                 out += _encode_value(f, item)
         elif f.label in (OPTIONAL, ONEOF) or not _is_default(f, value):
@@ -260,6 +274,19 @@ def skip_field(buf: bytes, pos: int, end: int, wire_type: int) -> int:
     return pos
 
 
+def _scalar(f: Field, value: int) -> Any:
+    """A varint's value as field ``f`` holds it."""
+    if f.kind == BOOL:
+        return bool(value)
+    if f.kind == UINT32:
+        return value & 0xFFFFFFFF
+    if f.kind == ENUM:
+        value &= 0xFFFFFFFF
+        if value >= 1 << 31:  # int32 on the wire
+            value -= 1 << 32
+    return value
+
+
 def decode(message_type: str, buf: bytes, pos: int = 0, end: int = -1) -> Dict[str, Any]:
     """Decode ``buf[pos:end]`` as ``message_type`` into a dict.
 
@@ -278,19 +305,23 @@ def decode(message_type: str, buf: bytes, pos: int = 0, end: int = -1) -> Dict[s
             pos = skip_field(buf, pos, end, wire_type)
             continue
         expected = _WIRE_VARINT if f.kind in (UINT32, UINT64, BOOL, ENUM) else _WIRE_LEN
+        if f.label == REPEATED and f.kind in _PACKABLE and wire_type == _WIRE_LEN:
+            # packed (what proto3 writes); parsers must also take it unpacked
+            length, pos = decode_varint(buf, pos, end)
+            stop = pos + length
+            if stop > end:
+                raise ProtocolError(f"{message_type}.{f.name}: length past the end")
+            items = msg.setdefault(f.name, [])
+            while pos < stop:
+                v, pos = decode_varint(buf, pos, stop)
+                items.append(_scalar(f, v))
+            continue
         if wire_type != expected:
             raise ProtocolError(f"{message_type}.{f.name}: wire type {wire_type}, expected {expected}")
         value: Any
         if expected == _WIRE_VARINT:
             value, pos = decode_varint(buf, pos, end)
-            if f.kind == BOOL:
-                value = bool(value)
-            elif f.kind == UINT32:
-                value &= 0xFFFFFFFF
-            elif f.kind == ENUM:
-                value &= 0xFFFFFFFF
-                if value >= 1 << 31:  # int32 on the wire
-                    value -= 1 << 32
+            value = _scalar(f, value)
         else:
             length, pos = decode_varint(buf, pos, end)
             stop = pos + length

@@ -18,23 +18,97 @@ futures fail with :class:`kpld.ConnectionError` if that fails); with one
 they write to the transport's buffer without waiting for room. The awaited
 ``put_record``/``put_records`` also wait for the socket to drain, which is
 how the daemon's backpressure reaches the caller.
+
+The futures are :class:`RecordFuture` s (``asyncio.Future`` subclasses):
+``await fut.accepted()`` waits until the daemon has accepted the record.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _codec
+from ._acceptance import ACCEPTED, AcceptedRuns, verdict
 from ._connection import connect_error, handshake_reply
 from ._producer import Data, PathLike, RecordItem, __version__, resolve_socket_path
 from .errors import ConnectionError, KpldError, ProtocolError, record_failure
 from .types import Compression, ProducerStats, Result, ServerInfo
 
-__all__ = ["AsyncProducer"]
+__all__ = ["AsyncProducer", "RecordFuture"]
 
 _READ_SIZE = 1 << 18
+
+
+class _Acceptance:
+    """A connection's accepted ids, and the accepted() calls sleeping until
+    the next Accepted frame (or the connection's end)."""
+
+    __slots__ = ("runs", "sleepers")
+
+    def __init__(self, pending: Dict[int, Any]) -> None:
+        self.runs = AcceptedRuns(pending)
+        self.sleepers: "List[asyncio.Future[None]]" = []
+
+    def wake(self) -> None:
+        sleepers, self.sleepers = self.sleepers, []
+        for w in sleepers:
+            if not w.done():
+                w.set_result(None)
+
+
+#: Acceptance of futures not yet written to a connection: nothing accepted.
+_NO_ACCEPTANCE = _Acceptance({})
+
+
+if TYPE_CHECKING:
+    _FutureBase = asyncio.Future[Result]
+else:
+    _FutureBase = asyncio.Future
+
+
+class RecordFuture(_FutureBase):
+    """The future of one record: its :class:`kpld.Result`, or its failure;
+    and ``await accepted()``."""
+
+    __slots__ = ("_rid", "_acc")
+    #: The record's id, and its connection's acceptance (set once written).
+    _rid: int
+    _acc: _Acceptance
+
+    def _acceptance(self) -> Any:
+        if self._rid in self._acc.runs:
+            return ACCEPTED
+        if self.done():
+            if self.cancelled():
+                return asyncio.CancelledError()
+            exc = self.exception()
+            return verdict(self.result() if exc is None else exc)
+        return None
+
+    async def accepted(self, timeout: Optional[float] = None) -> None:
+        """Wait until the daemon has accepted the record (in its buffers, or
+        its spool for a ``durability = "disk"`` stream).
+
+        Raises the record's :class:`kpld.RecordFailed` (``refused`` True)
+        when the daemon refused it, :class:`kpld.ConnectionError` when the
+        connection was lost before the daemon accepted it (resend it), and
+        ``asyncio.TimeoutError`` after ``timeout`` seconds."""
+        loop = self.get_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        v = self._acceptance()
+        while v is None:
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise asyncio.TimeoutError(f"record {self._rid} not accepted by kpld within {timeout} s")
+            w: "asyncio.Future[None]" = loop.create_future()
+            acc = self._acc
+            acc.sleepers.append(w)
+            await asyncio.wait((w, self), timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            v = self._acceptance()
+        if v is not ACCEPTED:
+            raise v
 
 
 class _AioConnection:
@@ -53,13 +127,24 @@ class _AioConnection:
         self.info = info
         self.max_frame_size = info.max_frame_size or _codec.DEFAULT_MAX_FRAME_SIZE
         self.frames = frames
-        self.pending: Dict[int, "asyncio.Future[Result]"] = {}
+        self.pending: Dict[int, "RecordFuture"] = {}
+        self.acceptance = _Acceptance(self.pending)
         self.waiters: Dict[int, "asyncio.Future[Any]"] = {}
         self.alive = True
         self.closing = False
         self.fatal: Optional[Dict[str, Any]] = None
         self.finished = asyncio.Event()
         self.task: Optional["asyncio.Task[None]"] = None
+
+
+def _futures(loop: asyncio.AbstractEventLoop, first: int, count: int) -> List[RecordFuture]:
+    out = []
+    for rid in range(first, first + count):
+        f = RecordFuture(loop=loop)
+        f._rid = rid
+        f._acc = _NO_ACCEPTANCE
+        out.append(f)
+    return out
 
 
 class AsyncProducer:
@@ -86,7 +171,7 @@ class AsyncProducer:
         self._conn: Optional[_AioConnection] = None
         self._connecting: Optional["asyncio.Task[_AioConnection]"] = None
         # batches put while connecting: (stream, records, first_id, futures)
-        self._backlog: List[Tuple[str, List[Any], int, List["asyncio.Future[Result]"]]] = []
+        self._backlog: List[Tuple[str, List[Any], int, List["RecordFuture"]]] = []
         self._next_id = 1
         self._closed = False
         self._put = 0
@@ -216,6 +301,10 @@ class AsyncProducer:
             fut = conn.waiters.pop(wid, None)
             if fut is not None and not fut.done():
                 fut.set_result(value)
+        elif kind == _codec.ACCEPTED:
+            conn.acceptance.runs.add(*payload)
+            if conn.acceptance.sleepers:
+                conn.acceptance.wake()
         elif kind == _codec.ERROR and payload["fatal"]:
             conn.fatal = payload
 
@@ -241,6 +330,7 @@ class AsyncProducer:
         for w in waiters.values():
             if not w.done():
                 w.set_exception(ConnectionError(text, code))
+        conn.acceptance.wake()
         conn.writer.close()
         conn.finished.set()
 
@@ -254,12 +344,12 @@ class AsyncProducer:
         explicit_hash_key: Optional[Union[str, int]] = None,
         *,
         compression: Optional[Union[Compression, str]] = None,
-    ) -> "asyncio.Future[Result]":
+    ) -> "RecordFuture":
         """Hand one record over without waiting; returns an asyncio future of
         its :class:`Result` (or raising RecordFailed / Busy / ConnectionError)."""
         return self._put_nowait(stream, [(partition_key, data, explicit_hash_key, compression)])[0]
 
-    def put_records_nowait(self, stream: str, records: Iterable[RecordItem]) -> "List[asyncio.Future[Result]]":
+    def put_records_nowait(self, stream: str, records: Iterable[RecordItem]) -> "List[RecordFuture]":
         """Hand a batch over without waiting; one asyncio future per record.
         ``records`` as for :meth:`kpld.Producer.put_records`."""
         return self._put_nowait(stream, records)
@@ -285,7 +375,7 @@ class AsyncProducer:
         await self._drain()
         return await fut
 
-    async def put_records(self, stream: str, records: Iterable[RecordItem]) -> "List[asyncio.Future[Result]]":
+    async def put_records(self, stream: str, records: Iterable[RecordItem]) -> "List[RecordFuture]":
         """Put a batch; returns one future per record once the batch is handed
         to the socket (waiting for room: backpressure), before the results.
         Await the futures (e.g. ``asyncio.gather``) for the results."""
@@ -293,7 +383,7 @@ class AsyncProducer:
         await self._drain()
         return futures
 
-    def _put_nowait(self, stream: str, records: Iterable[Any]) -> "List[asyncio.Future[Result]]":
+    def _put_nowait(self, stream: str, records: Iterable[Any]) -> "List[RecordFuture]":
         if self._closed:
             raise ConnectionError("the producer is closed")
         loop = asyncio.get_running_loop()
@@ -302,7 +392,7 @@ class AsyncProducer:
             first = self._next_id
             batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
             self._next_id = first + batch.count
-            futures = [loop.create_future() for _ in range(batch.count)]
+            futures = _futures(loop, first, batch.count)
             self._put += batch.count
             self._register_and_write(conn, batch, futures)
             return futures
@@ -311,7 +401,7 @@ class AsyncProducer:
         probe = _codec.encode_put_frames(self._next_id, stream, records)
         first = self._next_id
         self._next_id = first + probe.count
-        futures = [loop.create_future() for _ in range(probe.count)]
+        futures = _futures(loop, first, probe.count)
         self._put += probe.count
         self._backlog.append((stream, records, first, futures))
         self._start_connecting()
@@ -323,22 +413,24 @@ class AsyncProducer:
         stream: str,
         records: List[Any],
         first: int,
-        futures: "List[asyncio.Future[Result]]",
+        futures: "List[RecordFuture]",
     ) -> None:
         batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
         self._register_and_write(conn, batch, futures)
 
-    def _register_and_write(
-        self, conn: _AioConnection, batch: _codec.PutBatch, futures: "List[asyncio.Future[Result]]"
-    ) -> None:
+    def _register_and_write(self, conn: _AioConnection, batch: _codec.PutBatch, futures: "List[RecordFuture]") -> None:
         first = batch.first_id
         conn.pending.update(zip(range(first, first + batch.count), futures))
+        acc = conn.acceptance
+        for fut in futures:
+            fut._acc = acc
         for index in batch.too_large:
             fut = conn.pending.pop(first + index)
             fut.set_exception(
                 record_failure(
                     "RecordTooLarge",
                     f"the encoded record exceeds the daemon's frame limit of {conn.max_frame_size} bytes",
+                    refused=True,
                 )
             )
             self._failed += 1

@@ -64,16 +64,25 @@ class RecordFailed(KpldError):
     ``"InvalidPartitionKey"``, ``"Expired"``, ``"ResourceNotFoundException"``),
     ``message`` its human-readable detail and ``attempts`` every attempt made
     to send the record (empty when it was refused before any attempt).
+
+    ``refused`` is True when the daemon never accepted the record (it was
+    invalid, ``Busy``, ``ShuttingDown`` before it was taken, the spool was
+    full, or it never left this process): no copy of it is in the daemon and
+    sending it again cannot make a duplicate. A failure with ``refused``
+    False is of a record the daemon had accepted.
     """
 
-    def __init__(self, code: str, message: str, attempts: Optional[List[Attempt]] = None) -> None:
+    def __init__(
+        self, code: str, message: str, attempts: Optional[List[Attempt]] = None, refused: bool = False
+    ) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
         self.attempts: List[Attempt] = attempts if attempts is not None else []
+        self.refused = refused
 
     def __reduce__(self) -> Tuple[Any, ...]:  # keep pickling (e.g. across processes) working
-        return (type(self), (self.code, self.message, self.attempts))
+        return (type(self), (self.code, self.message, self.attempts, self.refused))
 
 
 class Busy(RecordFailed):
@@ -82,8 +91,10 @@ class Busy(RecordFailed):
     Retrying later may succeed."""
 
 
-def record_failure(code: str, message: str, attempts: Optional[List[Attempt]] = None) -> RecordFailed:
+def record_failure(
+    code: str, message: str, attempts: Optional[List[Attempt]] = None, refused: bool = False
+) -> RecordFailed:
     """The exception for a failed record: :class:`Busy` for code "Busy"."""
     if code == "Busy":
-        return Busy(code, message, attempts)
-    return RecordFailed(code, message, attempts)
+        return Busy(code, message, attempts, refused)
+    return RecordFailed(code, message, attempts, refused)
