@@ -369,3 +369,30 @@ def test_accepted_raises_connection_error_when_the_daemon_dies_before_accepting(
         first.accepted(timeout=0)
         with pytest.raises(kpld.ConnectionError):
             first.result(timeout=0)
+
+
+def test_records_of_a_disk_stream_accepted_before_sigkill_are_sent_by_the_next_daemon(
+    make_daemon, kinesis, own_stream, tmp_path
+):
+    # An hour of buffering: nothing is sent before the kill, so only the
+    # spool can deliver these records.
+    spool = str(tmp_path / "spool")
+    d = make_daemon(durability="disk", spool_dir=spool, record_max_buffered_time_ms=FOREVER_MS)
+    sent = {f"{i}|disk".encode() for i in range(200)}
+    with Producer(d.socket_path) as p:
+        futures = p.put_records(own_stream, [(f"k{i}", f"{i}|disk".encode()) for i in range(200)])
+        for f in futures:
+            f.accepted(timeout=RESULT_TIMEOUT_S)
+        d.kill()
+        for f in futures:
+            with pytest.raises(kpld.ConnectionError):
+                f.result(timeout=RESULT_TIMEOUT_S)
+    assert not read_all(kinesis, own_stream), "nothing was sent before the kill"
+    make_daemon(durability="disk", spool_dir=spool)
+
+    def landed():
+        got = {data for _, data in read_all(kinesis, own_stream).values()}
+        return got if sent <= got else None
+
+    got = poll("the spooled records in the stream", landed)
+    assert got == sent
