@@ -105,7 +105,7 @@ pub struct Decoded<'a> {
 impl Decoded<'_> {
     /// An owned copy; `None` if the stream name is not UTF-8 (a checksum-valid entry
     /// always has the name it was written with, so this means a bug, not bad disk).
-    pub fn to_owned_entry(&self) -> Option<Entry> {
+    pub fn to_owned_entry(self) -> Option<Entry> {
         Some(Entry {
             seq: self.seq,
             stream: std::str::from_utf8(self.stream).ok()?.to_owned(),

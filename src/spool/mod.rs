@@ -12,10 +12,12 @@
 //!
 //! # Segment format (little endian)
 //! ```text
-//! header, 16 bytes:
+//! header, 24 bytes:
 //!   0  8  magic "KPLDSPL" + format version 0x01
 //!   8  8  sequence floor: every entry's seq is >= this (the name's seq, or more after
 //!         a reset of the segment being written once all of it was done)
+//!  16  4  crc32 of bytes 0..16
+//!  20  4  zero
 //! entries, one after another:
 //!   0  4  crc32 (IEEE, crc32fast) of bytes 4..8+body_len
 //!   4  4  body_len (28 + the four variable lengths)
@@ -379,6 +381,12 @@ impl Shared {
                 return;
             }
             let (gone, keep): (Vec<_>, Vec<_>) = segs.iter().cloned().partition(|s| s.removable());
+            // Counted with the list's change so that stats() never sees one without the other.
+            let bytes: u64 = gone.iter().map(|s| s.bytes.load(Ordering::Relaxed)).sum();
+            self.live_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.counters
+                .segments_removed
+                .fetch_add(gone.len() as u64, Ordering::Relaxed);
             self.segs.store(Arc::new(keep));
             gone
         };
@@ -388,11 +396,6 @@ impl Shared {
                     tracing::warn!(path = %s.path.display(), error = %e, "spool segment not removed");
                 }
             }
-            self.live_bytes
-                .fetch_sub(s.bytes.load(Ordering::Relaxed), Ordering::Relaxed);
-            self.counters
-                .segments_removed
-                .fetch_add(1, Ordering::Relaxed);
         }
         // So that a removed segment does not come back (and replay) after a crash.
         let _ = segment::sync_dir(&self.settings.dir);

@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use super::entry::{self, Bad};
 
-/// Segment header: magic and format version (8 bytes), then the sequence floor (u64 LE).
-pub const HEADER_BYTES: usize = 16;
+/// Segment header: magic and format version (8), the sequence floor (u64 LE), crc32
+/// of those 16 bytes (4), zero (4). The checksum keeps a damaged floor from hiding
+/// entries as stale.
+pub const HEADER_BYTES: usize = 24;
 pub const MAGIC: [u8; 8] = *b"KPLDSPL\x01";
 pub const CORRUPT_DIR: &str = "corrupt";
 const PREFIX: &str = "seg-";
@@ -33,7 +35,9 @@ pub fn parse_name(file_name: &str) -> Option<u64> {
 pub fn header(floor: u64) -> [u8; HEADER_BYTES] {
     let mut h = [0u8; HEADER_BYTES];
     h[..8].copy_from_slice(&MAGIC);
-    h[8..].copy_from_slice(&floor.to_le_bytes());
+    h[8..16].copy_from_slice(&floor.to_le_bytes());
+    let crc = crc32fast::hash(&h[..16]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
@@ -101,8 +105,12 @@ pub fn scan(b: &[u8], name_seq: u64) -> Scan {
         return s;
     }
     let floor = u64::from_le_bytes(b[8..16].try_into().expect("8 bytes"));
+    let crc = u32::from_le_bytes(b[16..20].try_into().expect("4 bytes"));
     if b[..8] != MAGIC {
         s.bad.push((0, HEADER_BYTES, "bad segment header magic"));
+    } else if crc32fast::hash(&b[..16]) != crc || b[20..24] != [0; 4] {
+        s.bad
+            .push((0, HEADER_BYTES, "segment header checksum mismatch"));
     } else if floor < name_seq {
         s.bad.push((
             0,
@@ -322,6 +330,19 @@ mod tests {
     }
 
     #[test]
+    fn damaged_floor_is_a_bad_header_not_stale_entries() {
+        let (mut b, found) = segment(&[5, 6]);
+        b[8 + 7] ^= 1;
+        let s = scan(&b, 5);
+        assert_eq!(s.entries, found);
+        assert_eq!(s.stale, 0);
+        assert_eq!(
+            s.bad,
+            vec![(0, HEADER_BYTES, "segment header checksum mismatch")]
+        );
+    }
+
+    #[test]
     fn bad_header_is_reported_and_entries_after_it_kept() {
         let (mut b, found) = segment(&[5, 6]);
         b[0] = b'X';
@@ -334,7 +355,7 @@ mod tests {
     #[test]
     fn entries_below_a_reset_floor_are_stale_and_skipped() {
         let (mut b, found) = segment(&[5, 6]);
-        b[8..16].copy_from_slice(&100u64.to_le_bytes());
+        b[..HEADER_BYTES].copy_from_slice(&header(100));
         let s = scan(&b, 5);
         assert_eq!(s.stale, 2);
         assert!(s.entries.is_empty());

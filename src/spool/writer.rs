@@ -127,6 +127,8 @@ impl Shared {
             });
         }
         if let Some((since, epoch)) = w.full {
+            // A full disk may have room once the segment being written is reset.
+            self.reclaim(&mut w)?;
             let room_seen = epoch != self.room_epoch.load(Ordering::SeqCst);
             if !retry && !room_seen && since.elapsed() < FULL_RETRY {
                 return Err(Refused::Full(FullReason::Disk {
