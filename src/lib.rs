@@ -49,6 +49,10 @@
 //!   `Configuration` message onto kpld's keys (`config_map`), the message
 //!   loop and result sink (`session`), `MetricsRequest` answers
 //!   (`metrics_answer`); messages from proto/kpl.proto (`kpl::wire`).
+//! - [`spool`]: the disk spool of `durability = "disk"` streams (issue 15): `entry`
+//!   (one entry's bytes, pure), `segment` (segment files and the recovery scan),
+//!   `ledger` (done marks and their file), `writer` (appends, rolls, room), `sync`
+//!   (the fdatasync thread, group commit), `recover` (open), `replay`.
 //! - [`tail`]: the `kpld tail` command: reads a stream back, every shard,
 //!   parents first, aggregates taken apart and kpld's compression undone.
 //!
@@ -102,6 +106,7 @@ pub mod retry;
 pub mod server;
 pub mod shard_map;
 pub mod shutdown;
+pub mod spool;
 pub mod stats_cli;
 pub mod systemd;
 pub mod tail;
