@@ -769,3 +769,75 @@ fn bench_appends_of_1000_records_of_100_bytes_in_batch_mode() {
         st.segments_removed,
     );
 }
+
+#[test]
+fn an_oversized_field_is_refused_naming_the_entry_and_the_field_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (spool, _, _) = Spool::open(settings(tmp.path())).unwrap();
+    let big = vec![0u8; kpld::spool::MAX_DATA_BYTES + 1];
+    let ok = rec(0);
+    let bad = EntryRef {
+        data: &big,
+        ..as_ref(&ok)
+    };
+    let err = rt()
+        .block_on(spool.append(&[as_ref(&ok), bad], false))
+        .unwrap_err();
+    match &err {
+        SpoolError::EntryTooLarge {
+            index: 1,
+            field: "data",
+            ..
+        } => {}
+        e => panic!("expected EntryTooLarge for entry 1's data, got {e}"),
+    }
+    assert!(
+        err.to_string().contains("entry 1") && err.to_string().contains("data"),
+        "{err}"
+    );
+    assert_eq!(spool.stats().entries_appended, 0);
+}
+
+#[test]
+fn entries_done_after_open_are_not_replayed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rt = rt();
+    let (spool, _, _) = Spool::open(settings(tmp.path())).unwrap();
+    rt.block_on(append_range(&spool, 0, 50, 10));
+    spool.close().unwrap();
+    drop(spool);
+    let (spool, mut replay, _) = Spool::open(settings(tmp.path())).unwrap();
+    assert_eq!(replay.pending(), 50);
+    for q in 10..40 {
+        spool.done(q);
+    }
+    let got: Vec<u64> = replay_all(&mut replay).iter().map(|e| e.seq).collect();
+    assert_eq!(got, (0..10).chain(40..50).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_append_waiting_for_room_gets_closed_when_the_spool_closes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = SpoolSettings {
+        segment_bytes: 4096,
+        max_bytes: 8192,
+        ..settings(tmp.path())
+    };
+    let (spool, _, _) = Spool::open(s).unwrap();
+    let rt = rt();
+    let recs: Vec<Rec> = (0..10).map(rec).collect();
+    let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
+    while rt.block_on(spool.append(&refs, false)).is_ok() {}
+    let waiting = {
+        let spool = spool.clone();
+        rt.spawn(async move {
+            let recs: Vec<Rec> = (0..10).map(rec).collect();
+            let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
+            spool.append(&refs, true).await.map_err(|e| e.to_string())
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    spool.close().unwrap();
+    let got = rt.block_on(waiting).unwrap();
+    assert_eq!(got, Err(SpoolError::Closed.to_string()));
+}
