@@ -21,7 +21,10 @@
 //! - [`producer`]: the API ([`Producer`]: `put`, `flush`, `shutdown`),
 //!   `validate` (one record against its stream's settings), `budget`
 //!   (`max_buffered_bytes` / `max_outstanding_records`), `actor` (the task
-//!   per stream that drives its `StreamCore` and performs its actions).
+//!   per stream that drives its `StreamCore` and performs its actions),
+//!   `acceptance` (what a put accepted, for `Accepted` messages), `spooled`
+//!   (records of `disk` streams: into the [`spool`] before they count as
+//!   accepted, done there when final, dead letters, the replay at start).
 //! - [`server`]: the Unix socket server that drives a [`Producer`]: bind,
 //!   accept and access (`mod.rs`), one connection's reader and flush
 //!   bookkeeping (`connection`), the writer and result frames (`results`).
@@ -49,7 +52,7 @@
 //!   `Configuration` message onto kpld's keys (`config_map`), the message
 //!   loop and result sink (`session`), `MetricsRequest` answers
 //!   (`metrics_answer`); messages from proto/kpl.proto (`kpl::wire`).
-//! - [`spool`]: the disk spool of `durability = "disk"` streams (issue 15): `entry`
+//! - [`spool`]: the disk spool of `durability = "disk"` streams: `entry`
 //!   (one entry's bytes, pure), `segment` (segment files and the recovery scan),
 //!   `ledger` (done marks and their file), `writer` (appends, rolls, room), `sync`
 //!   (the fdatasync thread, group commit), `recover` (open), `replay`.

@@ -127,9 +127,11 @@ impl SpoolSettings {
         if self.dir.as_os_str().is_empty() {
             return bad("spool_dir", "is empty".into());
         }
+        // segment_bytes and ledger_interval are kpld's choices, not config
+        // keys: an error naming them is a bug in the caller.
         if self.segment_bytes < 4096 {
             return bad(
-                "spool_segment_bytes",
+                "segment_bytes",
                 format!("{} is below 4096", self.segment_bytes),
             );
         }
@@ -137,7 +139,7 @@ impl SpoolSettings {
             return bad(
                 "max_spool_bytes",
                 format!(
-                    "{} is too small: at least two segments' worth (2 x min(spool_segment_bytes, 1 MiB))",
+                    "{} is too small: at least two segments' worth (2 x min(segment_bytes, 1 MiB))",
                     self.max_bytes
                 ),
             );
@@ -145,13 +147,13 @@ impl SpoolSettings {
         if let FsyncPolicy::Batch(d) = self.fsync {
             if d.is_zero() {
                 return bad(
-                    "spool_fsync_interval",
+                    "spool_fsync_interval_ms",
                     "must be above zero (or use spool_fsync = \"always\")".into(),
                 );
             }
         }
         if self.ledger_interval.is_zero() {
-            return bad("spool_ledger_interval", "must be above zero".into());
+            return bad("ledger_interval", "must be above zero".into());
         }
         Ok(())
     }
