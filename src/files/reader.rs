@@ -13,9 +13,11 @@ use super::dead_letter::{Dead, DeadLetters};
 use super::identity::{self, Resume, Saved, FINGERPRINT_BYTES};
 use super::lines::{LineSplitter, Multiline, Piece};
 use super::process::{LineContext, Processed};
+use super::rate::LineRate;
 use super::settings::{FileSpec, StartAt};
 use crate::error_code::ErrorCode;
 use crate::ipc::RecordResult;
+use crate::metrics::files::FileSample;
 use crate::pipeline::{Landed, Landing, ResultSink};
 use crate::producer::RecordInput;
 use crate::Producer;
@@ -54,6 +56,9 @@ pub struct FileState {
     pub offset_read: AtomicU64,
     pub size: AtomicU64,
     pub lines: AtomicU64,
+    /// Samples of `lines` for `lines_per_s` (taken by the reader as it passes
+    /// and by `stats`).
+    pub lines_rate: Mutex<LineRate>,
     pub records: AtomicU64,
     pub parse_errors: AtomicU64,
     pub long_lines: AtomicU64,
@@ -63,6 +68,9 @@ pub struct FileState {
     pub closed_early: AtomicU64,
     /// The file is gone (deleted and read): its checkpoint is dropped.
     pub forget: AtomicBool,
+    /// Lines, records, parse errors, long lines and rotations as the last
+    /// [`FileState::take_sample`] saw them (the file metrics get differences).
+    reported: Mutex<[u64; 5]>,
 }
 
 impl FileState {
@@ -81,6 +89,7 @@ impl FileState {
             offset_read: AtomicU64::new(0),
             size: AtomicU64::new(m.len()),
             lines: AtomicU64::new(0),
+            lines_rate: Mutex::new(LineRate::new(Instant::now(), 0)),
             records: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
             long_lines: AtomicU64::new(0),
@@ -88,6 +97,7 @@ impl FileState {
             dead_letters: AtomicU64::new(0),
             closed_early: AtomicU64::new(0),
             forget: AtomicBool::new(false),
+            reported: Mutex::new([0; 5]),
         })
     }
 
@@ -126,7 +136,46 @@ impl FileState {
         }
     }
 
+    /// Samples the lines counter for the rate (at most once a second is kept).
+    pub fn observe_lines(&self) -> f64 {
+        let now = Instant::now();
+        let lines = self.lines.load(Ordering::Relaxed);
+        let mut r = self.lines_rate.lock().expect("rate lock");
+        r.observe(now, lines);
+        r.per_second(now, lines)
+    }
+
+    /// The counts since the previous sample, for the file metrics; with the
+    /// bytes behind when the file is still `open`.
+    pub fn take_sample(&self, open: bool) -> FileSample {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let now = [
+            g(&self.lines),
+            g(&self.records),
+            g(&self.parse_errors),
+            g(&self.long_lines),
+            g(&self.rotations),
+        ];
+        let before = std::mem::replace(&mut *self.reported.lock().expect("reported lock"), now);
+        let d = |i: usize| now[i].saturating_sub(before[i]);
+        let bytes_behind = open.then(|| {
+            let acked = self.tracker.lock().expect("tracker lock").committed();
+            g(&self.size).saturating_sub(acked)
+        });
+        FileSample {
+            stream: self.stream.clone(),
+            path: self.path.clone(),
+            lines: d(0),
+            records: d(1),
+            parse_errors: d(2),
+            long_lines: d(3),
+            rotations: d(4),
+            bytes_behind,
+        }
+    }
+
     pub fn stats(&self) -> serde_json::Value {
+        let lines_per_s = self.observe_lines();
         let (acked, in_flight) = {
             let t = self.tracker.lock().expect("tracker lock");
             (t.committed(), t.in_flight())
@@ -144,6 +193,7 @@ impl FileState {
             "bytes_behind": size.saturating_sub(acked),
             "in_flight": in_flight,
             "lines": g(&self.lines),
+            "lines_per_s": lines_per_s,
             "records": g(&self.records),
             "parse_errors": g(&self.parse_errors),
             "long_lines": g(&self.long_lines),
@@ -332,6 +382,7 @@ impl Reader {
                 }
                 emit.send().await;
                 last_data = Instant::now();
+                st.observe_lines();
                 continue;
             }
             let m = match st.file.metadata() {
@@ -339,6 +390,7 @@ impl Reader {
                 Err(_) => break,
             };
             st.size.store(m.len(), Ordering::Relaxed);
+            st.observe_lines();
             if emit.multiline.as_ref().is_some_and(|m| m.holds())
                 && last_data.elapsed() >= multiline_timeout
             {
@@ -541,5 +593,71 @@ impl Emit<'_> {
             .producer
             .put_with_ttl(batch, 0, self.sink.clone(), false, Some(NO_TTL))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir, text: &str) -> FileState {
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, text).unwrap();
+        let dead = Arc::new(DeadLetters::new(dir.path()));
+        FileState::open("logs", path.to_str().unwrap(), dead).unwrap()
+    }
+
+    #[test]
+    fn a_sample_has_the_counts_since_the_previous_one_and_the_bytes_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(&dir, "one\ntwo\nthree\n");
+        st.lines.fetch_add(3, Ordering::Relaxed);
+        st.records.fetch_add(3, Ordering::Relaxed);
+        st.parse_errors.fetch_add(1, Ordering::Relaxed);
+        let first = st.take_sample(true);
+        assert_eq!(
+            (
+                first.lines,
+                first.records,
+                first.parse_errors,
+                first.rotations
+            ),
+            (3, 3, 1, 0)
+        );
+        assert_eq!(first.bytes_behind, Some(14), "nothing acknowledged yet");
+        assert!(first.path.ends_with("app.log") && first.stream == "logs");
+        st.lines.fetch_add(2, Ordering::Relaxed);
+        st.rotations.fetch_add(1, Ordering::Relaxed);
+        let second = st.take_sample(false);
+        assert_eq!(
+            (
+                second.lines,
+                second.records,
+                second.parse_errors,
+                second.rotations
+            ),
+            (2, 0, 0, 1)
+        );
+        assert_eq!(second.bytes_behind, None, "closed: not behind");
+        assert_eq!(st.take_sample(true).lines, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_give_lines_per_second_while_lines_flow_and_zero_once_they_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(&dir, "");
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            st.lines.fetch_add(200, Ordering::Relaxed);
+            st.observe_lines();
+        }
+        let v = st.stats();
+        assert_eq!(v["lines"], 1000);
+        let rate = v["lines_per_s"].as_f64().unwrap();
+        assert!((rate - 200.0).abs() < 1e-6, "{rate}");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        st.observe_lines();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(st.stats()["lines_per_s"], 0.0);
     }
 }
