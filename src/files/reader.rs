@@ -145,9 +145,9 @@ impl FileState {
         r.per_second(now, lines)
     }
 
-    /// The counts since the previous sample, for the file metrics; with the
-    /// bytes behind when the file is still `open`.
-    pub fn take_sample(&self, open: bool) -> FileSample {
+    /// The counts since the previous sample and the bytes behind now, for the
+    /// file metrics.
+    pub fn take_sample(&self) -> FileSample {
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
         let now = [
             g(&self.lines),
@@ -158,10 +158,8 @@ impl FileState {
         ];
         let before = std::mem::replace(&mut *self.reported.lock().expect("reported lock"), now);
         let d = |i: usize| now[i].saturating_sub(before[i]);
-        let bytes_behind = open.then(|| {
-            let acked = self.tracker.lock().expect("tracker lock").committed();
-            g(&self.size).saturating_sub(acked)
-        });
+        let acked = self.tracker.lock().expect("tracker lock").committed();
+        let bytes_behind = g(&self.size).saturating_sub(acked);
         FileSample {
             stream: self.stream.clone(),
             path: self.path.clone(),
@@ -614,7 +612,7 @@ mod tests {
         st.lines.fetch_add(3, Ordering::Relaxed);
         st.records.fetch_add(3, Ordering::Relaxed);
         st.parse_errors.fetch_add(1, Ordering::Relaxed);
-        let first = st.take_sample(true);
+        let first = st.take_sample();
         assert_eq!(
             (
                 first.lines,
@@ -624,11 +622,12 @@ mod tests {
             ),
             (3, 3, 1, 0)
         );
-        assert_eq!(first.bytes_behind, Some(14), "nothing acknowledged yet");
+        assert_eq!(first.bytes_behind, 14, "nothing acknowledged yet");
         assert!(first.path.ends_with("app.log") && first.stream == "logs");
         st.lines.fetch_add(2, Ordering::Relaxed);
         st.rotations.fetch_add(1, Ordering::Relaxed);
-        let second = st.take_sample(false);
+        st.tracker.lock().unwrap().restart_at(10);
+        let second = st.take_sample();
         assert_eq!(
             (
                 second.lines,
@@ -638,8 +637,8 @@ mod tests {
             ),
             (2, 0, 0, 1)
         );
-        assert_eq!(second.bytes_behind, None, "closed: not behind");
-        assert_eq!(st.take_sample(true).lines, 0);
+        assert_eq!(second.bytes_behind, 4);
+        assert_eq!(st.take_sample().lines, 0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -189,7 +189,7 @@ impl FileSources {
     pub fn take_samples(&self) -> Vec<FileSample> {
         let mut out = std::mem::take(&mut *self.hub.retired.lock().expect("retired lock"));
         let live = self.hub.live.lock().expect("live lock");
-        out.extend(live.iter().map(|s| s.take_sample(true)));
+        out.extend(live.iter().map(|s| s.take_sample()));
         out
     }
 }
@@ -363,7 +363,7 @@ async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToke
                     .retain(|s| !Arc::ptr_eq(s, &state));
                 // After it left `live`: a sample taken meanwhile counted up to
                 // then, and this one the rest.
-                let rest = state.take_sample(false);
+                let rest = state.take_sample();
                 h.retired.lock().expect("retired lock").push(rest);
                 let mut saved = h.saved.lock().expect("saved lock");
                 if state.forget.load(std::sync::atomic::Ordering::Relaxed) {

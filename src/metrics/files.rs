@@ -2,7 +2,8 @@
 //! FileLinesRead, FileRecordsSent, FileParseErrors, FileLongLines and
 //! FileRotations (counts: every line, record, ... is a sample of 1, as the
 //! KPL counts records), and FileBytesBehind (bytes: one sample per file
-//! each time an interval closes, 0 included, so a stalled file shows).
+//! each time an interval closes, 0 included, so a stalled file shows; a
+//! file closed since, by rotation or shutdown, gives what it left behind).
 //!
 //! Leaves have the dimensions `StreamName, FilePath`, so the registry's
 //! roll-up gives per stream and global totals too, and its filter applies:
@@ -30,9 +31,9 @@ pub struct FileSample {
     pub parse_errors: u64,
     pub long_lines: u64,
     pub rotations: u64,
-    /// Size minus the offset acknowledged, now; None for a file closed since
-    /// (it is not read any more: nothing is behind).
-    pub bytes_behind: Option<u64>,
+    /// Size minus the offset acknowledged, now (for a file closed since: when
+    /// it was closed).
+    pub bytes_behind: u64,
 }
 
 /// Takes the samples of the files open now and of those closed since.
@@ -42,23 +43,18 @@ pub type FilesSampler = Box<dyn Fn() -> Vec<FileSample> + Send + Sync>;
 /// rotated by rename, still read, and its successor) make one series: their
 /// counts and the bytes behind of both add up.
 pub fn leaves(samples: &[FileSample], filter: Filter) -> Vec<(SeriesKey, Stat)> {
-    let mut by_file: BTreeMap<(&str, &str), (FileSample, bool)> = BTreeMap::new();
+    let mut by_file: BTreeMap<(&str, &str), FileSample> = BTreeMap::new();
     for s in samples {
-        let (acc, open) = by_file
-            .entry((&s.stream, &s.path))
-            .or_insert_with(|| (FileSample::default(), false));
+        let acc = by_file.entry((&s.stream, &s.path)).or_default();
         acc.lines += s.lines;
         acc.records += s.records;
         acc.parse_errors += s.parse_errors;
         acc.long_lines += s.long_lines;
         acc.rotations += s.rotations;
-        if let Some(b) = s.bytes_behind {
-            *acc.bytes_behind.get_or_insert(0) += b;
-            *open = true;
-        }
+        acc.bytes_behind += s.bytes_behind;
     }
     let mut out = Vec::new();
-    for ((stream, path), (acc, _)) in by_file {
+    for ((stream, path), acc) in by_file {
         let (stream, file): (Arc<str>, Arc<str>) = (stream.into(), path.into());
         let mut push = |metric: Metric, stat: Stat| {
             if filter.records(metric) && !stat.is_empty() {
@@ -84,11 +80,9 @@ pub fn leaves(samples: &[FileSample], filter: Filter) -> Vec<(SeriesKey, Stat)> 
         push(Metric::FileParseErrors, count(acc.parse_errors));
         push(Metric::FileLongLines, count(acc.long_lines));
         push(Metric::FileRotations, count(acc.rotations));
-        if let Some(b) = acc.bytes_behind {
-            let mut st = Stat::EMPTY;
-            st.put(b as f64);
-            push(Metric::FileBytesBehind, st);
-        }
+        let mut behind = Stat::EMPTY;
+        behind.put(acc.bytes_behind as f64);
+        push(Metric::FileBytesBehind, behind);
     }
     out
 }
@@ -98,7 +92,7 @@ mod tests {
     use super::super::registry::{Granularity, Level, Registry};
     use super::*;
 
-    fn sample(path: &str, lines: u64, behind: Option<u64>) -> FileSample {
+    fn sample(path: &str, lines: u64, behind: u64) -> FileSample {
         FileSample {
             stream: "logs".into(),
             path: path.into(),
@@ -141,10 +135,7 @@ mod tests {
     #[test]
     fn each_file_has_its_series_and_counts_in_its_stream_and_the_global_one() {
         let got = published(
-            &[
-                sample("/l/a.log", 700, Some(10)),
-                sample("/l/b.log", 300, Some(0)),
-            ],
+            &[sample("/l/a.log", 700, 10), sample("/l/b.log", 300, 0)],
             filter(Level::Detailed, Granularity::Shard),
         );
         let find = |m: Metric, dims: &[(&str, &str)]| {
@@ -181,12 +172,12 @@ mod tests {
     }
 
     #[test]
-    fn a_rotated_file_and_its_successor_make_one_series_and_a_closed_one_is_not_behind() {
+    fn a_rotated_file_and_its_successor_make_one_series() {
         let got = published(
             &[
-                sample("/l/a.log", 5, Some(100)),
-                sample("/l/a.log", 7, Some(20)),
-                sample("/l/c.log", 3, None),
+                sample("/l/a.log", 5, 100),
+                sample("/l/a.log", 7, 20),
+                sample("/l/c.log", 3, 0),
             ],
             filter(Level::Detailed, Granularity::Shard),
         );
@@ -203,16 +194,12 @@ mod tests {
         assert_eq!(lines[0].sum, 12.0);
         assert_eq!(file(Metric::FileBytesBehind, "/l/a.log")[0].sum, 120.0);
         assert_eq!(file(Metric::FileLinesRead, "/l/c.log")[0].sum, 3.0);
-        assert!(file(Metric::FileBytesBehind, "/l/c.log").is_empty());
     }
 
     #[test]
     fn stream_granularity_keeps_the_files_totals_without_a_series_per_file() {
         let got = published(
-            &[
-                sample("/l/a.log", 700, Some(10)),
-                sample("/l/b.log", 300, Some(5)),
-            ],
+            &[sample("/l/a.log", 700, 10), sample("/l/b.log", 300, 5)],
             filter(Level::Detailed, Granularity::Stream),
         );
         assert!(got
@@ -235,7 +222,7 @@ mod tests {
         let samples = [FileSample {
             long_lines: 2,
             rotations: 1,
-            ..sample("/l/a.log", 10, Some(0))
+            ..sample("/l/a.log", 10, 0)
         }];
         let metrics = |l: Level| {
             let mut m: Vec<Metric> = published(&samples, filter(l, Granularity::Shard))

@@ -565,7 +565,7 @@ mod tests {
                 stream: "logs".into(),
                 path: "/var/log/app.log".into(),
                 lines: l.swap(0, Ordering::Relaxed),
-                bytes_behind: Some(42),
+                bytes_behind: 42,
                 ..Default::default()
             }]
         }));
