@@ -11,6 +11,7 @@
 use super::checkpoint::Tracker;
 use super::dead_letter::{Dead, DeadLetters};
 use super::identity::{self, Resume, Saved, FINGERPRINT_BYTES};
+use super::key::{PartitionKeyRule, RandomKeys};
 use super::lines::{LineSplitter, Multiline, Piece};
 use super::process::{LineContext, Processed};
 use super::rate::LineRate;
@@ -286,6 +287,8 @@ struct Emit<'a> {
     /// it lets them go (`Tracker::release`).
     holds: Vec<(u64, u64)>,
     batch: Vec<RecordInput>,
+    /// The `random` rule's keys (None for the other rules).
+    random_keys: Option<RandomKeys>,
 }
 
 impl Reader {
@@ -326,6 +329,8 @@ impl Reader {
                 .map(|re| Multiline::new(re, max)),
             holds: Vec::new(),
             batch: Vec::new(),
+            random_keys: (self.spec.partition_key == PartitionKeyRule::Random)
+                .then(RandomKeys::default),
         };
         let poll = self.spec.poll_interval();
         let multiline_timeout = Duration::from_millis(self.spec.table.multiline_timeout_ms);
@@ -485,6 +490,14 @@ impl Emit<'_> {
 
     async fn record(&mut self, rec: Piece) {
         let st = self.r.state.clone();
+        if self.chain.is_empty() {
+            // Nothing to parse or hold: the line's bytes are the record's.
+            self.push(rec.start, rec.end, rec.data);
+            if self.batch.len() >= BATCH {
+                self.send().await;
+            }
+            return;
+        }
         let ctx = LineContext {
             path: &st.path,
             file_id: &self.file_id,
@@ -500,7 +513,7 @@ impl Emit<'_> {
         }
         match out {
             Processed::Record(data) => {
-                self.push(rec.start, rec.end, data);
+                self.push(rec.start, rec.end, data.into());
                 self.release_holds();
                 if self.batch.len() >= BATCH {
                     self.send().await;
@@ -557,15 +570,17 @@ impl Emit<'_> {
             if err.is_some() {
                 self.r.state.parse_errors.fetch_add(1, Ordering::Relaxed);
             }
-            self.push(at, at, held);
+            self.push(at, at, held.into());
         }
         self.release_holds();
     }
 
-    fn push(&mut self, start: u64, end: u64, data: Vec<u8>) {
+    fn push(&mut self, start: u64, end: u64, data: Bytes) {
         let st = &self.r.state;
-        let key = self.r.spec.partition_key.key(&data, &st.path);
-        let data = Bytes::from(data);
+        let key = match &mut self.random_keys {
+            Some(keys) => keys.next_key(),
+            None => Bytes::from(self.r.spec.partition_key.key(&data, &st.path)),
+        };
         let id = st
             .tracker
             .lock()
@@ -575,7 +590,7 @@ impl Emit<'_> {
         self.batch.push(RecordInput {
             id,
             stream: self.stream.clone(),
-            partition_key: Bytes::from(key),
+            partition_key: key,
             explicit_hash_key: None,
             data,
             compression: None,
