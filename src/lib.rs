@@ -31,10 +31,12 @@
 //! - [`intake`]: each connection's frames, charged to one shared pool before
 //!   their bodies are read (memory of requests waiting for room).
 //! - [`files`]: log files (`[[files]]`) read, checkpointed and sent as records
-//!   through the [`Producer`], rotation and copytruncate handled.
+//!   through the [`Producer`], rotation and copytruncate handled; per file its
+//!   stats and lines/s (`rate`).
 //! - [`shutdown`]: signals and the drain sequence.
 //! - [`metrics`]: the KPL's CloudWatch metrics, EMF, Prometheus, hot shards and the
-//!   `kpld stats` snapshot.
+//!   `kpld stats` snapshot; the file metrics (FileLinesRead, ...) per stream and
+//!   file path (`metrics::files`).
 //! - [`stats_cli`]: the `kpld stats` command.
 //! - [`access`]: the socket file's mode and group, and `allowed_uids` /
 //!   `allowed_gids` checked with SO_PEERCRED and SO_PEERGROUPS on every

@@ -642,6 +642,10 @@ async fn run(
         weak.upgrade()
             .map_or(serde_json::Value::Null, |f| f.stats())
     }));
+    let weak = Arc::downgrade(&files);
+    producer.metrics().set_files_sampler(Box::new(move || {
+        weak.upgrade().map_or_else(Vec::new, |f| f.take_samples())
+    }));
     tracing::info!(socket = %socket, version = env!("CARGO_PKG_VERSION"), "kpld ready");
     {
         // Said once at start, so that an operator does not learn of it from records

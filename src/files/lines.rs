@@ -9,7 +9,11 @@
 //! - Offsets: `start` is a piece's first byte in the file, `end` the byte
 //!   after it (after its terminator for the last piece of a line): the
 //!   checkpoint after a record is its `end`.
+//! - A piece's bytes are a slice of the buffer the file was read into
+//!   ([`Bytes`]): no allocation or copy per line. The buffer lives as long as
+//!   one of its records is held somewhere (the pipeline, the tracker).
 
+use bytes::{Bytes, BytesMut};
 use regex::bytes::Regex;
 
 /// A line, a piece of a long one, or a multi-line record.
@@ -17,7 +21,7 @@ use regex::bytes::Regex;
 pub struct Piece {
     pub start: u64,
     pub end: u64,
-    pub data: Vec<u8>,
+    pub data: Bytes,
     /// Only the terminator of a long line whose pieces were all cut
     /// before it came: no record, but its offsets count as done.
     pub terminator_only: bool,
@@ -28,7 +32,10 @@ pub struct Piece {
 pub struct LineSplitter {
     max: usize,
     /// Bytes read and not yet returned as a line.
-    buf: Vec<u8>,
+    buf: BytesMut,
+    /// `buf` ranges of the pieces `feed` is making, filled in once the
+    /// bytes before the last line's end are split off.
+    ranges: Vec<(usize, usize)>,
     /// File offset of `buf[0]`.
     buf_start: u64,
     /// Bytes of `buf` already searched for `\n`.
@@ -44,7 +51,8 @@ impl LineSplitter {
     pub fn new(max_line_bytes: usize, offset: u64) -> LineSplitter {
         LineSplitter {
             max: max_line_bytes.max(1),
-            buf: Vec::new(),
+            buf: BytesMut::new(),
+            ranges: Vec::new(),
             buf_start: offset,
             scanned: 0,
             in_long_line: false,
@@ -65,6 +73,7 @@ impl LineSplitter {
     /// Feeds the next bytes of the file; complete lines go to `out`.
     pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Piece>) {
         self.buf.extend_from_slice(bytes);
+        let first = out.len();
         let mut line_start = 0usize;
         loop {
             let from = self.scanned.max(line_start);
@@ -95,9 +104,18 @@ impl LineSplitter {
                 }
             }
         }
-        self.buf.drain(..line_start);
+        self.fill(first, line_start, out);
         self.buf_start += line_start as u64;
         self.scanned -= line_start;
+    }
+
+    /// Gives the pieces from `out[first..]` their bytes: slices of the first
+    /// `upto` bytes of `buf`, split off (one reference count each, no copy).
+    fn fill(&mut self, first: usize, upto: usize, out: &mut [Piece]) {
+        let head = self.buf.split_to(upto).freeze();
+        for (p, (from, to)) in out[first..].iter_mut().zip(self.ranges.drain(..)) {
+            p.data = head.slice(from..to);
+        }
     }
 
     /// The last line when it has no terminator (the file will not grow:
@@ -109,7 +127,7 @@ impl LineSplitter {
         let mut out = Vec::new();
         let n = self.buf.len();
         self.emit_line(0, n, n, &mut out);
-        self.buf.clear();
+        self.fill(0, n, &mut out);
         self.buf_start += n as u64;
         self.scanned = 0;
         out.pop()
@@ -135,11 +153,13 @@ impl LineSplitter {
         self.in_long_line = false;
     }
 
-    fn piece(&self, from: usize, to: usize, end: usize) -> Piece {
+    /// A piece whose bytes `fill` gives.
+    fn piece(&mut self, from: usize, to: usize, end: usize) -> Piece {
+        self.ranges.push((from, to));
         Piece {
             start: self.buf_start + from as u64,
             end: self.buf_start + end as u64,
-            data: self.buf[from..to].to_vec(),
+            data: Bytes::new(),
             terminator_only: false,
         }
     }
@@ -173,8 +193,12 @@ impl Multiline {
         match &mut self.current {
             Some(cur) if !self.start.is_match(&line.data) => {
                 if cur.data.len() + 1 + line.data.len() <= self.max {
-                    cur.data.push(b'\n');
-                    cur.data.extend_from_slice(&line.data);
+                    // A record joined before is the only owner of its bytes:
+                    // they are taken back without a copy.
+                    let mut joined = Vec::from(std::mem::take(&mut cur.data));
+                    joined.push(b'\n');
+                    joined.extend_from_slice(&line.data);
+                    cur.data = joined.into();
                     cur.end = line.end;
                     None
                 } else {
@@ -210,7 +234,7 @@ mod tests {
         let v = out
             .into_iter()
             .map(|p| {
-                let d = String::from_utf8(p.data).unwrap();
+                let d = String::from_utf8(p.data.to_vec()).unwrap();
                 (
                     p.start,
                     p.end,
@@ -233,7 +257,7 @@ mod tests {
         let mut out = Vec::new();
         s.feed(b"x\ny", &mut out);
         let last = s.finish().unwrap();
-        assert_eq!((last.start, last.end, last.data), (12, 13, b"y".to_vec()));
+        assert_eq!((last.start, last.end, &last.data[..]), (12, 13, &b"y"[..]));
         assert_eq!(s.fed_to(), 13);
     }
 
@@ -305,7 +329,7 @@ mod tests {
         let p = |s: u64, e: u64, d: &str| Piece {
             start: s,
             end: e,
-            data: d.as_bytes().to_vec(),
+            data: Bytes::copy_from_slice(d.as_bytes()),
             terminator_only: false,
         };
         assert_eq!(m.push(p(0, 11, "2026-01 boom")), None);

@@ -13,6 +13,8 @@
 //! - [`checkpoint`]: the offset before which every record is final (pure),
 //!   and the checkpoint file (written atomically).
 //! - [`dead_letter`]: records that failed for good, with their reason.
+//! - [`rate`]: lines per second over the last seconds, from samples of a
+//!   counter (pure).
 //! - [`reader`]: one file's task: read, rotate, hand records to the
 //!   [`Producer`](crate::Producer), take their results.
 //! - [`source`]: the tables' tasks: discovery, readers, the checkpoint
@@ -25,6 +27,7 @@ pub mod identity;
 pub mod key;
 pub mod lines;
 pub mod process;
+pub mod rate;
 pub mod reader;
 pub mod settings;
 pub mod source;

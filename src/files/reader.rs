@@ -11,11 +11,14 @@
 use super::checkpoint::Tracker;
 use super::dead_letter::{Dead, DeadLetters};
 use super::identity::{self, Resume, Saved, FINGERPRINT_BYTES};
+use super::key::{PartitionKeyRule, RandomKeys};
 use super::lines::{LineSplitter, Multiline, Piece};
 use super::process::{LineContext, Processed};
+use super::rate::LineRate;
 use super::settings::{FileSpec, StartAt};
 use crate::error_code::ErrorCode;
 use crate::ipc::RecordResult;
+use crate::metrics::files::FileSample;
 use crate::pipeline::{Landed, Landing, ResultSink};
 use crate::producer::RecordInput;
 use crate::Producer;
@@ -54,6 +57,9 @@ pub struct FileState {
     pub offset_read: AtomicU64,
     pub size: AtomicU64,
     pub lines: AtomicU64,
+    /// Samples of `lines` for `lines_per_s` (taken by the reader as it passes
+    /// and by `stats`).
+    pub lines_rate: Mutex<LineRate>,
     pub records: AtomicU64,
     pub parse_errors: AtomicU64,
     pub long_lines: AtomicU64,
@@ -63,6 +69,9 @@ pub struct FileState {
     pub closed_early: AtomicU64,
     /// The file is gone (deleted and read): its checkpoint is dropped.
     pub forget: AtomicBool,
+    /// Lines, records, parse errors, long lines and rotations as the last
+    /// [`FileState::take_sample`] saw them (the file metrics get differences).
+    reported: Mutex<[u64; 5]>,
 }
 
 impl FileState {
@@ -81,6 +90,7 @@ impl FileState {
             offset_read: AtomicU64::new(0),
             size: AtomicU64::new(m.len()),
             lines: AtomicU64::new(0),
+            lines_rate: Mutex::new(LineRate::new(Instant::now(), 0)),
             records: AtomicU64::new(0),
             parse_errors: AtomicU64::new(0),
             long_lines: AtomicU64::new(0),
@@ -88,6 +98,7 @@ impl FileState {
             dead_letters: AtomicU64::new(0),
             closed_early: AtomicU64::new(0),
             forget: AtomicBool::new(false),
+            reported: Mutex::new([0; 5]),
         })
     }
 
@@ -126,7 +137,44 @@ impl FileState {
         }
     }
 
+    /// Samples the lines counter for the rate (at most once a second is kept).
+    pub fn observe_lines(&self) -> f64 {
+        let now = Instant::now();
+        let lines = self.lines.load(Ordering::Relaxed);
+        let mut r = self.lines_rate.lock().expect("rate lock");
+        r.observe(now, lines);
+        r.per_second(now, lines)
+    }
+
+    /// The counts since the previous sample and the bytes behind now, for the
+    /// file metrics.
+    pub fn take_sample(&self) -> FileSample {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let now = [
+            g(&self.lines),
+            g(&self.records),
+            g(&self.parse_errors),
+            g(&self.long_lines),
+            g(&self.rotations),
+        ];
+        let before = std::mem::replace(&mut *self.reported.lock().expect("reported lock"), now);
+        let d = |i: usize| now[i].saturating_sub(before[i]);
+        let acked = self.tracker.lock().expect("tracker lock").committed();
+        let bytes_behind = g(&self.size).saturating_sub(acked);
+        FileSample {
+            stream: self.stream.clone(),
+            path: self.path.clone(),
+            lines: d(0),
+            records: d(1),
+            parse_errors: d(2),
+            long_lines: d(3),
+            rotations: d(4),
+            bytes_behind,
+        }
+    }
+
     pub fn stats(&self) -> serde_json::Value {
+        let lines_per_s = self.observe_lines();
         let (acked, in_flight) = {
             let t = self.tracker.lock().expect("tracker lock");
             (t.committed(), t.in_flight())
@@ -144,6 +192,7 @@ impl FileState {
             "bytes_behind": size.saturating_sub(acked),
             "in_flight": in_flight,
             "lines": g(&self.lines),
+            "lines_per_s": lines_per_s,
             "records": g(&self.records),
             "parse_errors": g(&self.parse_errors),
             "long_lines": g(&self.long_lines),
@@ -238,6 +287,8 @@ struct Emit<'a> {
     /// it lets them go (`Tracker::release`).
     holds: Vec<(u64, u64)>,
     batch: Vec<RecordInput>,
+    /// The `random` rule's keys (None for the other rules).
+    random_keys: Option<RandomKeys>,
 }
 
 impl Reader {
@@ -278,6 +329,8 @@ impl Reader {
                 .map(|re| Multiline::new(re, max)),
             holds: Vec::new(),
             batch: Vec::new(),
+            random_keys: (self.spec.partition_key == PartitionKeyRule::Random)
+                .then(RandomKeys::default),
         };
         let poll = self.spec.poll_interval();
         let multiline_timeout = Duration::from_millis(self.spec.table.multiline_timeout_ms);
@@ -332,6 +385,7 @@ impl Reader {
                 }
                 emit.send().await;
                 last_data = Instant::now();
+                st.observe_lines();
                 continue;
             }
             let m = match st.file.metadata() {
@@ -339,6 +393,7 @@ impl Reader {
                 Err(_) => break,
             };
             st.size.store(m.len(), Ordering::Relaxed);
+            st.observe_lines();
             if emit.multiline.as_ref().is_some_and(|m| m.holds())
                 && last_data.elapsed() >= multiline_timeout
             {
@@ -435,6 +490,14 @@ impl Emit<'_> {
 
     async fn record(&mut self, rec: Piece) {
         let st = self.r.state.clone();
+        if self.chain.is_empty() {
+            // Nothing to parse or hold: the line's bytes are the record's.
+            self.push(rec.start, rec.end, rec.data);
+            if self.batch.len() >= BATCH {
+                self.send().await;
+            }
+            return;
+        }
         let ctx = LineContext {
             path: &st.path,
             file_id: &self.file_id,
@@ -450,7 +513,7 @@ impl Emit<'_> {
         }
         match out {
             Processed::Record(data) => {
-                self.push(rec.start, rec.end, data);
+                self.push(rec.start, rec.end, data.into());
                 self.release_holds();
                 if self.batch.len() >= BATCH {
                     self.send().await;
@@ -507,15 +570,17 @@ impl Emit<'_> {
             if err.is_some() {
                 self.r.state.parse_errors.fetch_add(1, Ordering::Relaxed);
             }
-            self.push(at, at, held);
+            self.push(at, at, held.into());
         }
         self.release_holds();
     }
 
-    fn push(&mut self, start: u64, end: u64, data: Vec<u8>) {
+    fn push(&mut self, start: u64, end: u64, data: Bytes) {
         let st = &self.r.state;
-        let key = self.r.spec.partition_key.key(&data, &st.path);
-        let data = Bytes::from(data);
+        let key = match &mut self.random_keys {
+            Some(keys) => keys.next_key(),
+            None => Bytes::from(self.r.spec.partition_key.key(&data, &st.path)),
+        };
         let id = st
             .tracker
             .lock()
@@ -525,7 +590,7 @@ impl Emit<'_> {
         self.batch.push(RecordInput {
             id,
             stream: self.stream.clone(),
-            partition_key: Bytes::from(key),
+            partition_key: key,
             explicit_hash_key: None,
             data,
             compression: None,
@@ -541,5 +606,72 @@ impl Emit<'_> {
             .producer
             .put_with_ttl(batch, 0, self.sink.clone(), false, Some(NO_TTL))
             .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir, text: &str) -> FileState {
+        let path = dir.path().join("app.log");
+        std::fs::write(&path, text).unwrap();
+        let dead = Arc::new(DeadLetters::new(dir.path()));
+        FileState::open("logs", path.to_str().unwrap(), dead).unwrap()
+    }
+
+    #[test]
+    fn a_sample_has_the_counts_since_the_previous_one_and_the_bytes_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(&dir, "one\ntwo\nthree\n");
+        st.lines.fetch_add(3, Ordering::Relaxed);
+        st.records.fetch_add(3, Ordering::Relaxed);
+        st.parse_errors.fetch_add(1, Ordering::Relaxed);
+        let first = st.take_sample();
+        assert_eq!(
+            (
+                first.lines,
+                first.records,
+                first.parse_errors,
+                first.rotations
+            ),
+            (3, 3, 1, 0)
+        );
+        assert_eq!(first.bytes_behind, 14, "nothing acknowledged yet");
+        assert!(first.path.ends_with("app.log") && first.stream == "logs");
+        st.lines.fetch_add(2, Ordering::Relaxed);
+        st.rotations.fetch_add(1, Ordering::Relaxed);
+        st.tracker.lock().unwrap().restart_at(10);
+        let second = st.take_sample();
+        assert_eq!(
+            (
+                second.lines,
+                second.records,
+                second.parse_errors,
+                second.rotations
+            ),
+            (2, 0, 0, 1)
+        );
+        assert_eq!(second.bytes_behind, 4);
+        assert_eq!(st.take_sample().lines, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_give_lines_per_second_while_lines_flow_and_zero_once_they_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = open(&dir, "");
+        for _ in 0..5 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            st.lines.fetch_add(200, Ordering::Relaxed);
+            st.observe_lines();
+        }
+        let v = st.stats();
+        assert_eq!(v["lines"], 1000);
+        let rate = v["lines_per_s"].as_f64().unwrap();
+        assert!((rate - 200.0).abs() < 1e-6, "{rate}");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        st.observe_lines();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(st.stats()["lines_per_s"], 0.0);
     }
 }

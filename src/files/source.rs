@@ -15,6 +15,7 @@ use super::dead_letter::DeadLetters;
 use super::identity::Saved;
 use super::reader::{FileState, Reader};
 use super::settings::{FileSpec, FilesTable};
+use crate::metrics::files::FileSample;
 use crate::Producer;
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
@@ -38,6 +39,8 @@ struct Hub {
     saved: Mutex<HashMap<Key, Saved>>,
     /// Files open now.
     live: Mutex<Vec<Arc<FileState>>>,
+    /// The last counts of files closed since the file metrics' last sample.
+    retired: Mutex<Vec<FileSample>>,
     /// What the last write saved (nothing is written when nothing moved).
     written: Mutex<Vec<Saved>>,
     readers: TaskTracker,
@@ -73,6 +76,7 @@ impl FileSources {
             host: super::host_name(),
             saved: Mutex::new(HashMap::new()),
             live: Mutex::new(Vec::new()),
+            retired: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
             readers: TaskTracker::new(),
         });
@@ -178,6 +182,15 @@ impl FileSources {
     pub fn stats(&self) -> serde_json::Value {
         let live = self.hub.live.lock().expect("live lock");
         serde_json::Value::Array(live.iter().map(|s| s.stats()).collect())
+    }
+
+    /// For the file metrics: per file open now, and per file closed since the
+    /// previous call, what it counted since then.
+    pub fn take_samples(&self) -> Vec<FileSample> {
+        let mut out = std::mem::take(&mut *self.hub.retired.lock().expect("retired lock"));
+        let live = self.hub.live.lock().expect("live lock");
+        out.extend(live.iter().map(|s| s.take_sample()));
+        out
     }
 }
 
@@ -348,6 +361,10 @@ async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToke
                     .lock()
                     .expect("live lock")
                     .retain(|s| !Arc::ptr_eq(s, &state));
+                // After it left `live`: a sample taken meanwhile counted up to
+                // then, and this one the rest.
+                let rest = state.take_sample();
+                h.retired.lock().expect("retired lock").push(rest);
                 let mut saved = h.saved.lock().expect("saved lock");
                 if state.forget.load(std::sync::atomic::Ordering::Relaxed) {
                     saved.remove(&key);

@@ -212,6 +212,7 @@ mod tests {
             error_code: None,
             stream: stream.map(Arc::from),
             shard: shard.map(Arc::from),
+            file: None,
         }
     }
 

@@ -256,6 +256,7 @@ mod tests {
                 error_code: Some(Arc::from("E".repeat(128))),
                 stream: Some(Arc::from("s".repeat(128))),
                 shard: Some(Arc::from("shardId-000000001000")),
+                file: None,
             },
             stat: Stat {
                 count: u64::MAX,
@@ -318,6 +319,7 @@ mod tests {
                     error_code: None,
                     stream: Some("orders".into()),
                     shard: Some(format!("shardId-{i:012}").into()),
+                    file: None,
                 },
                 &st,
             );

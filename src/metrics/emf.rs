@@ -210,6 +210,7 @@ mod tests {
                 error_code: None,
                 stream: Some(stream.clone()),
                 shard: Some("shardId-000000000000".into()),
+                file: None,
             },
             &st,
         );
@@ -221,6 +222,7 @@ mod tests {
                 error_code: Some("ProvisionedThroughputExceededException".into()),
                 stream: Some(stream),
                 shard: None,
+                file: None,
             },
             &e,
         );

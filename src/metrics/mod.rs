@@ -13,6 +13,9 @@
 //! - [`cloudwatch`]: PutMetricData uploads (batched within the API limits;
 //!   failures logged and retried next interval).
 //! - [`emf`]: the same metrics as CloudWatch Embedded Metric Format lines.
+//! - [`files`]: the `[[files]]` readers' counters as series (FileLinesRead,
+//!   FileBytesBehind, ...) per stream and file path, taken as each interval
+//!   closes (pure).
 //! - [`prometheus`]: a small HTTP endpoint in Prometheus text format.
 //! - [`stats`]: the JSON snapshot behind `kpld stats` and its table view.
 //!
@@ -38,6 +41,7 @@
 
 pub mod cloudwatch;
 pub mod emf;
+pub mod files;
 pub mod hot;
 pub mod prometheus;
 pub mod recorder;
@@ -159,6 +163,8 @@ pub(crate) struct Shared {
     gone: Notify,
     /// Per-file stats of the `[[files]]` readers (`files::FileSources`).
     files: std::sync::OnceLock<FilesStats>,
+    /// Their counters since the previous interval, for the file metrics.
+    files_sampler: std::sync::OnceLock<files::FilesSampler>,
 }
 
 /// Gives the `[[files]]` readers' per-file stats as a JSON array.
@@ -199,6 +205,7 @@ impl MetricsHandle {
                 live: AtomicUsize::new(0),
                 gone: Notify::new(),
                 files: std::sync::OnceLock::new(),
+                files_sampler: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -206,6 +213,12 @@ impl MetricsHandle {
     /// Where `kpld stats` and Prometheus take the per-file stats from (set once).
     pub fn set_files_stats(&self, f: FilesStats) {
         let _ = self.shared.files.set(f);
+    }
+
+    /// Where the file metrics come from (set once). Each interval's close
+    /// takes one sample.
+    pub fn set_files_sampler(&self, f: files::FilesSampler) {
+        let _ = self.shared.files_sampler.set(f);
     }
 
     /// The per-file stats, when log files are configured.
@@ -222,12 +235,23 @@ impl MetricsHandle {
         StreamMetrics::new(self.shared.clone(), name.clone())
     }
 
-    /// Ends the current upload interval and returns its published series.
+    /// Ends the current upload interval and returns its published series
+    /// (the files' counters are taken now, before the registry is locked).
     pub fn close_interval(&self) -> IntervalReport {
+        let filter = self.filter();
+        let file_leaves = match self.shared.files_sampler.get() {
+            Some(sample) if filter.level != Level::None => files::leaves(&sample(), filter),
+            _ => Vec::new(),
+        };
         let ts = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        self.with_registry(|r| r.close_interval(ts))
+        self.with_registry(|r| {
+            for (k, st) in file_leaves {
+                r.add_leaf(k, &st);
+            }
+            r.close_interval(ts)
+        })
     }
 
     /// The `kpld stats` JSON document (`outstanding`: the producer's count
@@ -528,5 +552,53 @@ mod tests {
             ..MetricsConfig::default()
         };
         assert!(!emf.uploads_to_cloudwatch(), "EMF replaces the API upload");
+    }
+
+    #[test]
+    fn file_counters_become_series_with_their_path_when_an_interval_closes() {
+        use std::sync::atomic::AtomicU64;
+        let h = MetricsHandle::new(&MetricsConfig::default());
+        let lines = Arc::new(AtomicU64::new(0));
+        let l = lines.clone();
+        h.set_files_sampler(Box::new(move || {
+            vec![files::FileSample {
+                stream: "logs".into(),
+                path: "/var/log/app.log".into(),
+                lines: l.swap(0, Ordering::Relaxed),
+                bytes_behind: 42,
+                ..Default::default()
+            }]
+        }));
+        lines.store(10, Ordering::Relaxed);
+        let rep = h.close_interval();
+        let per_file = |rep: &IntervalReport, m: Metric| {
+            rep.data
+                .iter()
+                .find(|d| d.key.metric == m && d.key.file.is_some())
+                .map(|d| d.stat)
+        };
+        assert_eq!(per_file(&rep, Metric::FileLinesRead).unwrap().sum, 10.0);
+        assert_eq!(per_file(&rep, Metric::FileBytesBehind).unwrap().sum, 42.0);
+        // The EMF line of the file names it, as a dimension.
+        let lines = emf::render(&rep, "NS");
+        let doc: serde_json::Value = lines
+            .iter()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|d| d.get("FilePath").is_some())
+            .expect("an EMF document per file");
+        assert_eq!(doc["FilePath"], "/var/log/app.log");
+        assert_eq!(doc["StreamName"], "logs");
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0],
+            serde_json::json!(["StreamName", "FilePath"])
+        );
+        assert_eq!(doc["FileLinesRead"]["Sum"], 10);
+        assert_eq!(doc["FileBytesBehind"]["Sum"], 42);
+        // Nothing more read: no lines, but the lag is still reported.
+        let rep = h.close_interval();
+        assert!(per_file(&rep, Metric::FileLinesRead).is_none());
+        assert!(per_file(&rep, Metric::FileBytesBehind).is_some());
+        // Prometheus has the files from their stats, not as KPL summaries.
+        assert!(!h.prometheus_text().contains("kpld_file_lines_read"));
     }
 }

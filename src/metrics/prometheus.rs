@@ -117,6 +117,11 @@ pub fn render(handle: &MetricsHandle) -> String {
         let mut by_metric: BTreeMap<Metric, BTreeMap<SeriesKey, Stat>> = BTreeMap::new();
         let totals = reg.totals_at(filter.granularity);
         for (k, st) in totals {
+            if k.metric.is_file() {
+                // The files have their own families below (`kpld_file_*`), from
+                // the readers' counters, at every granularity.
+                continue;
+            }
             let g = if k.metric.is_time() {
                 filter.granularity.min(Granularity::Stream)
             } else {

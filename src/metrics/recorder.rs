@@ -331,6 +331,7 @@ impl StreamMetrics {
             error_code: code.cloned(),
             stream: Some(self.stream.clone()),
             shard: shard.cloned(),
+            file: None,
         };
         for m in Metric::ALL {
             let s = self.direct[m.index()].take();
@@ -385,6 +386,7 @@ impl StreamMetrics {
                             error_code: None,
                             stream: Some(self.stream.clone()),
                             shard: Some(sh.id.clone()),
+                            file: None,
                         },
                         &s,
                     );

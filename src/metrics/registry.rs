@@ -42,10 +42,18 @@ pub enum Metric {
     UserRecordsPerKinesisRecord,
     KinesisRecordsPerPutRecordsRequest,
     UserRecordsPerPutRecordsRequest,
+    // Beyond the KPL: the `[[files]]` readers, per stream and file
+    // (`super::files`).
+    FileLinesRead,
+    FileRecordsSent,
+    FileBytesBehind,
+    FileParseErrors,
+    FileLongLines,
+    FileRotations,
 }
 
 /// Number of [`Metric`] variants (array sizes on the record path).
-pub const METRIC_COUNT: usize = 15;
+pub const METRIC_COUNT: usize = 21;
 
 /// CloudWatch units the KPL uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +94,12 @@ impl Metric {
         Metric::UserRecordsPerKinesisRecord,
         Metric::KinesisRecordsPerPutRecordsRequest,
         Metric::UserRecordsPerPutRecordsRequest,
+        Metric::FileLinesRead,
+        Metric::FileRecordsSent,
+        Metric::FileBytesBehind,
+        Metric::FileParseErrors,
+        Metric::FileLongLines,
+        Metric::FileRotations,
     ];
 
     /// Index into per-metric arrays.
@@ -111,18 +125,28 @@ impl Metric {
             Metric::UserRecordsPerKinesisRecord => "UserRecordsPerKinesisRecord",
             Metric::KinesisRecordsPerPutRecordsRequest => "KinesisRecordsPerPutRecordsRequest",
             Metric::UserRecordsPerPutRecordsRequest => "UserRecordsPerPutRecordsRequest",
+            Metric::FileLinesRead => "FileLinesRead",
+            Metric::FileRecordsSent => "FileRecordsSent",
+            Metric::FileBytesBehind => "FileBytesBehind",
+            Metric::FileParseErrors => "FileParseErrors",
+            Metric::FileLongLines => "FileLongLines",
+            Metric::FileRotations => "FileRotations",
         }
     }
 
     pub fn unit(self) -> Unit {
         match self {
-            Metric::UserRecordsDataPut | Metric::KinesisRecordsDataPut => Unit::Bytes,
+            Metric::UserRecordsDataPut
+            | Metric::KinesisRecordsDataPut
+            | Metric::FileBytesBehind => Unit::Bytes,
             Metric::BufferingTime | Metric::RequestTime => Unit::Milliseconds,
             _ => Unit::Count,
         }
     }
 
-    /// The level the KPL assigns (aws/metrics/metrics_constants.cc).
+    /// The level the KPL assigns (aws/metrics/metrics_constants.cc). Of the
+    /// file metrics, what an alarm watches (lines flowing, lag, lines that
+    /// did not parse) is in `summary`.
     pub fn level(self) -> Level {
         match self {
             Metric::UserRecordsPut
@@ -130,9 +154,25 @@ impl Metric {
             | Metric::ErrorsByCode
             | Metric::AllErrors
             | Metric::UserRecordExpired
-            | Metric::BufferingTime => Level::Summary,
+            | Metric::BufferingTime
+            | Metric::FileLinesRead
+            | Metric::FileBytesBehind
+            | Metric::FileParseErrors => Level::Summary,
             _ => Level::Detailed,
         }
+    }
+
+    /// Fed by the `[[files]]` readers, with a FilePath dimension.
+    pub fn is_file(self) -> bool {
+        matches!(
+            self,
+            Metric::FileLinesRead
+                | Metric::FileRecordsSent
+                | Metric::FileBytesBehind
+                | Metric::FileParseErrors
+                | Metric::FileLongLines
+                | Metric::FileRotations
+        )
     }
 
     /// Times are also kept as HDR histograms.
@@ -262,17 +302,21 @@ pub fn new_time_histogram() -> Histogram<u64> {
 }
 
 /// The dimensions of one series. `stream` is None only for global series.
+/// File metrics have `file` (the path) where the KPL's have `shard`: the
+/// most specific dimension, below the stream, published at `shard`
+/// granularity only (a host can have as many files as a stream has shards).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SeriesKey {
     pub metric: Metric,
     pub error_code: Option<Arc<str>>,
     pub stream: Option<Arc<str>>,
     pub shard: Option<Arc<str>>,
+    pub file: Option<Arc<str>>,
 }
 
 impl SeriesKey {
     pub fn granularity(&self) -> Granularity {
-        if self.shard.is_some() {
+        if self.shard.is_some() || self.file.is_some() {
             Granularity::Shard
         } else if self.stream.is_some() {
             Granularity::Stream
@@ -293,11 +337,14 @@ impl SeriesKey {
         if let Some(s) = &self.shard {
             d.push(("ShardId", &**s));
         }
+        if let Some(f) = &self.file {
+            d.push(("FilePath", &**f));
+        }
         d
     }
 
     /// Every prefix of the KPL dimension chain, this key included:
-    /// `[] → [ErrorCode] → [.., StreamName] → [.., ShardId]`.
+    /// `[] → [ErrorCode] → [.., StreamName] → [.., ShardId]` (or `[.., FilePath]`).
     pub fn prefixes(&self) -> Vec<SeriesKey> {
         let mut out = Vec::with_capacity(4);
         let mut k = SeriesKey {
@@ -305,6 +352,7 @@ impl SeriesKey {
             error_code: None,
             stream: None,
             shard: None,
+            file: None,
         };
         out.push(k.clone());
         if self.error_code.is_some() {
@@ -314,8 +362,9 @@ impl SeriesKey {
         if self.stream.is_some() {
             k.stream = self.stream.clone();
             out.push(k.clone());
-            if self.shard.is_some() {
+            if self.shard.is_some() || self.file.is_some() {
                 k.shard = self.shard.clone();
+                k.file = self.file.clone();
                 out.push(k);
             }
         }
@@ -552,6 +601,7 @@ pub fn truncate(key: &SeriesKey, g: Granularity) -> SeriesKey {
     let mut k = key.clone();
     if g < Granularity::Shard {
         k.shard = None;
+        k.file = None;
     }
     if g < Granularity::Stream {
         k.stream = None;
@@ -570,6 +620,7 @@ mod tests {
             error_code: code.map(Arc::from),
             stream: stream.map(Arc::from),
             shard: shard.map(Arc::from),
+            file: None,
         }
     }
 
@@ -603,9 +654,16 @@ mod tests {
                 "ErrorsByCode",
                 "AllErrors",
                 "UserRecordExpired",
-                "BufferingTime"
+                "BufferingTime",
+                // kpld's own, after the KPL's:
+                "FileLinesRead",
+                "FileBytesBehind",
+                "FileParseErrors",
             ]
         );
+        let kpl = Metric::ALL.iter().take_while(|m| !m.is_file()).count();
+        assert_eq!(kpl, 15, "the KPL's metrics come first, in its order");
+        assert!(Metric::ALL[kpl..].iter().all(|m| m.is_file()));
         for m in Metric::ALL {
             assert_eq!(Metric::from_name(m.name()), Some(m));
         }

@@ -279,13 +279,22 @@ fn render_files(out: &mut String, files: &Value) {
     };
     let _ = writeln!(
         out,
-        "\nfiles: {:<40} {:>12} {:>12} {:>10} {:>9} {:>6} {:>6} {:>5} {:>4}",
-        "path -> stream", "read", "acked", "behind", "lines", "parse", "long", "rot", "dead"
+        "\nfiles: {:<40} {:>12} {:>12} {:>10} {:>9} {:>8} {:>6} {:>6} {:>5} {:>4}",
+        "path -> stream",
+        "read",
+        "acked",
+        "behind",
+        "lines",
+        "lines/s",
+        "parse",
+        "long",
+        "rot",
+        "dead"
     );
     for f in files {
         let _ = writeln!(
             out,
-            "       {:<40} {:>12} {:>12} {:>10} {:>9} {:>6} {:>6} {:>5} {:>4}",
+            "       {:<40} {:>12} {:>12} {:>10} {:>9} {:>8.1} {:>6} {:>6} {:>5} {:>4}",
             format!(
                 "{} -> {}",
                 f["path"].as_str().unwrap_or("?"),
@@ -295,6 +304,7 @@ fn render_files(out: &mut String, files: &Value) {
             int(&f["offset_acked"]),
             int(&f["bytes_behind"]),
             int(&f["lines"]),
+            num(&f["lines_per_s"]),
             int(&f["parse_errors"]),
             int(&f["long_lines"]),
             int(&f["rotations"]),
@@ -406,5 +416,33 @@ mod tests {
             .all(|s| s["idle"] == true));
         assert_eq!(v["streams"][0]["records_per_s"], 0.0);
         drop(m);
+    }
+}
+
+#[cfg(test)]
+mod files_table_tests {
+    use super::*;
+
+    #[test]
+    fn the_files_table_shows_each_file_with_its_lines_per_second() {
+        let v = json!({
+            "version": "0.1.0", "uptime_s": 1.0, "metrics": {}, "streams": [],
+            "files": [{"path": "/var/log/a.log", "stream": "logs", "offset_read": 4096,
+                "offset_acked": 4000, "bytes_behind": 96, "lines": 123, "lines_per_s": 41.26,
+                "parse_errors": 2, "long_lines": 0, "rotations": 1, "dead_letters": 0}],
+        });
+        let table = render_table(&v);
+        let header = table.lines().find(|l| l.starts_with("files:")).unwrap();
+        assert!(header.contains("lines/s"), "{table}");
+        let row = table
+            .lines()
+            .find(|l| l.contains("/var/log/a.log -> logs"))
+            .unwrap();
+        assert!(row.contains(" 123     41.3 "), "{row}");
+        // Columns line up with the header's.
+        assert_eq!(
+            header.find("lines/s").unwrap() + "lines/s".len(),
+            row.find("41.3").unwrap() + 4
+        );
     }
 }

@@ -16,7 +16,9 @@ the aggregates apart) and every line written must be there.
 - a line of several MiB is split into records of max_line_bytes that rebuild it;
 - logrotate with compress (the renamed file is gzipped and deleted while kpld reads it);
 - 100 files under a `**` glob written at once, all read;
-- per processor, a line it cannot parse is sent raw and counted.
+- per processor, a line it cannot parse is sent raw and counted;
+- `lines_per_s` in `kpld stats` is above 0 while a writer appends and drops to 0 after it
+  stops, and the Prometheus scrape has each file's lines under its path.
 
 No assertion is about time: waits are bounded loops that fail with what was missing.
 `make_stream` comes before `kpld` in each test's fixtures, so the daemon is stopped before
@@ -34,6 +36,9 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import socket
+import urllib.request
 
 import pytest
 
@@ -558,3 +563,84 @@ def test_a_line_a_processor_cannot_parse_is_sent_raw_and_counted(
     )
     assert s["files"][0]["lines"] == 2
     assert "did not parse" in daemon.log()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_lines_per_second_shows_while_a_writer_appends_and_prometheus_names_each_file(
+    make_stream, kpld, kpld_bin, kinesis, tmp_path
+):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    stream = make_stream(kinesis, 2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    quiet = logs / "quiet.log"
+    quiet.write_text("".join(f"quiet {i}\n" for i in range(50)))
+    busy = logs / "busy.log"
+    busy.write_text("")
+    port = free_port()
+    daemon = kpld(
+        state_dir=str(tmp_path / "state"),
+        files=[table(stream, [f"{logs}/*.log"])],
+        metrics_prometheus_addr=f"127.0.0.1:{port}",
+    )
+    stop = threading.Event()
+    written: list[str] = []
+
+    def append() -> None:
+        with open(busy, "a", buffering=1) as f:
+            i = 0
+            while not stop.is_set():
+                line = f"busy {i:07d}"
+                f.write(line + "\n")
+                written.append(line)
+                i += 1
+                if i % 20 == 0:
+                    time.sleep(0.01)
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        s = wait_stats(
+            kpld_bin,
+            daemon,
+            "busy.log has lines/s above 0 while its writer appends",
+            lambda s: any(
+                Path(f["path"]).name == "busy.log" and f["lines_per_s"] > 0
+                for f in s.get("files") or []
+            ),
+        )
+        assert writer.is_alive(), "the writer was still appending when the rate was read"
+    finally:
+        stop.set()
+        writer.join()
+    by_name = {Path(f["path"]).name: f for f in s["files"]}
+    assert isinstance(by_name["quiet.log"]["lines_per_s"], float)
+    wait_lines(kinesis, stream, set(written) | {f"quiet {i}" for i in range(50)}, daemon)
+    # Nothing more is written: the rate falls to 0 once the window has passed.
+    s = wait_stats(
+        kpld_bin,
+        daemon,
+        "every file caught up and at 0 lines/s",
+        lambda s: len(s.get("files") or []) == 2
+        and all(f["bytes_behind"] == 0 and f["lines_per_s"] == 0 for f in s["files"]),
+    )
+    by_name = {Path(f["path"]).name: f for f in s["files"]}
+    assert by_name["busy.log"]["lines"] == len(written)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        text = r.read().decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    lines = families["kpld_file_lines"]
+    assert lines.type == "counter"
+    per_path = {s.labels["path"]: s.value for s in lines.samples if s.labels["stream"] == stream}
+    assert per_path == {str(busy): len(written), str(quiet): 50}, per_path
+    behind = {s.labels["path"]: s.value for s in families["kpld_file_bytes_behind"].samples}
+    assert behind == {str(busy): 0, str(quiet): 0}
+    # The file metrics are the kpld_file_* families, not summaries of the KPL's kind.
+    assert "kpld_file_lines_read" not in families

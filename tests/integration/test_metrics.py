@@ -59,6 +59,9 @@ DETAILED = SUMMARY | {
     "KinesisRecordsPerPutRecordsRequest",
     "UserRecordsPerPutRecordsRequest",
 }
+# kpld's own, for `[[files]]`: per stream and file path (StreamName, FilePath).
+FILE_SUMMARY = {"FileLinesRead", "FileBytesBehind", "FileParseErrors"}
+FILE_METRICS = FILE_SUMMARY | {"FileRecordsSent", "FileLongLines", "FileRotations"}
 # Metrics a clean run (no errors, no expiry) records.
 CLEAN_RUN = DETAILED - {"ErrorsByCode", "UserRecordExpired"}
 UNITS = {
@@ -67,6 +70,7 @@ UNITS = {
     "BufferingTime": "Milliseconds",
     "RequestTime": "Milliseconds",
 }
+FILE_UNITS = {"FileBytesBehind": "Bytes"}
 # Metrics the KPL records per PutRecords call: stream level only.
 STREAM_ONLY = {
     "UserRecordsReceived",
@@ -613,3 +617,130 @@ def test_kpld_stats_prints_a_json_snapshot_and_a_live_table(
         timeout=60,
     )
     assert missing.returncode == 1 and "none.sock" in missing.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# [[files]]: the file metrics
+
+
+def files_daemon(kpld, kinesis, make_stream, tmp_path, **kw):
+    """kpld reading two log files of known lines (one a parse error) into a new stream."""
+    stream = make_stream(kinesis, 2)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    a, b = logs / "a.log", logs / "b.log"
+    a.write_text("".join(f"{i},x\n" for i in range(300)))
+    b.write_text("".join(f"{i},y\n" for i in range(199)) + '9,"unterminated\n')
+    table = {
+        "paths": [f"{logs}/*.log"],
+        "stream": stream,
+        "start_at": "beginning",
+        "poll_interval_ms": 50,
+        "checkpoint_interval_ms": 100,
+        "processing": [{"kind": "csv_to_json", "fields": ["n", "v"]}],
+    }
+    daemon = kpld(state_dir=str(tmp_path / "state"), files=[table], **kw)
+    return daemon, stream, {str(a): (300, 0), str(b): (200, 1)}
+
+
+def files_done(kpld_bin, daemon, files: dict) -> None:
+    def done():
+        out = subprocess.run(
+            [kpld_bin, "stats", "--socket", daemon.socket_path, "--json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        got = json.loads(out.stdout).get("files") or []
+        return len(got) == len(files) and all(
+            f["bytes_behind"] == 0 and f["lines"] == files[f["path"]][0] for f in got
+        )
+
+    wait_for("every file read and acknowledged", done)
+
+
+def test_cloudwatch_upload_has_a_series_per_file_with_its_lines_errors_and_lag(
+    kpld, kpld_bin, kinesis, make_stream, cloudwatch, moto_endpoint, tmp_path
+):
+    ns = namespace()
+    daemon, stream, files = files_daemon(
+        kpld,
+        kinesis,
+        make_stream,
+        tmp_path,
+        cloudwatch_endpoint=moto_endpoint,
+        metrics_namespace=ns,
+        metrics_upload_delay_ms=1000,
+    )
+    files_done(kpld_bin, daemon, files)
+    stop(daemon)
+
+    metrics = all_metrics(cloudwatch, ns)
+    assert {"FileLinesRead", "FileRecordsSent", "FileBytesBehind", "FileParseErrors"} <= set(
+        metrics
+    ), sorted(metrics)
+    assert not {"FileLongLines", "FileRotations"} & set(metrics), "nothing counted, not sent"
+    per_file = {((("FilePath", p), ("StreamName", stream))) for p in files}
+    assert metrics["FileLinesRead"] == {(), (("StreamName", stream),)} | per_file
+    for path, (lines, errors) in files.items():
+        dims = {"StreamName": stream, "FilePath": path}
+        read = statistics(cloudwatch, ns, "FileLinesRead", dims)
+        assert (read["sum"], read["units"]) == (lines, {"Count"}), (path, read)
+        assert statistics(cloudwatch, ns, "FileRecordsSent", dims)["sum"] == lines
+        behind = statistics(cloudwatch, ns, "FileBytesBehind", dims)
+        assert behind["count"] >= 1 and behind["min"] == 0 and behind["units"] == {"Bytes"}
+        if errors:
+            assert statistics(cloudwatch, ns, "FileParseErrors", dims)["sum"] == errors
+    assert (("FilePath", str(tmp_path / "logs" / "a.log")), ("StreamName", stream)) not in metrics[
+        "FileParseErrors"
+    ], "a file without parse errors has no such series"
+
+
+def test_emf_lines_name_each_file_and_stream_granularity_keeps_only_their_totals(
+    kpld, kpld_bin, kinesis, make_stream, tmp_path
+):
+    import jsonschema
+
+    validator = jsonschema.Draft7Validator(EMF_SCHEMA)
+    for granularity in ("shard", "stream"):
+        here = tmp_path / granularity
+        here.mkdir()
+        path = here / "metrics.emf"
+        daemon, stream, files = files_daemon(
+            kpld,
+            kinesis,
+            make_stream,
+            here,
+            metrics_emf_path=str(path),
+            metrics_upload_delay_ms=1000,
+            metrics_granularity=granularity,
+        )
+        files_done(kpld_bin, daemon, files)
+        stop(daemon)
+        per_file: Counter = Counter()
+        behind: dict[str, float] = {}
+        stream_lines = 0
+        for line in path.read_text().splitlines():
+            doc = json.loads(line)
+            errors = sorted(validator.iter_errors(doc), key=str)
+            assert not errors, (line, [e.message for e in errors])
+            directive = doc["_aws"]["CloudWatchMetrics"][0]
+            dims = tuple(directive["Dimensions"][0])
+            for m in directive["Metrics"]:
+                assert m["Name"] in DETAILED | FILE_METRICS, m
+                assert m.get("Unit") == {**UNITS, **FILE_UNITS}.get(m["Name"], "Count")
+                check_metric_value(m["Name"], doc[m["Name"]])
+            if dims == ("StreamName", "FilePath") and doc["StreamName"] == stream:
+                per_file[doc["FilePath"]] += doc.get("FileLinesRead", {}).get("Sum", 0)
+                if "FileBytesBehind" in doc:
+                    behind[doc["FilePath"]] = doc["FileBytesBehind"]["Min"]
+            if dims == ("StreamName",) and doc["StreamName"] == stream:
+                stream_lines += doc.get("FileLinesRead", {}).get("Sum", 0)
+        assert stream_lines == 500, granularity
+        if granularity == "shard":
+            assert per_file == {p: n for p, (n, _) in files.items()}
+            # The last interval (at shutdown) has each file's lag: all acknowledged.
+            assert behind == {p: 0 for p in files}
+        else:
+            assert per_file == {}, "no series per file below shard granularity"
