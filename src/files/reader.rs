@@ -32,8 +32,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-/// Bytes read at a time.
-pub const CHUNK: usize = 256 * 1024;
+/// Bytes read at a time. Records are slices of the buffer they were read
+/// into, so one record not yet final keeps its buffer: at this size a
+/// throttled shard's records pin about what a socket client's frames of
+/// 500-1000 records would.
+pub const CHUNK: usize = 64 * 1024;
 /// A rotated or deleted file is closed once it has not grown for this long
 /// (and its records are acknowledged): a writer that opened it before the
 /// rename may still be writing to it.
