@@ -163,6 +163,7 @@ pub(crate) struct Shared {
     gone: Notify,
     /// Per-file stats of the `[[files]]` readers (`files::FileSources`).
     files: std::sync::OnceLock<FilesStats>,
+    spool: std::sync::OnceLock<FilesStats>,
     /// Their counters since the previous interval, for the file metrics.
     files_sampler: std::sync::OnceLock<files::FilesSampler>,
 }
@@ -205,6 +206,7 @@ impl MetricsHandle {
                 live: AtomicUsize::new(0),
                 gone: Notify::new(),
                 files: std::sync::OnceLock::new(),
+                spool: std::sync::OnceLock::new(),
                 files_sampler: std::sync::OnceLock::new(),
             }),
         }
@@ -219,6 +221,20 @@ impl MetricsHandle {
     /// takes one sample.
     pub fn set_files_sampler(&self, f: files::FilesSampler) {
         let _ = self.shared.files_sampler.set(f);
+    }
+
+    /// Where Prometheus takes the spool's state from (set once).
+    pub fn set_spool_stats(&self, f: FilesStats) {
+        let _ = self.shared.spool.set(f);
+    }
+
+    /// The spool's state (`kpld stats`' `spool`), when a spool is open.
+    pub fn spool_stats(&self) -> Option<serde_json::Value> {
+        self.shared
+            .spool
+            .get()
+            .map(|f| f())
+            .filter(|v| !v.is_null())
     }
 
     /// The per-file stats, when log files are configured.

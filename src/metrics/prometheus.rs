@@ -184,7 +184,70 @@ pub fn render(handle: &MetricsHandle) -> String {
     if let Some(files) = handle.files_stats() {
         render_files(&mut out, &files);
     }
+    if let Some(spool) = handle.spool_stats() {
+        render_spool(&mut out, &spool);
+    }
     out
+}
+
+/// The spool of `durability = "disk"` streams (docs/spool.md).
+fn render_spool(out: &mut String, spool: &Value) {
+    const SERIES: &[(&str, &str, &str, &str)] = &[
+        ("bytes", "bytes", "gauge", "Bytes of live segment files."),
+        ("segments", "segments", "gauge", "Live segment files."),
+        (
+            "entries_pending",
+            "entries_pending",
+            "gauge",
+            "Spooled records not yet final.",
+        ),
+        (
+            "entries_appended",
+            "entries_appended",
+            "counter",
+            "Records spooled since start.",
+        ),
+        (
+            "fsyncs",
+            "fsyncs",
+            "counter",
+            "fdatasync calls of the spool.",
+        ),
+        (
+            "full_events",
+            "full_events",
+            "counter",
+            "Appends that found the spool or the disk full.",
+        ),
+        (
+            "dead_lettered",
+            "dead_lettered",
+            "counter",
+            "Spooled records that failed for good (in the dead-letter file).",
+        ),
+    ];
+    for (name, field, ty, help) in SERIES {
+        let fam = format!("kpld_spool_{name}");
+        let _ = writeln!(out, "# HELP {fam} {help}");
+        let _ = writeln!(out, "# TYPE {fam} {ty}");
+        let _ = writeln!(out, "{fam} {}", spool[*field].as_u64().unwrap_or(0));
+    }
+    let fam = "kpld_spool_replayed";
+    let _ = writeln!(
+        out,
+        "# HELP {fam} Records replayed from the spool at start, by outcome (pending: not yet final)."
+    );
+    let _ = writeln!(out, "# TYPE {fam} gauge");
+    for outcome in [
+        "replayed",
+        "landed",
+        "dead_lettered",
+        "left_in_spool",
+        "pending",
+    ] {
+        let v = spool["replay"][outcome].as_u64().unwrap_or(0);
+        let _ = writeln!(out, "{fam}{} {v}", labels(&[("outcome", outcome)]));
+    }
 }
 
 /// Per open log file (`[[files]]`): offsets, bytes behind and counts.
@@ -408,6 +471,33 @@ mod tests {
     use crate::ipc::Attempt;
     use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn the_spool_is_rendered_with_its_replay_outcomes_once_a_spool_is_open() {
+        let h = MetricsHandle::new(&MetricsConfig::default());
+        assert!(!render(&h).contains("kpld_spool_"), "no spool, no series");
+        h.set_spool_stats(Box::new(|| {
+            serde_json::json!({
+                "bytes": 4096, "segments": 1, "entries_pending": 7, "entries_appended": 9,
+                "fsyncs": 3, "full_events": 0, "dead_lettered": 1,
+                "replay": {"replayed": 5, "landed": 4, "dead_lettered": 1, "left_in_spool": 0, "pending": 0},
+            })
+        }));
+        let text = render(&h);
+        for line in [
+            "kpld_spool_bytes 4096",
+            "kpld_spool_entries_pending 7",
+            "kpld_spool_fsyncs 3",
+            "kpld_spool_dead_lettered 1",
+            "kpld_spool_replayed{outcome=\"landed\"} 4",
+            "# TYPE kpld_spool_entries_appended counter",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from:\n{text}"
+            );
+        }
+    }
 
     #[test]
     fn names_follow_prometheus_conventions() {

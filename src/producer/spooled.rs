@@ -80,6 +80,13 @@ impl Producer {
         if self.inner.durable.set(durable).is_err() {
             panic!("attach_spool is called once");
         }
+        // Weak: the metrics live inside the producer.
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.metrics.set_spool_stats(Box::new(move || {
+            weak.upgrade()
+                .and_then(|inner| Producer { inner }.spool_stats())
+                .unwrap_or(serde_json::Value::Null)
+        }));
     }
 
     /// The spool's state for `kpld stats`: None without a spool.
