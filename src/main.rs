@@ -595,6 +595,14 @@ async fn run(
             "connections are checked against allowed_uids / allowed_gids"
         );
     }
+    // A setting that only fails once used: said, the socket file removed, exit 2.
+    let refuse_start = |e: String| {
+        eprintln!("kpld: configuration error: {e}");
+        if let Some(f) = &socket_file {
+            let _ = f.remove_if_unchanged();
+        }
+        2u8
+    };
     let metrics_cfg = kpld::metrics::MetricsConfig::from_config(&cfg);
     let producer = kpld::Producer::with_stream_apis(cfg, Arc::new(api), stream_apis);
     let metrics = match kpld::metrics::Metrics::start(
@@ -605,23 +613,12 @@ async fn run(
     .await
     {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("kpld: configuration error: {e}");
-            if let Some(f) = &socket_file {
-                let _ = f.remove_if_unchanged();
-            }
-            return Ok(2);
-        }
+        Err(e) => return Ok(refuse_start(e.to_string())),
     };
     let spool = match open_spool(&producer, &current) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("kpld: configuration error: {e}");
-            if let Some(f) = &socket_file {
-                let _ = f.remove_if_unchanged();
-            }
-            return Ok(2);
-        }
+        // `:#`: the spool's own error after the context naming spool_dir.
+        Err(e) => return Ok(refuse_start(format!("{e:#}"))),
     };
     let files = match kpld::files::FileSources::start(
         producer.clone(),
@@ -629,13 +626,7 @@ async fn run(
         &current.files,
     ) {
         Ok(f) => Arc::new(f),
-        Err(e) => {
-            eprintln!("kpld: configuration error: {e}");
-            if let Some(f) = &socket_file {
-                let _ = f.remove_if_unchanged();
-            }
-            return Ok(2);
-        }
+        Err(e) => return Ok(refuse_start(e.to_string())),
     };
     let weak = Arc::downgrade(&files);
     producer.metrics().set_files_stats(Box::new(move || {

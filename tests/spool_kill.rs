@@ -192,3 +192,44 @@ async fn every_accepted_record_survives_sigkill_at_random_moments() {
     let (status, log) = d.stop().await;
     assert!(status.success(), "kpld exit: {status:?}\n{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_kpld_on_the_same_spool_refuses_to_start_naming_it() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("d", 1)).await;
+    let spool = tempfile::tempdir().unwrap();
+    let first = Daemon::start(&fake.endpoint(), &config(spool.path())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("kpld.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "socket_path = {:?}\nregion = \"us-east-1\"\nkinesis_endpoint = \"{}\"\nmetrics_level = \"none\"\n{}",
+            dir.path().join("second.sock"),
+            fake.endpoint(),
+            config(spool.path())
+        ),
+    )
+    .unwrap();
+    // Bounded by timeout(1): it must exit at once, not wait for the lock.
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_kpld"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("spool_dir") && err.contains("in use by another process"),
+        "the error names the setting and the cause: {err}"
+    );
+    assert!(
+        !dir.path().join("second.sock").exists(),
+        "its socket file is removed"
+    );
+    let (status, log) = first.stop().await;
+    assert!(status.success(), "{log}");
+}
