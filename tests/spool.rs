@@ -71,6 +71,29 @@ fn settings(dir: &Path) -> SpoolSettings {
     }
 }
 
+/// A spool of 4 KiB segments bounded at two of them: full after a few appends.
+fn two_segments_at_most(dir: &Path) -> Spool {
+    let s = SpoolSettings {
+        segment_bytes: 4096,
+        max_bytes: 8192,
+        ..settings(dir)
+    };
+    Spool::open(s).unwrap().0
+}
+
+/// Ten records appended on `rt`, waiting for room.
+fn append_waiting_for_room(
+    rt: &tokio::runtime::Runtime,
+    spool: &Spool,
+) -> tokio::task::JoinHandle<Result<kpld::spool::Ticket, SpoolError>> {
+    let spool = spool.clone();
+    rt.spawn(async move {
+        let recs: Vec<Rec> = (0..10).map(rec).collect();
+        let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
+        spool.append(&refs, true).await
+    })
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -478,12 +501,7 @@ fn segments_are_removed_once_all_their_entries_are_done() {
 #[test]
 fn max_bytes_refuses_at_once_or_waits_until_done_frees_a_segment() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = SpoolSettings {
-        segment_bytes: 4096,
-        max_bytes: 8192,
-        ..settings(tmp.path())
-    };
-    let (spool, _, _) = Spool::open(s).unwrap();
+    let spool = two_segments_at_most(tmp.path());
     let rt = rt();
     let recs: Vec<Rec> = (0..10).map(rec).collect();
     let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
@@ -504,14 +522,7 @@ fn max_bytes_refuses_at_once_or_waits_until_done_frees_a_segment() {
     assert!(full.to_string().contains("max_spool_bytes"), "{full}");
     assert!(spool.stats().bytes <= 8192);
 
-    let waiting = {
-        let spool = spool.clone();
-        rt.spawn(async move {
-            let recs: Vec<Rec> = (0..10).map(rec).collect();
-            let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
-            spool.append(&refs, true).await
-        })
-    };
+    let waiting = append_waiting_for_room(&rt, &spool);
     // It cannot finish however long it is given: nothing is done yet.
     std::thread::sleep(Duration::from_millis(300));
     assert!(
@@ -818,26 +829,14 @@ fn entries_done_after_open_are_not_replayed() {
 #[test]
 fn an_append_waiting_for_room_gets_closed_when_the_spool_closes() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = SpoolSettings {
-        segment_bytes: 4096,
-        max_bytes: 8192,
-        ..settings(tmp.path())
-    };
-    let (spool, _, _) = Spool::open(s).unwrap();
+    let spool = two_segments_at_most(tmp.path());
     let rt = rt();
     let recs: Vec<Rec> = (0..10).map(rec).collect();
     let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
     while rt.block_on(spool.append(&refs, false)).is_ok() {}
-    let waiting = {
-        let spool = spool.clone();
-        rt.spawn(async move {
-            let recs: Vec<Rec> = (0..10).map(rec).collect();
-            let refs: Vec<EntryRef<'_>> = recs.iter().map(as_ref).collect();
-            spool.append(&refs, true).await.map_err(|e| e.to_string())
-        })
-    };
+    let waiting = append_waiting_for_room(&rt, &spool);
     std::thread::sleep(Duration::from_millis(50));
     spool.close().unwrap();
-    let got = rt.block_on(waiting).unwrap();
+    let got = rt.block_on(waiting).unwrap().map_err(|e| e.to_string());
     assert_eq!(got, Err(SpoolError::Closed.to_string()));
 }

@@ -63,21 +63,32 @@ def lines_in(kinesis, stream: str) -> Counter:
     return Counter(u.data.decode() for u in read_stream(kinesis, stream).user_records)
 
 
-def wait_lines(kinesis, stream: str, want: set[str], daemon=None) -> Counter:
-    """Reads the stream until every line of `want` is there (bounded); returns the counts."""
+def wait_records(kinesis, stream: str, problem, daemon=None) -> Counter:
+    """Reads the stream until `problem(counts)` says nothing (bounded); returns the
+    counts. `problem` returns None when the stream holds what is wanted, else what
+    is missing, for the failure message."""
     deadline = time.monotonic() + WAIT_S
     while True:
         got = lines_in(kinesis, stream)
-        missing = want - set(got)
-        if not missing:
+        missing = problem(got)
+        if missing is None:
             return got
         if time.monotonic() > deadline:
             log = daemon.log()[-6000:] if daemon else ""
-            raise AssertionError(
-                f"{len(missing)} of {len(want)} lines never reached {stream}, e.g. "
-                f"{sorted(missing)[:5]}; log:\n{log}"
-            )
+            raise AssertionError(f"{missing} in {stream}; log:\n{log}")
         time.sleep(0.5)
+
+
+def wait_lines(kinesis, stream: str, want: set[str], daemon=None) -> Counter:
+    """Reads the stream until every line of `want` is there (bounded); returns the counts."""
+
+    def problem(got: Counter):
+        missing = want - set(got)
+        if not missing:
+            return None
+        return f"{len(missing)} of {len(want)} lines never arrived, e.g. {sorted(missing)[:5]}"
+
+    return wait_records(kinesis, stream, problem, daemon)
 
 
 def stats(kpld_bin: str, daemon) -> dict:
@@ -226,9 +237,10 @@ def test_sigkill_mid_way_then_restart_loses_nothing_and_repeats_only_what_was_in
     assert all(n <= 2 for n in got.values()), "one restart sends a line at most twice"
 
 
-def run_logrotate(tmp_path: Path, path: Path, how: str) -> None:
-    conf = tmp_path / f"logrotate-{how}.conf"
-    conf.write_text(f"{path} {{\n  rotate 10\n  {how}\n  missingok\n  nocompress\n}}\n")
+def run_logrotate(tmp_path: Path, path: Path, how: str, compress: bool = False) -> None:
+    conf = tmp_path / f"logrotate-{how}{'-compress' if compress else ''}.conf"
+    gz = "compress" if compress else "nocompress"
+    conf.write_text(f"{path} {{\n  rotate 10\n  {how}\n  missingok\n  {gz}\n}}\n")
     subprocess.run(
         [logrotate_bin(), "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
         check=True,
@@ -433,7 +445,7 @@ def test_logrotate_with_compress_while_a_writer_appends_loses_and_repeats_nothin
 ):
     """rename + create + compress: logrotate gzips the renamed file and deletes it; kpld,
     which holds it open, reads it to its end through its descriptor."""
-    lr = logrotate_bin()
+    logrotate_bin()
     stream = make_stream(kinesis, 2)
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -442,16 +454,9 @@ def test_logrotate_with_compress_while_a_writer_appends_loses_and_repeats_nothin
     daemon = kpld(state_dir=str(tmp_path / "state"), files=[table(stream, [str(path)])])
     w = Writer(path, "gz", 6000, reopen=True)
     w.start()
-    conf = tmp_path / "logrotate-compress.conf"
-    conf.write_text(f"{path} {{\n  rotate 10\n  create\n  compress\n  missingok\n}}\n")
     for _ in range(3):
         time.sleep(0.3)
-        subprocess.run(
-            [lr, "-f", "-s", str(tmp_path / "logrotate.state"), str(conf)],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
+        run_logrotate(tmp_path, path, "create", compress=True)
     w.join()
     assert sorted(p.name for p in logs.glob("app.log.*.gz")) == [
         "app.log.1.gz",
@@ -545,13 +550,12 @@ def test_a_line_a_processor_cannot_parse_is_sent_raw_and_counted(
         state_dir=str(tmp_path / "state"),
         files=[table(stream, [str(path)], processing=[entry], on_parse_error="send_raw")],
     )
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        got = lines_in(kinesis, stream)
-        if sum(got.values()) >= 2:
-            break
-        assert time.monotonic() < deadline, f"{name}: records missing: {got}; log:\n{daemon.log()[-4000:]}"
-        time.sleep(0.5)
+    got = wait_records(
+        kinesis,
+        stream,
+        lambda got: None if sum(got.values()) >= 2 else f"{name}: records missing: {got}",
+        daemon,
+    )
     assert got[bad] == 1, f"{name}: the raw line is sent as it was: {got}"
     parsed = [json.loads(x) for x in got if x != bad]
     assert len(parsed) == 1 and parsed[0].get(field) == value, f"{name}: {parsed}"
