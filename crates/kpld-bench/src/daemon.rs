@@ -26,6 +26,30 @@ pub fn scratch_dir() -> std::io::Result<PathBuf> {
     Err(std::io::Error::other("cannot create a scratch directory"))
 }
 
+/// The kpld binary: `given`, else `kpld` beside this program; it must exist.
+pub fn kpld_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let kpld = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(|d| d.join("kpld"))
+            .ok_or_else(|| anyhow::anyhow!("cannot locate kpld next to kpld-bench; use --kpld"))?,
+    };
+    if !kpld.exists() {
+        anyhow::bail!("{} does not exist; build it or pass --kpld", kpld.display());
+    }
+    Ok(kpld)
+}
+
+/// The count-only double with one stream named `bench`.
+pub async fn count_only_double(shards: usize) -> kpld_kinesis_double::FakeKinesis {
+    let mut o = kpld_kinesis_double::FakeOptions::default()
+        .stream("bench", shards)
+        .count_only();
+    o.worker_threads = 2;
+    kpld_kinesis_double::FakeKinesis::start(o).await
+}
+
 fn command(kpld: &Path, prefix: &[String]) -> Command {
     match prefix.split_first() {
         None => Command::new(kpld),

@@ -13,7 +13,6 @@ use crate::daemon::{scratch_dir, Daemon};
 use crate::procfs;
 use kpld::client;
 use kpld::ipc::server_message;
-use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -61,25 +60,12 @@ fn line(f: u64, i: u64, size: usize) -> Vec<u8> {
 }
 
 pub async fn run(a: FilesArgs) -> anyhow::Result<u8> {
-    let kpld = match &a.kpld {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("kpld"))
-            .ok_or_else(|| anyhow::anyhow!("no directory for kpld"))?,
-    };
+    let kpld = crate::daemon::kpld_binary(a.kpld.as_deref())?;
     anyhow::ensure!(
         a.files > 0 && a.lines >= a.files,
         "--lines must be at least --files"
     );
-    let fake = FakeKinesis::start({
-        let mut o = FakeOptions::default()
-            .stream("bench", a.shards)
-            .count_only();
-        o.worker_threads = 2;
-        o
-    })
-    .await;
+    let fake = crate::daemon::count_only_double(a.shards).await;
     let per_file = a.lines / a.files;
     let n = per_file * a.files;
     let dir = scratch_dir()?;

@@ -10,7 +10,6 @@ use kpld::kpl::args::to_hex;
 use kpld::kpl::wire::{
     message::Body, Configuration, Credentials, Message, PutRecord, SetCredentials,
 };
-use kpld_kinesis_double::{FakeKinesis, FakeOptions};
 use prost::Message as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -55,21 +54,8 @@ fn open(p: &Path, write: bool) -> anyhow::Result<std::fs::File> {
 }
 
 pub async fn run(a: KplArgs) -> anyhow::Result<u8> {
-    let kpld = match &a.kpld {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("kpld"))
-            .ok_or_else(|| anyhow::anyhow!("no directory for kpld"))?,
-    };
-    let fake = FakeKinesis::start({
-        let mut o = FakeOptions::default()
-            .stream("bench", a.shards)
-            .count_only();
-        o.worker_threads = 2;
-        o
-    })
-    .await;
+    let kpld = crate::daemon::kpld_binary(a.kpld.as_deref())?;
+    let fake = crate::daemon::count_only_double(a.shards).await;
     let dir = crate::daemon::scratch_dir()?;
     let (in_pipe, out_pipe) = (dir.join("in"), dir.join("out"));
     for p in [&in_pipe, &out_pipe] {

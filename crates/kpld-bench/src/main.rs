@@ -507,16 +507,7 @@ fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
     if !(a.sample_every >= 0.0 && a.sample_every.is_finite()) {
         anyhow::bail!("--sample-every must be a number of seconds, 0 for none");
     }
-    let kpld = match &a.kpld {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .map(|d| d.join("kpld"))
-            .ok_or_else(|| anyhow::anyhow!("cannot locate kpld next to kpld-bench; use --kpld"))?,
-    };
-    if !kpld.exists() {
-        anyhow::bail!("{} does not exist; build it or pass --kpld", kpld.display());
-    }
+    let kpld = daemon::kpld_binary(a.kpld.as_deref())?;
     let keys = make_keys(a.keys);
     let payloads = a.data.generate();
     let mean = mean_len(&payloads);
