@@ -9,10 +9,9 @@
 
 mod common;
 
-use kpld::kpl::args::to_hex;
+use kpld::kpl::args::{message_hex, static_credentials, CREDENTIALS_ID};
 use kpld::kpl::wire::{
-    message::Body, Configuration, Credentials, Flush, Message, MetricsRequest, PutRecord,
-    SetCredentials, StreamMetadata,
+    message::Body, Configuration, Flush, Message, MetricsRequest, PutRecord, StreamMetadata,
 };
 use kpld_kinesis_double::{FakeKinesis, FakeOptions, FaultPlan};
 use prost::Message as _;
@@ -23,8 +22,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The id the Java side gives SetCredentials messages.
-const CREDENTIALS_ID: u64 = i64::MAX as u64;
 /// Bound of every wait for an answer (the machine is shared and slow).
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -155,25 +152,11 @@ struct Parent {
 }
 
 fn hex(id: u64, body: Body) -> String {
-    to_hex(
-        &Message {
-            id,
-            source_id: None,
-            body: Some(body),
-        }
-        .encode_to_vec(),
-    )
+    message_hex(id, body)
 }
 
 fn credentials(akid: &str, for_metrics: bool) -> Body {
-    Body::SetCredentials(SetCredentials {
-        for_metrics: Some(for_metrics),
-        credentials: Credentials {
-            access_key_id: akid.into(),
-            secret_access_key: "secret".into(),
-            session_token: None,
-        },
-    })
+    static_credentials(akid, "secret", for_metrics)
 }
 
 /// What the Java wrapper sends when the application sets only the region

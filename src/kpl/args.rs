@@ -173,6 +173,36 @@ pub fn from_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// The id the Java wrapper gives the `SetCredentials` messages of `-k` and
+/// `-w` (and of every refresh).
+pub const CREDENTIALS_ID: u64 = i64::MAX as u64;
+
+/// A `Message` as the wrapper passes `-c`, `-k` and `-w`: encoded, in hex
+/// (tests and the benchmark play the wrapper with it).
+pub fn message_hex(id: u64, body: message::Body) -> String {
+    to_hex(
+        &Message {
+            id,
+            source_id: None,
+            body: Some(body),
+        }
+        .encode_to_vec(),
+    )
+}
+
+/// `SetCredentials` with a static key pair, as `-k` (Kinesis) or, with
+/// `for_metrics`, `-w` (CloudWatch) carry them.
+pub fn static_credentials(access_key_id: &str, secret: &str, for_metrics: bool) -> message::Body {
+    message::Body::SetCredentials(SetCredentials {
+        for_metrics: Some(for_metrics),
+        credentials: super::wire::Credentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret.into(),
+            session_token: None,
+        },
+    })
+}
+
 /// Bytes to upper-case hex, as the Java side encodes them.
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789ABCDEF";
@@ -187,28 +217,13 @@ pub fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kpl::wire::Credentials;
 
     fn hex_of(body: message::Body, id: u64) -> String {
-        to_hex(
-            &Message {
-                id,
-                source_id: None,
-                body: Some(body),
-            }
-            .encode_to_vec(),
-        )
+        message_hex(id, body)
     }
 
     fn creds(for_metrics: bool) -> message::Body {
-        message::Body::SetCredentials(SetCredentials {
-            for_metrics: Some(for_metrics),
-            credentials: Credentials {
-                access_key_id: "AKID".into(),
-                secret_access_key: "SECRET".into(),
-                session_token: None,
-            },
-        })
+        static_credentials("AKID", "SECRET", for_metrics)
     }
 
     fn java_argv() -> Vec<String> {
@@ -224,10 +239,10 @@ mod tests {
             "-c",
             &hex_of(cfg, 0),
             "-k",
-            &hex_of(creds(false), i64::MAX as u64),
+            &hex_of(creds(false), CREDENTIALS_ID),
             "-t",
             "-w",
-            &hex_of(creds(true), i64::MAX as u64),
+            &hex_of(creds(true), CREDENTIALS_ID),
             "-l",
             "info",
         ]

@@ -6,10 +6,8 @@
 //! the socket benchmark.
 
 use crate::procfs;
-use kpld::kpl::args::to_hex;
-use kpld::kpl::wire::{
-    message::Body, Configuration, Credentials, Message, PutRecord, SetCredentials,
-};
+use kpld::kpl::args::{message_hex as hex, static_credentials, CREDENTIALS_ID};
+use kpld::kpl::wire::{message::Body, Configuration, Message, PutRecord};
 use prost::Message as _;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -35,17 +33,6 @@ pub struct KplArgs {
     pub shards: usize,
 }
 
-fn hex(id: u64, body: Body) -> String {
-    to_hex(
-        &Message {
-            id,
-            source_id: None,
-            body: Some(body),
-        }
-        .encode_to_vec(),
-    )
-}
-
 fn open(p: &Path, write: bool) -> anyhow::Result<std::fs::File> {
     Ok(std::fs::OpenOptions::new()
         .read(!write)
@@ -65,16 +52,7 @@ pub async fn run(a: KplArgs) -> anyhow::Result<u8> {
             p.display()
         );
     }
-    let creds = |for_metrics| {
-        Body::SetCredentials(SetCredentials {
-            for_metrics: Some(for_metrics),
-            credentials: Credentials {
-                access_key_id: "bench".into(),
-                secret_access_key: "bench".into(),
-                session_token: None,
-            },
-        })
-    };
+    let creds = |for_metrics| static_credentials("bench", "bench", for_metrics);
     let cfg = Configuration {
         region: Some("us-east-1".into()),
         metrics_level: Some("none".into()),
@@ -89,10 +67,10 @@ pub async fn run(a: KplArgs) -> anyhow::Result<u8> {
         .arg("-c")
         .arg(hex(0, Body::Configuration(Box::new(cfg))))
         .arg("-k")
-        .arg(hex(i64::MAX as u64, creds(false)))
+        .arg(hex(CREDENTIALS_ID, creds(false)))
         .arg("-t")
         .arg("-w")
-        .arg(hex(i64::MAX as u64, creds(true)))
+        .arg(hex(CREDENTIALS_ID, creds(true)))
         .arg("-l")
         .arg("warning")
         .env("KPLD_KINESIS_ENDPOINT", fake.endpoint())
