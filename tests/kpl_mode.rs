@@ -10,6 +10,7 @@
 mod common;
 
 use kpld::kpl::args::{message_hex, static_credentials, CREDENTIALS_ID};
+use kpld::kpl::config_map::java_wrapper_defaults;
 use kpld::kpl::wire::{
     message::Body, Configuration, Flush, Message, MetricsRequest, PutRecord, StreamMetadata,
 };
@@ -162,38 +163,7 @@ fn credentials(akid: &str, for_metrics: bool) -> Body {
 /// What the Java wrapper sends when the application sets only the region
 /// (its defaults), with `extra` applied.
 fn configuration(extra: impl FnOnce(&mut Configuration)) -> Configuration {
-    let mut c = Configuration {
-        aggregation_enabled: Some(true),
-        aggregation_max_count: Some(4_294_967_295),
-        aggregation_max_size: Some(51_200),
-        cloudwatch_endpoint: Some(String::new()),
-        cloudwatch_port: Some(443),
-        collection_max_count: Some(500),
-        collection_max_size: Some(5_242_880),
-        connect_timeout: Some(6_000),
-        fail_if_throttled: Some(false),
-        kinesis_endpoint: Some(String::new()),
-        kinesis_port: Some(443),
-        log_level: Some("info".into()),
-        max_connections: Some(24),
-        metrics_granularity: Some("shard".into()),
-        metrics_level: Some("detailed".into()),
-        metrics_namespace: Some("KinesisProducerLibrary".into()),
-        metrics_upload_delay: Some(60_000),
-        min_connections: Some(1),
-        rate_limit: Some(150),
-        record_max_buffered_time: Some(100),
-        record_ttl: Some(30_000),
-        region: Some("us-east-1".into()),
-        request_timeout: Some(6_000),
-        verify_certificate: Some(true),
-        proxy_host: Some(String::new()),
-        proxy_port: Some(443),
-        proxy_user_name: Some(String::new()),
-        proxy_password: Some(String::new()),
-        thread_config: Some(0),
-        ..Default::default()
-    };
+    let mut c = java_wrapper_defaults("us-east-1");
     extra(&mut c);
     c
 }

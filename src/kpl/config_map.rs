@@ -261,45 +261,51 @@ pub fn to_config(
     Config::from_raw(raw)
 }
 
+/// What the Java wrapper sends when the application configured nothing but
+/// `region` (its defaults, every field but 9, 31 and 128). For tests and the
+/// benchmark, which play the wrapper.
+#[doc(hidden)]
+pub fn java_wrapper_defaults(region: &str) -> Configuration {
+    Configuration {
+        aggregation_enabled: Some(true),
+        aggregation_max_count: Some(4_294_967_295),
+        aggregation_max_size: Some(51_200),
+        cloudwatch_endpoint: Some(String::new()),
+        cloudwatch_port: Some(443),
+        collection_max_count: Some(500),
+        collection_max_size: Some(5_242_880),
+        connect_timeout: Some(6_000),
+        fail_if_throttled: Some(false),
+        kinesis_endpoint: Some(String::new()),
+        kinesis_port: Some(443),
+        log_level: Some("info".into()),
+        max_connections: Some(24),
+        metrics_granularity: Some("shard".into()),
+        metrics_level: Some("detailed".into()),
+        metrics_namespace: Some("KinesisProducerLibrary".into()),
+        metrics_upload_delay: Some(60_000),
+        min_connections: Some(1),
+        rate_limit: Some(150),
+        record_max_buffered_time: Some(100),
+        record_ttl: Some(30_000),
+        region: Some(region.into()),
+        request_timeout: Some(6_000),
+        verify_certificate: Some(true),
+        proxy_host: Some(String::new()),
+        proxy_port: Some(443),
+        proxy_user_name: Some(String::new()),
+        proxy_password: Some(String::new()),
+        thread_config: Some(0),
+        ..Default::default()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// What the Java wrapper sends when the application configured nothing
-    /// but the region (its defaults, every field but 9, 31 and 128).
     fn java_defaults() -> Configuration {
-        Configuration {
-            aggregation_enabled: Some(true),
-            aggregation_max_count: Some(4_294_967_295),
-            aggregation_max_size: Some(51_200),
-            cloudwatch_endpoint: Some(String::new()),
-            cloudwatch_port: Some(443),
-            collection_max_count: Some(500),
-            collection_max_size: Some(5_242_880),
-            connect_timeout: Some(6_000),
-            fail_if_throttled: Some(false),
-            kinesis_endpoint: Some(String::new()),
-            kinesis_port: Some(443),
-            log_level: Some("info".into()),
-            max_connections: Some(24),
-            metrics_granularity: Some("shard".into()),
-            metrics_level: Some("detailed".into()),
-            metrics_namespace: Some("KinesisProducerLibrary".into()),
-            metrics_upload_delay: Some(60_000),
-            min_connections: Some(1),
-            rate_limit: Some(150),
-            record_max_buffered_time: Some(100),
-            record_ttl: Some(30_000),
-            region: Some("eu-west-1".into()),
-            request_timeout: Some(6_000),
-            verify_certificate: Some(true),
-            proxy_host: Some(String::new()),
-            proxy_port: Some(443),
-            proxy_user_name: Some(String::new()),
-            proxy_password: Some(String::new()),
-            thread_config: Some(0),
-            ..Default::default()
-        }
+        java_wrapper_defaults("eu-west-1")
     }
 
     #[test]
