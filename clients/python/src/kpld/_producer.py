@@ -187,6 +187,17 @@ class Producer:
         return self._put(stream, records)
 
     def _put(self, stream: str, records: Iterable[Any]) -> "List[Future[Result]]":
+        def owners(conn: Connection, first: int, count: int) -> Any:
+            runs = conn.accepted
+            futures: List[Any] = [RecordFuture(runs, rid) for rid in range(first, first + count)]
+            return futures, futures
+
+        return self._hand_over(stream, records, owners)  # type: ignore[no-any-return]
+
+    def _hand_over(self, stream: str, records: Iterable[Any], owners: Any) -> Any:
+        """Encodes ``records`` and sends them, under the lock (ids are handed out in
+        order). ``owners(conn, first, count)`` returns what the call returns and, for
+        each id, what its result goes to."""
         if self._pid != os.getpid():
             self._check_fork()
         with self._lock:
@@ -196,9 +207,8 @@ class Producer:
             count = batch.count
             self._next_id = first + count
             ids = range(first, first + count)
-            runs = conn.accepted
-            futures: List[Any] = [RecordFuture(runs, rid) for rid in ids]
-            conn.pending.update(zip(ids, futures))
+            out, each = owners(conn, first, count)
+            conn.pending.update(zip(ids, each))
             if batch.too_large:
                 self._fail_too_large(conn, batch)
             self._counters.put += count
@@ -207,7 +217,7 @@ class Producer:
                     sendall(conn, batch.frames)
                 except OSError as e:
                     conn.fail_sent(ids, e)
-        return futures
+        return out
 
     def put_batch(self, stream: str, records: Iterable[RecordItem]) -> RecordBatch:
         """Hand a batch of records to the daemon with one waitable for them all:
@@ -223,27 +233,13 @@ class Producer:
 
         Blocks and raises like :meth:`put_records`.
         """
-        if self._pid != os.getpid():
-            self._check_fork()
-        with self._lock:
-            conn = self._connection()
-            first = self._next_id
-            batch = _codec.encode_put_frames(first, stream, records, self.busy_if_full, conn.max_frame_size)
-            count = batch.count
-            self._next_id = first + count
+
+        def owners(conn: Connection, first: int, count: int) -> Any:
             rb = RecordBatch(first, count, conn.accepted)
-            ids = range(first, first + count)
             conn.has_batches = True
-            conn.pending.update(zip(ids, repeat(rb, count)))
-            if batch.too_large:
-                self._fail_too_large(conn, batch)
-            self._counters.put += count
-            if batch.frames:
-                try:
-                    sendall(conn, batch.frames)
-                except OSError as e:
-                    conn.fail_sent(ids, e)
-        return rb
+            return rb, repeat(rb, count)
+
+        return self._hand_over(stream, records, owners)  # type: ignore[no-any-return]
 
     def _fail_too_large(self, conn: Connection, batch: _codec.PutBatch) -> None:
         for index in batch.too_large:
