@@ -744,19 +744,30 @@ fn alive_tasks() -> usize {
         .num_alive_tasks()
 }
 
+/// A producer with one send permit (`max_connections = 1`, and `settings`)
+/// whose permit is taken by a call of record 0 (flushed) that the double
+/// holds until the returned gate gets permits.
+async fn with_the_only_permit_taken(
+    shards: usize,
+    settings: &[(&str, &str)],
+) -> (FakeApi, Arc<Semaphore>, Producer, Arc<Collect>) {
+    let fake = FakeApi::with_shards(even_shards(shards));
+    let gate = fake.gate();
+    let mut all = vec![("KPLD_MAX_CONNECTIONS", "1")];
+    all.extend_from_slice(settings);
+    let (p, sink) = producer(config(&all), &fake);
+    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
+    // Sent now, whatever the buffering time.
+    p.flush();
+    calls_reach(&fake, 1).await;
+    (fake, gate, p, sink)
+}
+
 #[tokio::test(start_paused = true)]
 async fn with_every_permit_taken_records_wait_uncut_and_go_in_full_calls() {
-    let fake = FakeApi::with_shards(even_shards(4));
-    let gate = fake.gate();
-    // One connection; one user record per entry, so a full call is 500.
-    let cfg = config(&[
-        ("KPLD_MAX_CONNECTIONS", "1"),
-        ("KPLD_AGGREGATION_ENABLED", "false"),
-    ]);
-    let (p, sink) = producer(cfg, &fake);
-    // The first call takes the only permit and does not end.
-    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
-    calls_reach(&fake, 1).await;
+    // One user record per entry, so a full call is 500.
+    let (fake, gate, p, sink) =
+        with_the_only_permit_taken(4, &[("KPLD_AGGREGATION_ENABLED", "false")]).await;
     let tasks = alive_tasks();
     // 40 puts of 50 records, 10 ms apart: every one comes due (100 ms)
     // while the permit is taken.
@@ -788,18 +799,15 @@ async fn with_every_permit_taken_records_wait_uncut_and_go_in_full_calls() {
 
 #[tokio::test(start_paused = true)]
 async fn a_flush_while_every_permit_is_taken_sends_everything_once_one_frees() {
-    let fake = FakeApi::with_shards(even_shards(4));
-    let gate = fake.gate();
-    let cfg = config(&[
-        ("KPLD_MAX_CONNECTIONS", "1"),
-        ("KPLD_AGGREGATION_ENABLED", "false"),
-        // Only the flush makes these records due.
-        ("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "60000"),
-    ]);
-    let (p, sink) = producer(cfg, &fake);
-    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
-    p.flush();
-    calls_reach(&fake, 1).await;
+    let (fake, gate, p, sink) = with_the_only_permit_taken(
+        4,
+        &[
+            ("KPLD_AGGREGATION_ENABLED", "false"),
+            // Only the flush makes these records due.
+            ("KPLD_RECORD_MAX_BUFFERED_TIME_MS", "60000"),
+        ],
+    )
+    .await;
     p.put(inputs(1..701, 1000), 0, sink.clone(), false).await;
     p.flush();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -819,15 +827,8 @@ async fn a_flush_while_every_permit_is_taken_sends_everything_once_one_frees() {
 
 #[tokio::test(start_paused = true)]
 async fn records_waiting_for_a_permit_expire_at_their_ttl_and_fail_at_an_abort() {
-    let fake = FakeApi::with_shards(even_shards(2));
-    let _gate = fake.gate();
-    let cfg = config(&[
-        ("KPLD_MAX_CONNECTIONS", "1"),
-        ("KPLD_RECORD_TTL_MS", "3000"),
-    ]);
-    let (p, sink) = producer(cfg, &fake);
-    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
-    calls_reach(&fake, 1).await;
+    let (fake, _gate, p, sink) =
+        with_the_only_permit_taken(2, &[("KPLD_RECORD_TTL_MS", "3000")]).await;
     // The permit never frees: these fail at their TTL, not later.
     let t = Instant::now();
     p.put(inputs(1..101, 10), 0, sink.clone(), false).await;
@@ -867,15 +868,8 @@ async fn records_waiting_for_a_permit_expire_at_their_ttl_and_fail_at_an_abort()
 
 #[tokio::test(start_paused = true)]
 async fn streams_sharing_the_permits_take_turns() {
-    let fake = FakeApi::with_shards(even_shards(4));
-    let gate = fake.gate();
-    let cfg = config(&[
-        ("KPLD_MAX_CONNECTIONS", "1"),
-        ("KPLD_AGGREGATION_ENABLED", "false"),
-    ]);
-    let (p, sink) = producer(cfg, &fake);
-    p.put(inputs(0..1, 1), 0, sink.clone(), false).await;
-    calls_reach(&fake, 1).await;
+    let (fake, gate, p, sink) =
+        with_the_only_permit_taken(4, &[("KPLD_AGGREGATION_ENABLED", "false")]).await;
     // A busy stream with ten calls' worth, then a quiet one.
     p.put(inputs(1..5001, 1000), 0, sink.clone(), false).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
