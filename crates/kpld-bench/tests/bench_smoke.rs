@@ -35,34 +35,47 @@ fn figure(stdout: &str, name: &str) -> u64 {
         .unwrap_or_else(|e| panic!("`{name}` is not a number ({e}) in:\n{stdout}"))
 }
 
-#[test]
-fn bench_runs_and_every_record_is_acknowledged() {
+/// Runs kpld-bench with `args` against the built kpld; checks that it exited
+/// 0 and that every record sent was acknowledged once and succeeded.
+/// Returns its output and the records sent.
+fn run_and_check_every_record_succeeded(args: &[&str]) -> (String, u64) {
     let out = Command::new(env!("CARGO_BIN_EXE_kpld-bench"))
         .arg("--kpld")
         .arg(kpld_bin())
-        .args(["--duration", "3", "--rate", "3000", "--connections", "2"])
-        .args([
-            "--shards",
-            "4",
-            "--keys",
-            "100",
-            "--no-floor",
-            "--timeout",
-            "60",
-        ])
+        .args(args)
         .output()
         .expect("kpld-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "kpld-bench failed ({}):\n{stdout}\n{stderr}",
+        "kpld-bench {args:?} failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
     let sent = figure(&stdout, "records_sent");
-    assert!(sent > 0, "nothing was sent:\n{stdout}");
     assert_eq!(figure(&stdout, "records_acknowledged"), sent, "{stdout}");
     assert_eq!(figure(&stdout, "records_succeeded"), sent, "{stdout}");
+    (stdout, sent)
+}
+
+#[test]
+fn bench_runs_and_every_record_is_acknowledged() {
+    let (stdout, sent) = run_and_check_every_record_succeeded(&[
+        "--duration",
+        "3",
+        "--rate",
+        "3000",
+        "--connections",
+        "2",
+        "--shards",
+        "4",
+        "--keys",
+        "100",
+        "--no-floor",
+        "--timeout",
+        "60",
+    ]);
+    assert!(sent > 0, "nothing was sent:\n{stdout}");
     assert_eq!(figure(&stdout, "records_failed"), 0, "{stdout}");
     assert!(
         stdout.contains("daemon_exit: 0"),
@@ -76,26 +89,30 @@ fn bench_runs_and_every_record_is_acknowledged() {
 /// double's log), not flatness or speed: CI builds debug, and the machine is shared.
 #[test]
 fn soak_under_faults_accounts_for_every_record_and_loses_none() {
-    let out = Command::new(env!("CARGO_BIN_EXE_kpld-bench"))
-        .arg("--kpld")
-        .arg(kpld_bin())
-        .args(["--limits", "--faults", "soak", "--check-landed"])
-        .args(["--duration", "20", "--sample-every", "2", "--warmup", "4"])
-        .args(["--rate", "2000", "--connections", "2", "--shards", "2"])
-        .args(["--keys", "200", "--no-floor", "--timeout", "120"])
-        .output()
-        .expect("kpld-bench runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "kpld-bench soak failed ({}):\n{stdout}\n{stderr}",
-        out.status
-    );
-    let sent = figure(&stdout, "records_sent");
+    let (stdout, sent) = run_and_check_every_record_succeeded(&[
+        "--limits",
+        "--faults",
+        "soak",
+        "--check-landed",
+        "--duration",
+        "20",
+        "--sample-every",
+        "2",
+        "--warmup",
+        "4",
+        "--rate",
+        "2000",
+        "--connections",
+        "2",
+        "--shards",
+        "2",
+        "--keys",
+        "200",
+        "--no-floor",
+        "--timeout",
+        "120",
+    ]);
     assert!(sent > 10_000, "too few records for a soak:\n{stdout}");
-    assert_eq!(figure(&stdout, "records_acknowledged"), sent, "{stdout}");
-    assert_eq!(figure(&stdout, "records_succeeded"), sent, "{stdout}");
     let lost = stdout
         .lines()
         .find_map(|l| l.strip_prefix("results_lost: "))
