@@ -251,124 +251,96 @@ pub async fn run(
     opts: &TailOptions,
     out: &mut dyn Write,
 ) -> Result<u64, TailError> {
-    let mut printed = 0u64;
-    // Shard id -> its iterator (None: closed and read to its end).
-    let mut iters: HashMap<String, Option<String>> = HashMap::new();
-    let mut ranges: HashMap<String, Option<(u128, u128)>> = HashMap::new();
-    let mut skipped = 0usize;
-    let result = tail_loop(
+    let mut r = Reading {
         reader,
         opts,
+        iters: HashMap::new(),
+        ranges: HashMap::new(),
+        printed: 0,
+        skipped: 0,
         out,
-        &mut printed,
-        &mut iters,
-        &mut ranges,
-        &mut skipped,
-    )
-    .await;
-    if skipped > 0 {
+    };
+    let result = r.tail_loop().await;
+    if r.skipped > 0 {
         eprintln!(
-            "kpld tail: skipped {skipped} user records in aggregates that hold a record outside \
+            "kpld tail: skipped {} user records in aggregates that hold a record outside \
              their shard's hash key range, as the KCL drops such an aggregate (copies left by a \
-             reshard: kpld sends their records again to the right shards)"
+             reshard: kpld sends their records again to the right shards)",
+            r.skipped
         );
     }
-    result.map(|()| printed)
+    result.map(|()| r.printed)
 }
 
-async fn tail_loop(
-    reader: &SdkReader,
-    opts: &TailOptions,
-    out: &mut dyn Write,
-    printed: &mut u64,
-    iters: &mut HashMap<String, Option<String>>,
-    ranges: &mut HashMap<String, Option<(u128, u128)>>,
-    skipped: &mut usize,
-) -> Result<(), TailError> {
-    let kinesis = |what: String| move |err: ApiError| TailError::Kinesis { what, err };
-    loop {
-        let shards = reader
-            .shards(&opts.stream)
-            .await
-            .map_err(kinesis(format!("listing the shards of {}", opts.stream)))?;
-        let mut new_shards = false;
-        for s in read_order(&shards) {
-            if iters.contains_key(&s.id) {
-                continue;
-            }
-            new_shards = true;
-            // A child of a shard read here starts where its parent ended:
-            // at its beginning, whatever --from says.
-            let parent_read = [&s.parent, &s.adjacent_parent]
-                .into_iter()
-                .flatten()
-                .any(|p| iters.contains_key(p));
-            let from = if parent_read {
-                &ReadFrom::TrimHorizon
-            } else {
-                &opts.from
-            };
-            let it = reader
-                .iterator(&opts.stream, &s.id, from)
-                .await
-                .map_err(kinesis(format!("GetShardIterator on {}", s.id)))?;
-            iters.insert(s.id.clone(), it);
-            ranges.insert(s.id.clone(), s.range);
-            // Parents before children: read this one to the present first.
-            let mut shard = Reading {
-                reader,
-                opts,
-                iters,
-                ranges,
-                printed,
-                skipped,
-                out,
-            };
-            if !shard.read_to_present(&s.id).await? {
-                return Ok(());
-            }
-        }
-        if !opts.follow {
-            return Ok(());
-        }
-        // Following: poll every open shard, and look for new ones (a
-        // reshard closes shards and lists their children).
-        let mut closed_one = false;
-        for id in shards.iter().map(|s| s.id.clone()) {
-            if matches!(iters.get(&id), Some(Some(_))) {
-                let mut shard = Reading {
-                    reader,
-                    opts,
-                    iters,
-                    ranges,
-                    printed,
-                    skipped,
-                    out,
-                };
-                if shard.once(&id).await?.is_none() {
-                    return Ok(());
-                }
-                closed_one |= matches!(iters.get(&id), Some(None));
-            }
-        }
-        if !closed_one && !new_shards {
-            tokio::time::sleep(POLL_IDLE).await;
-        }
-    }
-}
-
-/// The state one read works on.
+/// The state of one `kpld tail`.
 struct Reading<'a, 'w> {
     reader: &'a SdkReader,
     opts: &'a TailOptions,
-    iters: &'a mut HashMap<String, Option<String>>,
-    ranges: &'a HashMap<String, Option<(u128, u128)>>,
-    printed: &'a mut u64,
-    skipped: &'a mut usize,
+    /// Shard id -> its iterator (None: closed and read to its end).
+    iters: HashMap<String, Option<String>>,
+    ranges: HashMap<String, Option<(u128, u128)>>,
+    printed: u64,
+    skipped: usize,
     out: &'a mut (dyn Write + 'w),
 }
 
 impl Reading<'_, '_> {
+    async fn tail_loop(&mut self) -> Result<(), TailError> {
+        let kinesis = |what: String| move |err: ApiError| TailError::Kinesis { what, err };
+        let (reader, opts) = (self.reader, self.opts);
+        loop {
+            let shards = reader
+                .shards(&opts.stream)
+                .await
+                .map_err(kinesis(format!("listing the shards of {}", opts.stream)))?;
+            let mut new_shards = false;
+            for s in read_order(&shards) {
+                if self.iters.contains_key(&s.id) {
+                    continue;
+                }
+                new_shards = true;
+                // A child of a shard read here starts where its parent ended:
+                // at its beginning, whatever --from says.
+                let parent_read = [&s.parent, &s.adjacent_parent]
+                    .into_iter()
+                    .flatten()
+                    .any(|p| self.iters.contains_key(p));
+                let from = if parent_read {
+                    &ReadFrom::TrimHorizon
+                } else {
+                    &opts.from
+                };
+                let it = reader
+                    .iterator(&opts.stream, &s.id, from)
+                    .await
+                    .map_err(kinesis(format!("GetShardIterator on {}", s.id)))?;
+                self.iters.insert(s.id.clone(), it);
+                self.ranges.insert(s.id.clone(), s.range);
+                // Parents before children: read this one to the present first.
+                if !self.read_to_present(&s.id).await? {
+                    return Ok(());
+                }
+            }
+            if !opts.follow {
+                return Ok(());
+            }
+            // Following: poll every open shard, and look for new ones (a
+            // reshard closes shards and lists their children).
+            let mut closed_one = false;
+            for id in shards.iter().map(|s| s.id.clone()) {
+                if matches!(self.iters.get(&id), Some(Some(_))) {
+                    if self.once(&id).await?.is_none() {
+                        return Ok(());
+                    }
+                    closed_one |= matches!(self.iters.get(&id), Some(None));
+                }
+            }
+            if !closed_one && !new_shards {
+                tokio::time::sleep(POLL_IDLE).await;
+            }
+        }
+    }
+
     /// Reads one shard until it is caught up (no records and nothing
     /// behind) or closed. False when `count` was reached.
     async fn read_to_present(&mut self, shard: &str) -> Result<bool, TailError> {
@@ -406,7 +378,7 @@ impl Reading<'_, '_> {
         let empty = batch.records.is_empty();
         for r in &batch.records {
             let (users, outside) = deaggregate(shard, range, r);
-            *self.skipped += outside;
+            self.skipped += outside;
             for u in users {
                 let u = TailRecord {
                     data: decompress(u.data),
@@ -417,8 +389,8 @@ impl Reading<'_, '_> {
                     "{}",
                     format_record(&self.opts.stream, &u, self.opts.json)
                 )?;
-                *self.printed += 1;
-                if self.opts.count.is_some_and(|n| *self.printed >= n) {
+                self.printed += 1;
+                if self.opts.count.is_some_and(|n| self.printed >= n) {
                     self.out.flush()?;
                     return Ok(None);
                 }
