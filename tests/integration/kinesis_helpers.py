@@ -9,7 +9,7 @@ import hashlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from aws_kinesis_agg.deaggregator import iter_deaggregate_records
 
@@ -400,3 +400,16 @@ def check_delivery(
         "mixed_aggregates": len(mixed),
         "duplicates": duplicates,
     }
+
+
+def wait_for(what: str, probe: Callable[[], Any], timeout: float = 120.0) -> Any:
+    """Polls `probe` until it returns something truthy and returns it; fails naming
+    `what` and the last value after `timeout` (an upper bound, never a speed check)."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: not seen within {timeout} s (last: {last!r})")

@@ -9,21 +9,10 @@ waits are bounded polls, never what a test asserts.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
 
 import pytest
 
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float) -> Any:
-    """Polls `probe` until it returns something truthy; fails after `timeout` (an upper bound)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = probe()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
+from kinesis_helpers import wait_for
 
 
 def _rss_bytes(pid: int) -> int:

@@ -28,13 +28,13 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter, defaultdict
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import boto3
 import pytest
 from botocore.config import Config
 
-from kinesis_helpers import Put, describe_failures, put_all
+from kinesis_helpers import Put, describe_failures, put_all, wait_for
 
 MOTO_ENV = "KPLD_TEST_MOTO_ENDPOINT"
 WAIT_S = 120  # generous upper bound for anything polled; never asserted as a duration
@@ -109,18 +109,6 @@ def cloudwatch(moto_endpoint):
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY", "test"),
         config=Config(retries={"max_attempts": 5, "mode": "standard"}),
     )
-
-
-def wait_for(what: str, probe: Callable[[], Any], timeout: float = WAIT_S) -> Any:
-    """Polls `probe` until it returns something truthy (generous timeout) and returns it."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"{what}: not seen within {timeout} s (last: {last!r})")
 
 
 def namespace() -> str:
