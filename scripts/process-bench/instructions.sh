@@ -8,6 +8,6 @@ B=${CARGO_TARGET_DIR:-$(dirname "$0")/target}/release/process-bench
 L=20000
 ir() { BENCH_LINES=$L valgrind --tool=callgrind --callgrind-out-file=/dev/null "$B" "$1" 2>&1 >/dev/null | sed -n 's/.*Collected : //p'; }
 base=$(ir nomatch)
-for c in "none" "single_line" "csv_to_json" "common_apache" "combined_apache" "apache_error" "syslog" "rfc5424" "cri F" "key random" "key line_hash" "key path" "key json_field"; do
+for c in "none" "single_line" "csv_to_json" "common_apache" "combined_apache" "apache_error" "syslog" "rfc5424" "cri F" "key random" "key random_stream" "key line_hash" "key path" "key json_field"; do
   n=$(ir "$c"); echo "$c: $(( (n - base) / (5 * L) )) instructions/line"
 done
