@@ -174,9 +174,12 @@ fuzz_target!(|input: &[u8]| {
             .msg
             .expect("the daemon's frame holds a message");
         rest = &rest[4 + len..];
+        // Accepted too: it names records taken before the fatal frame.
         let owed = matches!(
             msg,
-            server_message::Msg::Results(_) | server_message::Msg::Flushed(_)
+            server_message::Msg::Results(_)
+                | server_message::Msg::Flushed(_)
+                | server_message::Msg::Accepted(_)
         );
         assert!(
             fatal.is_empty() || owed,
@@ -201,6 +204,10 @@ fuzz_target!(|input: &[u8]| {
                 }
             }
             server_message::Msg::Flushed(f) => flushes.push(f.id),
+            server_message::Msg::Accepted(a) => {
+                assert_eq!(a.first_ids.len(), a.counts.len(), "runs: {a:?}");
+                assert!(a.counts.iter().all(|&c| c > 0), "an empty run: {a:?}");
+            }
             server_message::Msg::Stats(s) => {
                 serde_json_check(&s.json);
                 stats.push(s.id);
