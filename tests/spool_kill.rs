@@ -98,14 +98,7 @@ async fn spool_stats(d: &Daemon) -> Option<serde_json::Value> {
 }
 
 async fn spool_pending(d: &Daemon) -> Option<u64> {
-    let (mut tx, mut rx) = d.connect().await;
-    tx.stats(1).await.ok()?;
-    loop {
-        if let Some(server_message::Msg::Stats(s)) = rx.next().await.ok()?.msg {
-            let v: serde_json::Value = serde_json::from_str(&s.json).ok()?;
-            return v["spool"]["entries_pending"].as_u64();
-        }
-    }
+    spool_stats(d).await?["entries_pending"].as_u64()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

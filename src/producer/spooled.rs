@@ -231,6 +231,36 @@ impl ResultSink for ReplaySink {
     }
 }
 
+/// What a dead-letter line says of the record it names.
+struct SpooledRecord<'a> {
+    stream: &'a str,
+    seq: u64,
+    partition_key: String,
+    explicit_hash_key: Option<String>,
+    data: &'a [u8],
+}
+
+/// One line of `spool_dir/dead-letter.jsonl` (docs/spool.md names its fields),
+/// the same whether the record failed at the put or in its stream's actor.
+fn dead_letter_line(
+    r: SpooledRecord<'_>,
+    code: &str,
+    message: &str,
+    attempts: usize,
+) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "stream": r.stream,
+        "spool_seq": r.seq,
+        "partition_key": r.partition_key,
+        "explicit_hash_key": r.explicit_hash_key,
+        "error_code": code,
+        "error_message": message,
+        "attempts": attempts,
+    });
+    put_data(&mut v, r.data);
+    v
+}
+
 impl Inner {
     /// A replayed record refused at the put, into the dead-letter file.
     fn dead_letter(
@@ -244,16 +274,18 @@ impl Inner {
     ) {
         let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
         let stream = text(&r.stream);
-        let mut v = serde_json::json!({
-            "stream": stream,
-            "spool_seq": seq,
-            "partition_key": text(&r.partition_key),
-            "explicit_hash_key": r.explicit_hash_key.as_ref().map(text),
-            "error_code": code,
-            "error_message": message,
-            "attempts": attempts,
-        });
-        put_data(&mut v, &r.data);
+        let v = dead_letter_line(
+            SpooledRecord {
+                stream: &stream,
+                seq,
+                partition_key: text(&r.partition_key),
+                explicit_hash_key: r.explicit_hash_key.as_ref().map(text),
+                data: &r.data,
+            },
+            code,
+            message,
+            attempts,
+        );
         self.dead_letter_all(d, vec![v], &[seq], &stream);
     }
 
@@ -319,17 +351,18 @@ impl Inner {
                 if cut_off {
                     continue;
                 }
-                let mut v = serde_json::json!({
-                    "stream": stream,
-                    "spool_seq": seq,
-                    "partition_key": u.partition_key.to_string_lossless(),
-                    "explicit_hash_key": u.explicit_hash_key,
-                    "error_code": code.as_str(),
-                    "error_message": message,
-                    "attempts": u.attempts.len(),
-                });
-                put_data(&mut v, &u.data);
-                lines.push(v);
+                lines.push(dead_letter_line(
+                    SpooledRecord {
+                        stream,
+                        seq,
+                        partition_key: u.partition_key.to_string_lossless(),
+                        explicit_hash_key: u.explicit_hash_key.clone(),
+                        data: &u.data,
+                    },
+                    code.as_str(),
+                    message,
+                    u.attempts.len(),
+                ));
                 seqs.push(seq);
             }
             self.dead_letter_all(d, lines, &seqs, stream);

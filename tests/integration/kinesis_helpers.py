@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -413,3 +415,15 @@ def wait_for(what: str, probe: Callable[[], Any], timeout: float = 120.0) -> Any
             return last
         time.sleep(0.2)
     raise AssertionError(f"{what}: not seen within {timeout} s (last: {last!r})")
+
+
+def stats(kpld_bin: str, daemon) -> dict:
+    """`kpld stats --json` of a running daemon, parsed (fails on a non-zero exit)."""
+    out = subprocess.run(
+        [kpld_bin, "stats", "--socket", daemon.socket_path, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

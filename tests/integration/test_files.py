@@ -42,7 +42,7 @@ import urllib.request
 
 import pytest
 
-from kinesis_helpers import read_stream, write_config
+from kinesis_helpers import read_stream, stats, write_config
 
 WAIT_S = int(os.environ.get("KPLD_TEST_FILES_WAIT_S", "180"))
 
@@ -89,16 +89,6 @@ def wait_lines(kinesis, stream: str, want: set[str], daemon=None) -> Counter:
         return f"{len(missing)} of {len(want)} lines never arrived, e.g. {sorted(missing)[:5]}"
 
     return wait_records(kinesis, stream, problem, daemon)
-
-
-def stats(kpld_bin: str, daemon) -> dict:
-    out = subprocess.run(
-        [kpld_bin, "stats", "--socket", daemon.socket_path, "--json"],
-        capture_output=True,
-        timeout=30,
-        check=True,
-    )
-    return json.loads(out.stdout)
 
 
 def wait_stats(kpld_bin, daemon, what: str, ok) -> dict:

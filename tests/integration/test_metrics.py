@@ -34,7 +34,7 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from kinesis_helpers import Put, describe_failures, put_all, wait_for
+from kinesis_helpers import Put, describe_failures, put_all, stats, wait_for
 
 MOTO_ENV = "KPLD_TEST_MOTO_ENDPOINT"
 WAIT_S = 120  # generous upper bound for anything polled; never asserted as a duration
@@ -548,14 +548,7 @@ def test_kpld_stats_prints_a_json_snapshot_and_a_live_table(
     hot_shard = next(p.result.shard_id for p in puts if p.partition_key == "hot-key")
 
     def snapshot() -> Optional[dict]:
-        out = subprocess.run(
-            [kpld_bin, "stats", "--socket", daemon.socket_path, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        s = json.loads(out.stdout)
+        s = stats(kpld_bin, daemon)
         st = [x for x in s["streams"] if x["name"] == stream]
         return s if st and st[0]["user_records_put_total"] == len(puts) else None
 
@@ -633,14 +626,7 @@ def files_daemon(kpld, kinesis, make_stream, tmp_path, **kw):
 
 def files_done(kpld_bin, daemon, files: dict) -> None:
     def done():
-        out = subprocess.run(
-            [kpld_bin, "stats", "--socket", daemon.socket_path, "--json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        got = json.loads(out.stdout).get("files") or []
+        got = stats(kpld_bin, daemon).get("files") or []
         return len(got) == len(files) and all(
             f["bytes_behind"] == 0 and f["lines"] == files[f["path"]][0] for f in got
         )
