@@ -310,6 +310,61 @@ mod tests {
         assert_eq!(parse(&a).unwrap_err(), ArgsError::NoValue("-l".into()));
     }
 
+    /// KPL 0.10's Java side, encoded as it does: every field of its
+    /// `Configuration` set, numbered as its config.proto numbers them
+    /// (0.12 renumbered them; messages.proto did not change).
+    fn kpl_0_10_configuration_hex() -> String {
+        use prost::encoding::{bool as b, encode_key, encode_varint, string as st, uint64 as u};
+        let mut c = Vec::new();
+        b::encode(1, &true, &mut c);
+        for (tag, v) in [
+            (2, 4294967295u64),
+            (3, 51200),
+            (4, 500),
+            (5, 5242880),
+            (6, 6000),
+        ] {
+            u::encode(tag, &v, &mut c);
+        }
+        st::encode(7, &String::new(), &mut c); // custom_endpoint
+        b::encode(8, &false, &mut c);
+        st::encode(9, &"info".to_string(), &mut c); // log_level
+        u::encode(10, &24, &mut c);
+        st::encode(11, &"shard".to_string(), &mut c);
+        st::encode(12, &"detailed".to_string(), &mut c);
+        st::encode(13, &"KinesisProducerLibrary".to_string(), &mut c);
+        for (tag, v) in [
+            (14, 60000u64),
+            (15, 1),
+            (16, 443),
+            (17, 150),
+            (18, 100),
+            (19, 30000),
+        ] {
+            u::encode(tag, &v, &mut c);
+        }
+        st::encode(20, &"us-east-1".to_string(), &mut c);
+        u::encode(21, &6000, &mut c);
+        b::encode(22, &true, &mut c);
+        let mut m = Vec::new();
+        u::encode(1, &0, &mut m);
+        encode_key(6, prost::encoding::WireType::LengthDelimited, &mut m);
+        encode_varint(c.len() as u64, &mut m);
+        m.extend_from_slice(&c);
+        to_hex(&m)
+    }
+
+    #[test]
+    fn a_kpl_before_0_12_is_refused_with_the_version_it_needs() {
+        let mut a = java_argv();
+        a[5] = kpl_0_10_configuration_hex();
+        let e = parse(&a).unwrap_err();
+        assert!(matches!(e, ArgsError::Decode { option: "-c", .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(text.starts_with("-c: not a KPL Message"), "{text}");
+        assert!(text.contains("KPL 0.12 or later"), "{text}");
+    }
+
     #[test]
     fn hex_round_trips_in_either_case() {
         let bytes: Vec<u8> = (0..=255).collect();

@@ -6,9 +6,11 @@
 //! takes them once a second into a ring of [`WINDOW_SECONDS`] + 1
 //! snapshots, and a window's count and sum are the difference between now
 //! and N seconds ago (exact, to the second). Min and max cannot be
-//! differenced: a window's min and max are the series' since the start
-//! (docs/kpl-mode.md says so). Series are rolled up the KPL's way: a shard
-//! value counts in its stream's and the global series.
+//! differenced, so each snapshot also holds the statistics of the second
+//! before it (the registry's `since_sample`, taken by the sampler), and a
+//! window's min and max are those of its seconds and of the second under
+//! way. Series are rolled up the KPL's way: a shard value counts in its
+//! stream's and the global series.
 //!
 //! Only metrics asked for with a window in the last [`INTEREST`] are
 //! sampled (the 1.0.7 health check asks for one): a minute of snapshots of
@@ -37,11 +39,30 @@ pub type Totals = BTreeMap<SeriesKey, Stat>;
 /// What the windows are asked about: one metric, or all of them.
 type Wanted = Option<Metric>;
 
+/// One sample: the cumulative totals then, and the statistics of what came
+/// since the sample before (that second's min and max).
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub at: Instant,
+    pub totals: Arc<Totals>,
+    pub second: Totals,
+}
+
+/// A window's start: its totals, how many whole seconds ago they were
+/// taken, and the min and max of every second since (the caller adds the
+/// second under way).
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub ago: u64,
+    pub totals: Arc<Totals>,
+    pub extremes: Totals,
+}
+
 /// The snapshots of the last [`WINDOW_SECONDS`] seconds, of the metrics
 /// asked for with a window lately.
 #[derive(Default)]
 pub struct Window {
-    ring: VecDeque<(Instant, Arc<Totals>)>,
+    ring: VecDeque<Snapshot>,
     /// Metric (None: all) -> (sampled since, last asked).
     wanted: HashMap<Wanted, (Instant, Instant)>,
 }
@@ -67,17 +88,21 @@ impl Window {
         Some(self.wanted.keys().copied().collect())
     }
 
-    pub fn push(&mut self, at: Instant, totals: Totals) {
-        self.ring.push_back((at, Arc::new(totals)));
+    pub fn push(&mut self, at: Instant, totals: Totals, second: Totals) {
+        self.ring.push_back(Snapshot {
+            at,
+            totals: Arc::new(totals),
+            second,
+        });
         while self.ring.len() > WINDOW_SECONDS as usize + 1 {
             self.ring.pop_front();
         }
     }
 
     /// The newest snapshot at least `secs` seconds older than `now` that
-    /// was taken while `metric` was sampled, else the oldest such one;
-    /// with how many whole seconds before `now` it was taken.
-    pub fn at_least(&self, now: Instant, secs: u64, metric: Wanted) -> Option<(u64, Arc<Totals>)> {
+    /// was taken while `metric` was sampled, else the oldest such one, as
+    /// the [`Base`] of a window from it to now.
+    pub fn at_least(&self, now: Instant, secs: u64, metric: Wanted) -> Option<Base> {
         let since = self
             .wanted
             .get(&metric)
@@ -86,30 +111,59 @@ impl Window {
             .chain(self.wanted.get(&None).map(|(since, _)| *since))
             .min()?;
         let want = Duration::from_secs(secs);
-        let usable = || self.ring.iter().filter(|(t, _)| *t >= since);
-        usable()
-            .rev()
-            .find(|(t, _)| now.saturating_duration_since(*t) >= want)
-            .or_else(|| usable().next())
-            .map(|(t, s)| (now.saturating_duration_since(*t).as_secs(), s.clone()))
+        let taken = |s: &Snapshot| s.at;
+        let usable: Vec<&Snapshot> = self.ring.iter().filter(|s| taken(s) >= since).collect();
+        let base = usable
+            .iter()
+            .rposition(|s| now.saturating_duration_since(taken(s)) >= want)
+            .or((!usable.is_empty()).then_some(0))?;
+        let mut extremes = Totals::new();
+        for s in &usable[base + 1..] {
+            merge_into(&mut extremes, &s.second);
+        }
+        let b = usable[base];
+        Some(Base {
+            ago: now.saturating_duration_since(taken(b)).as_secs(),
+            totals: b.totals.clone(),
+            extremes,
+        })
+    }
+}
+
+/// Adds every series of `from` into `into`.
+pub fn merge_into(into: &mut Totals, from: &Totals) {
+    for (k, v) in from {
+        into.entry(k.clone()).or_default().merge(v);
     }
 }
 
 /// The registry's cumulative totals of the metrics `only` names (None in
-/// it: all), every leaf rolled up into each prefix of its dimension chain.
-pub fn totals(handle: &MetricsHandle, only: Option<&[Wanted]>) -> Totals {
+/// it: all), and what came since the last sample, every leaf rolled up into
+/// each prefix of its dimension chain. `take`: the sampler's call, which
+/// starts a new second for those metrics; a request only looks.
+pub fn snapshot(handle: &MetricsHandle, only: Option<&[Wanted]>, take: bool) -> (Totals, Totals) {
     let keep = |m: Metric| only.is_none_or(|w| w.iter().any(|x| x.is_none_or(|x| x == m)));
     handle.with_registry(|r| {
-        let mut out = Totals::new();
-        for (key, leaf) in &r.leaves {
-            if leaf.total.is_empty() || !r.filter.records(key.metric) || !keep(key.metric) {
+        let mut totals = Totals::new();
+        let mut second = Totals::new();
+        let filter = r.filter;
+        for (key, leaf) in r.leaves.iter_mut() {
+            if leaf.total.is_empty() || !filter.records(key.metric) || !keep(key.metric) {
                 continue;
             }
+            let recent = if take {
+                leaf.since_sample.take()
+            } else {
+                leaf.since_sample
+            };
             for p in key.prefixes() {
-                out.entry(p).or_default().merge(&leaf.total);
+                totals.entry(p.clone()).or_default().merge(&leaf.total);
+                if !recent.is_empty() {
+                    second.entry(p).or_default().merge(&recent);
+                }
             }
         }
-        out
+        (totals, second)
     })
 }
 
@@ -122,18 +176,18 @@ pub async fn sample(handle: MetricsHandle, window: Arc<Mutex<Window>>) {
         let Some(only) = lock().filter(at) else {
             continue;
         };
-        let t = totals(&handle, Some(&only));
-        lock().push(at, t);
+        let (t, second) = snapshot(&handle, Some(&only), true);
+        lock().push(at, t, second);
     }
 }
 
-/// The answer (pure). `before`: the totals at the window's start and how
-/// many seconds ago that was (None: everything since the start,
+/// The answer (pure). `before`: the window's start, its extremes with the
+/// second under way included (None: everything since the start,
 /// `uptime_s` long).
 pub fn answer(
     req: &MetricsRequest,
     now: &Totals,
-    before: Option<(u64, &Totals)>,
+    before: Option<&Base>,
     uptime_s: u64,
 ) -> MetricsResponse {
     let name = req.name.as_deref().filter(|n| !n.is_empty());
@@ -144,17 +198,24 @@ pub fn answer(
         }
         let (stat, seconds) = match before {
             // A series that is not in the snapshot began since.
-            Some((secs, b)) => match b.get(key) {
+            Some(b) => match b.totals.get(key) {
                 // A series forgotten and started again has smaller totals.
-                Some(then) if then.count <= total.count => (
-                    Stat {
-                        count: total.count - then.count,
-                        sum: total.sum - then.sum,
-                        ..*total
-                    },
-                    secs,
-                ),
-                _ => (*total, secs),
+                Some(then) if then.count <= total.count => {
+                    let (min, max) = match b.extremes.get(key) {
+                        Some(x) => (x.min, x.max),
+                        None => (f64::INFINITY, f64::NEG_INFINITY),
+                    };
+                    (
+                        Stat {
+                            count: total.count - then.count,
+                            sum: total.sum - then.sum,
+                            min,
+                            max,
+                        },
+                        b.ago,
+                    )
+                }
+                _ => (*total, b.ago),
             },
             None => (*total, uptime_s),
         };
@@ -243,7 +304,12 @@ mod tests {
             name: Some("UserRecordsPut".into()),
             seconds: Some(5),
         };
-        let r = answer(&req, &now, Some((5, &before)), 100);
+        let base = Base {
+            ago: 5,
+            totals: Arc::new(before),
+            extremes: [(k.clone(), stat(15, 15.0, 1.0, 1.0))].into(),
+        };
+        let r = answer(&req, &now, Some(&base), 100);
         assert_eq!(r.metrics.len(), 1);
         let m = &r.metrics[0];
         assert_eq!(m.seconds, 5);
@@ -278,13 +344,18 @@ mod tests {
     fn an_empty_window_has_finite_zeros() {
         let k = key(Metric::AllErrors, Some("s"), None);
         let t: Totals = [(k, stat(3, 3.0, 1.0, 1.0))].into();
+        let base = Base {
+            ago: 1,
+            totals: Arc::new(t.clone()),
+            extremes: Totals::new(),
+        };
         let r = answer(
             &MetricsRequest {
                 name: None,
                 seconds: Some(1),
             },
             &t,
-            Some((1, &t)),
+            Some(&base),
             9,
         );
         assert_eq!(r.metrics[0].stats.count, 0.0);
@@ -305,18 +376,85 @@ mod tests {
                 key(Metric::UserRecordsPut, None, None),
                 stat(s, s as f64, 1.0, 1.0),
             );
-            w.push(t0 + Duration::from_secs(s), t);
+            // Second s saw one value, s.
+            let second = [(
+                key(Metric::UserRecordsPut, None, None),
+                stat(1, s as f64, s as f64, s as f64),
+            )]
+            .into();
+            w.push(t0 + Duration::from_secs(s), t, second);
         }
         let now = t0 + Duration::from_secs(99);
-        let (ago, five) = w.at_least(now, 5, Some(Metric::UserRecordsPut)).unwrap();
-        assert_eq!((ago, five.values().next().unwrap().count), (5, 94));
+        let count = |b: &Base| b.totals.values().next().unwrap().count;
+        let extremes = |b: &Base| {
+            let x = b.extremes.values().next().unwrap();
+            (x.min, x.max)
+        };
+        let five = w.at_least(now, 5, Some(Metric::UserRecordsPut)).unwrap();
+        assert_eq!((five.ago, count(&five)), (5, 94));
+        // The seconds after the base, not the base's own.
+        assert_eq!(extremes(&five), (95.0, 99.0));
         // Longer than kept: the oldest snapshot, and its real age.
-        let (ago, old) = w.at_least(now, 600, Some(Metric::UserRecordsPut)).unwrap();
-        assert_eq!((ago, old.values().next().unwrap().count), (60, 39));
+        let old = w.at_least(now, 600, Some(Metric::UserRecordsPut)).unwrap();
+        assert_eq!((old.ago, count(&old)), (60, 39));
+        assert_eq!(extremes(&old), (40.0, 99.0));
         // Never asked for: no history.
         assert!(w.at_least(now, 5, Some(Metric::AllErrors)).is_none());
         // Interest runs out, and the ring is let go.
         assert_eq!(w.filter(t0 + INTEREST), None);
         assert!(w.ring.is_empty());
+    }
+
+    #[test]
+    fn a_windows_min_and_max_are_those_of_its_seconds_not_since_the_start() {
+        use crate::metrics::MetricsConfig;
+        let h = MetricsHandle::new(&MetricsConfig::default());
+        let k = key(Metric::BufferingTime, Some("s"), None);
+        let add = |v: f64| h.with_registry(|r| r.add_leaf(k.clone(), &stat(1, v, v, v)));
+        let t0 = Instant::now();
+        let mut w = Window::default();
+        let metric = Some(Metric::BufferingTime);
+        w.want(metric, t0);
+        let only = w.filter(t0).unwrap();
+        // Second 0: a spike long before the window; then 30 quiet seconds.
+        add(5000.0);
+        for s in 0..=30u64 {
+            if s > 0 {
+                add(10.0 + s as f64);
+            }
+            let (t, second) = snapshot(&h, Some(&only), true);
+            w.push(t0 + Duration::from_secs(s), t, second);
+        }
+        // The second under way, not sampled yet.
+        add(7.0);
+        let now = t0 + Duration::from_secs(30);
+        let mut base = w.at_least(now, 10, metric).unwrap();
+        let (totals, under_way) = snapshot(&h, None, false);
+        merge_into(&mut base.extremes, &under_way);
+        let req = MetricsRequest {
+            name: Some("BufferingTime".into()),
+            seconds: Some(10),
+        };
+        let r = answer(&req, &totals, Some(&base), 30);
+        let m = r
+            .metrics
+            .iter()
+            .find(|m| m.dimensions.len() == 1)
+            .expect("the stream's series");
+        assert_eq!(m.seconds, 10);
+        // Seconds 21..=30 (31..=40) and the 7 under way.
+        assert_eq!(m.stats.count, 11.0);
+        assert_eq!((m.stats.min, m.stats.max), (7.0, 40.0));
+        // Looking did not take: the next sample still has the 7.
+        let (_, second) = snapshot(&h, Some(&only), true);
+        assert_eq!(second.get(&k).map(|s| (s.count, s.min)), Some((1, 7.0)));
+        // Since the start, the spike is the max.
+        let all = answer(&MetricsRequest::default(), &totals, None, 30);
+        let m = all
+            .metrics
+            .iter()
+            .find(|m| m.name == "BufferingTime" && m.dimensions.len() == 1)
+            .unwrap();
+        assert_eq!(m.stats.max, 5000.0);
     }
 }

@@ -253,14 +253,14 @@ impl Session {
                         w.want(metric, now);
                         w.at_least(now, secs, metric)
                     });
-                let totals = metrics_answer::totals(self.producer.metrics(), None);
+                let (totals, under_way) =
+                    metrics_answer::snapshot(self.producer.metrics(), None, false);
+                let before = before.map(|mut b| {
+                    metrics_answer::merge_into(&mut b.extremes, &under_way);
+                    b
+                });
                 let uptime = now.saturating_duration_since(self.started).as_secs();
-                let resp = metrics_answer::answer(
-                    &req,
-                    &totals,
-                    before.as_ref().map(|(ago, t)| (*ago, &**t)),
-                    uptime,
-                );
+                let resp = metrics_answer::answer(&req, &totals, before.as_ref(), uptime);
                 self.sink.reply(id, Body::MetricsResponse(resp));
             }
             Some(Body::StreamMetadata(s)) => {

@@ -379,6 +379,10 @@ pub struct Leaf {
     pub interval: Stat,
     /// Since start (Prometheus counters).
     pub total: Stat,
+    /// Since the last windowed sample (KPL mode's `MetricsRequest`): a
+    /// window's min and max are those of the seconds in it, which
+    /// cumulative totals cannot give.
+    pub since_sample: Stat,
     /// Intervals closed in a row without a value (to forget dead shards).
     idle_intervals: u32,
 }
@@ -478,6 +482,7 @@ impl Registry {
         let leaf = self.leaves.entry(key).or_default();
         leaf.interval.merge(stat);
         leaf.total.merge(stat);
+        leaf.since_sample.merge(stat);
     }
 
     /// Adds a stream's histogram of one commit.
