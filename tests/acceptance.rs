@@ -98,3 +98,61 @@ async fn a_client_that_did_not_ask_gets_no_accepted_message() {
     assert!(results.values().all(|r| r.success && !r.refused));
     assert_eq!((messages, accepted.len()), (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spooled_frames_are_each_accepted_once_after_the_spool_has_them() {
+    let fake = FakeKinesis::start(FakeOptions::default().stream("d", 2).stream("m", 2)).await;
+    let spool = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        "spool_dir = {:?}\n[streams.d]\ndurability = \"disk\"\n",
+        spool.path().join("s")
+    );
+    let d = Daemon::start(&fake.endpoint(), &cfg).await;
+    let (mut tx, mut rx) = d.connect_accepting().await;
+    // Frames of a disk stream, of a memory stream, and of both, back to
+    // back: one connection's Accepted for spooled frames come from one
+    // waiter that answers several frames at once.
+    let (frames, per_frame) = (60u64, 50u64);
+    for f in 0..frames {
+        let recs = (0..per_frame)
+            .map(|i| {
+                let id = f * per_frame + i + 1;
+                let stream = match f % 3 {
+                    0 => "d",
+                    1 => "m",
+                    _ if i % 2 == 0 => "d",
+                    _ => "m",
+                };
+                record(id, stream, &format!("k{id}"), format!("data {id}"))
+            })
+            .collect();
+        tx.put(recs, false).await.unwrap();
+    }
+    tx.flush(1).await.unwrap();
+    let n = (frames * per_frame) as usize;
+    let (results, accepted, _) = results_and_accepted(&mut rx, n, 1).await;
+    assert!(results.values().all(|r| r.success && !r.refused));
+    // The flush reply can come before the last Accepted: wait for the rest.
+    let mut accepted = accepted;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while accepted.len() < n {
+        let m = tokio::time::timeout_at(deadline, rx.next())
+            .await
+            .expect("every Accepted within 30 s")
+            .expect("connection open");
+        if let Some(server_message::Msg::Accepted(a)) = m.msg {
+            for (first, count) in a.first_ids.iter().zip(&a.counts) {
+                for id in *first..first + count {
+                    assert!(accepted.insert(id), "record {id} accepted twice");
+                }
+            }
+        }
+    }
+    assert_eq!(accepted, (1..=n as u64).collect::<BTreeSet<_>>());
+    // The spool holds the disk stream's records (and they are done there).
+    let appended = std::fs::read_dir(spool.path().join("s"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().starts_with("seg-"));
+    assert!(appended, "the disk stream's records went through the spool");
+}

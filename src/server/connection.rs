@@ -12,6 +12,7 @@ use crate::ipc::{
     StatsReply,
 };
 use crate::producer::{IdRuns, Landed, Landing, Producer, RecordInput, ResultSink};
+use crate::spool::Ticket;
 use prost::Message;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -133,34 +134,40 @@ impl ResultSink for ConnSink {
 
 /// Tells the client of records of a `disk` stream once the spool has them
 /// durable (`spool_fsync`), without holding up the reading of its next
-/// frames: the group commit covers many frames and connections at once.
-fn spooled_accepted(
-    producer: &Producer,
-    ids: IdRuns,
-    ticket: crate::spool::Ticket,
+/// frames. One task per connection, started with its first spooled frame:
+/// durability is a watermark, so it waits for the newest ticket queued and
+/// answers every frame queued by then in one `Accepted` (about one per
+/// group commit instead of one per frame).
+fn durable_waiter(
+    spool: crate::spool::Spool,
     tx: mpsc::UnboundedSender<ConnEvent>,
     backlog: Arc<Backlog>,
-) {
-    let Some(spool) = producer.spool().cloned() else {
-        return;
-    };
+) -> mpsc::UnboundedSender<(IdRuns, Ticket)> {
+    let (queue, mut rx) = mpsc::unbounded_channel::<(IdRuns, Ticket)>();
     tokio::spawn(async move {
-        match spool.durable(&ticket).await {
-            Ok(()) => {
-                let m = accepted_frame(ids);
-                backlog.owe(reply_weight(&m));
-                let _ = tx.send(ConnEvent::Send(m));
+        while let Some((mut ids, mut newest)) = rx.recv().await {
+            while let Ok((more, t)) = rx.try_recv() {
+                ids.append(more);
+                newest = t;
             }
-            // They are in the pipeline all the same; their results (a
-            // success says they were accepted) still come.
-            Err(e) => tracing::error!(
-                error = %e,
-                records = ids.len(),
-                "the spool could not sync records it had written; their clients get no \
-                 Accepted for them, only their results"
-            ),
+            match spool.durable(&newest).await {
+                Ok(()) => {
+                    let m = accepted_frame(ids);
+                    backlog.owe(reply_weight(&m));
+                    let _ = tx.send(ConnEvent::Send(m));
+                }
+                // They are in the pipeline all the same; their results (a
+                // success says they were accepted) still come.
+                Err(e) => tracing::error!(
+                    error = %e,
+                    records = ids.len(),
+                    "the spool could not sync records it had written; their clients get no \
+                     Accepted for them, only their results"
+                ),
+            }
         }
     });
+    queue
 }
 
 fn accepted_frame(ids: IdRuns) -> ServerMessage {
@@ -226,6 +233,8 @@ async fn read_loop(
     // The client asked for `Accepted` messages.
     let mut want_accepted = false;
     let mut epoch: u64 = 0;
+    // Spooled frames waiting for their `Accepted`, once there is one.
+    let mut waiter: Option<mpsc::UnboundedSender<(IdRuns, Ticket)>> = None;
     loop {
         let frame = tokio::select! {
             _ = stop_reading.cancelled() => {
@@ -353,7 +362,11 @@ async fn read_loop(
                         reply(accepted_frame(acceptance.now));
                     }
                     for (ids, ticket) in acceptance.spooled {
-                        spooled_accepted(producer, ids, ticket, tx.clone(), backlog.clone());
+                        let Some(spool) = producer.spool() else { break };
+                        let waiter = waiter.get_or_insert_with(|| {
+                            durable_waiter(spool.clone(), tx.clone(), backlog.clone())
+                        });
+                        let _ = waiter.send((ids, ticket));
                     }
                 }
             }
