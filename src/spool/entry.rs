@@ -66,20 +66,23 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, e: &EntryRef<'_>) {
     let ehk = e.explicit_hash_key.unwrap_or(&[]);
     let body_len =
         FIXED_BODY_BYTES + e.stream.len() + e.partition_key.len() + ehk.len() + e.data.len();
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&(body_len as u32).to_le_bytes());
-    out.extend_from_slice(&seq.to_le_bytes());
-    out.extend_from_slice(&e.arrival_unix_ms.to_le_bytes());
-    out.push(e.compression);
-    out.push(if e.explicit_hash_key.is_some() {
+    // The fixed part in one copy: on the hot path, a dozen small copies
+    // each cost a call into memmove.
+    let mut fixed = [0u8; HEAD_BYTES + FIXED_BODY_BYTES];
+    fixed[4..8].copy_from_slice(&(body_len as u32).to_le_bytes());
+    fixed[8..16].copy_from_slice(&seq.to_le_bytes());
+    fixed[16..24].copy_from_slice(&e.arrival_unix_ms.to_le_bytes());
+    fixed[24] = e.compression;
+    fixed[25] = if e.explicit_hash_key.is_some() {
         FLAG_EXPLICIT_HASH_KEY
     } else {
         0
-    });
-    out.extend_from_slice(&(e.stream.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(e.partition_key.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(ehk.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(e.data.len() as u32).to_le_bytes());
+    };
+    fixed[26..28].copy_from_slice(&(e.stream.len() as u16).to_le_bytes());
+    fixed[28..30].copy_from_slice(&(e.partition_key.len() as u16).to_le_bytes());
+    fixed[30..32].copy_from_slice(&(ehk.len() as u16).to_le_bytes());
+    fixed[32..36].copy_from_slice(&(e.data.len() as u32).to_le_bytes());
+    out.extend_from_slice(&fixed);
     out.extend_from_slice(e.stream.as_bytes());
     out.extend_from_slice(e.partition_key);
     out.extend_from_slice(ehk);
