@@ -13,9 +13,11 @@
 
 use super::identity::Saved;
 use bytes::Bytes;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Records of one file in the order they were read, until they are final.
 #[derive(Debug, Default)]
@@ -175,6 +177,48 @@ impl Tracker {
     }
 }
 
+/// When the checkpoints of files that are gone are dropped, so that the
+/// checkpoint file does not grow with every file that ever matched.
+///
+/// A checkpoint is *seen* while its file is open or any table's discovery
+/// matches a file of its identity; one loaded at start counts as seen then.
+/// One not seen for `retention` is dropped: its file was deleted while kpld
+/// was down, rotated to a name no table matches, or its table was removed.
+/// Dropping one early costs at most a re-read from the start (duplicates,
+/// never a loss), since the identity check already refuses a stranger.
+#[derive(Debug, Default)]
+pub struct Retention<K> {
+    seen: HashMap<K, Instant>,
+}
+
+impl<K: Eq + Hash + Clone> Retention<K> {
+    pub fn seen(&mut self, key: K, now: Instant) {
+        self.seen.insert(key, now);
+    }
+
+    /// Removes from `saved` the checkpoints not seen for `retention` and
+    /// returns them; forgets what it knew of keys no longer saved.
+    pub fn expire<V>(
+        &mut self,
+        saved: &mut HashMap<K, V>,
+        now: Instant,
+        retention: Duration,
+    ) -> Vec<V> {
+        let seen = &mut self.seen;
+        let old: Vec<K> = saved
+            .keys()
+            .filter(|k| {
+                let at = *seen.entry((*k).clone()).or_insert(now);
+                now.saturating_duration_since(at) >= retention
+            })
+            .cloned()
+            .collect();
+        let gone = old.iter().filter_map(|k| saved.remove(k)).collect();
+        seen.retain(|k, _| saved.contains_key(k));
+        gone
+    }
+}
+
 /// The checkpoint file.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -240,6 +284,33 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_not_open_nor_matched_for_the_retention_is_dropped_and_only_that_one() {
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(60);
+        let mut saved: HashMap<&str, u64> = [("open", 1), ("matched", 2), ("gone", 3)].into();
+        let mut r = Retention::default();
+        // Loaded at start: all count as seen at the first write.
+        assert!(r.expire(&mut saved, t0, keep).is_empty());
+        let later = t0 + Duration::from_secs(59);
+        r.seen("open", later);
+        r.seen("matched", later);
+        assert!(
+            r.expire(&mut saved, later, keep).is_empty(),
+            "none is 60 s old yet"
+        );
+        let gone = r.expire(&mut saved, t0 + keep, keep);
+        assert_eq!(gone, vec![3]);
+        assert_eq!(saved.len(), 2);
+        assert!(
+            !r.seen.contains_key("gone"),
+            "what it knew of a dropped key goes too"
+        );
+        assert!(r
+            .expire(&mut saved, later + keep - Duration::from_secs(1), keep)
+            .is_empty());
+    }
 
     /// CRI joins stdout's and stderr's partial lines apart: stdout P (0..10), stderr P
     /// (10..20), stderr F (20..30) emits stderr's record while stdout's partial is still

@@ -221,9 +221,72 @@ impl Multiline {
     }
 }
 
+/// Where `start_at = "end"` begins a file that has no checkpoint: just after
+/// its last complete line, so that a line still being written when kpld
+/// starts is sent whole once its end comes, not as the fragment after `size`.
+/// `read(at, len)` gives the file's bytes (fewer at its end). Looks back at
+/// most `max_line_bytes`: a line in progress longer than that would be split
+/// into pieces anyway, so there it starts at `size`. A file with no line end
+/// at all is one line in progress: it starts at 0.
+pub fn start_after_last_line(
+    size: u64,
+    max_line_bytes: u64,
+    mut read: impl FnMut(u64, usize) -> Vec<u8>,
+) -> u64 {
+    const STEP: u64 = 64 * 1024;
+    let floor = size.saturating_sub(max_line_bytes);
+    let mut end = size;
+    while end > floor {
+        let from = end.saturating_sub(STEP).max(floor);
+        let bytes = read(from, (end - from) as usize);
+        if let Some(i) = bytes.iter().rposition(|&b| b == b'\n') {
+            return from + i as u64 + 1;
+        }
+        end = from;
+    }
+    if floor == 0 {
+        0
+    } else {
+        size
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn start_of(file: &[u8], max: u64) -> u64 {
+        start_after_last_line(file.len() as u64, max, |at, len| {
+            let at = at as usize;
+            file[at..(at + len).min(file.len())].to_vec()
+        })
+    }
+
+    #[test]
+    fn start_at_end_begins_after_the_last_complete_line_not_inside_the_one_being_written() {
+        assert_eq!(
+            start_of(b"one\ntwo\n", 100),
+            8,
+            "ends with a line end: at the end"
+        );
+        assert_eq!(
+            start_of(b"one\ntwo\npar", 100),
+            8,
+            "a line in progress is sent whole"
+        );
+        assert_eq!(
+            start_of(b"partial", 100),
+            0,
+            "no line end at all: one line in progress"
+        );
+        assert_eq!(start_of(b"", 100), 0);
+        // A line in progress longer than max_line_bytes would be split anyway.
+        assert_eq!(start_of(b"a\nbbbbbbbbbb", 4), 12);
+        // Looked for across read steps (64 KiB each).
+        let mut big = b"head\n".to_vec();
+        big.extend(std::iter::repeat_n(b'x', 200_000));
+        assert_eq!(start_of(&big, 1 << 20), 5);
+    }
 
     fn split(max: usize, chunks: &[&[u8]]) -> (Vec<(u64, u64, String)>, u64) {
         let mut s = LineSplitter::new(max, 0);

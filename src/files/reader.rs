@@ -12,7 +12,7 @@ use super::checkpoint::Tracker;
 use super::dead_letter::{Dead, DeadLetters};
 use super::identity::{self, Resume, Saved, FINGERPRINT_BYTES};
 use super::key::{PartitionKeyRule, RandomKeys};
-use super::lines::{LineSplitter, Multiline, Piece};
+use super::lines::{self, LineSplitter, Multiline, Piece};
 use super::process::{LineContext, Processed};
 use super::rate::LineRate;
 use super::settings::{FileSpec, StartAt};
@@ -312,7 +312,11 @@ impl Reader {
                     }
                 }
             }
-            None if self.first_scan && self.spec.table.start_at == StartAt::End => size,
+            None if self.first_scan && self.spec.table.start_at == StartAt::End => {
+                lines::start_after_last_line(size, self.spec.table.max_line_bytes, |at, len| {
+                    st.pread(at, len)
+                })
+            }
             None => 0,
         };
         tracing::info!(path = %st.path, stream = %st.stream, offset = start, "reading file");

@@ -44,6 +44,8 @@ pub struct FilesTable {
     pub checkpoint_interval_ms: u64,
     #[serde(default = "default_rotated_max_open_ms")]
     pub rotated_max_open_ms: u64,
+    #[serde(default = "default_checkpoint_retention_ms")]
+    pub checkpoint_retention_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +84,11 @@ fn default_checkpoint_interval_ms() -> u64 {
 }
 fn default_rotated_max_open_ms() -> u64 {
     300_000
+}
+/// A day: a file that is gone for longer is not coming back, and a table
+/// removed by SIGHUP and added again within it still resumes.
+fn default_checkpoint_retention_ms() -> u64 {
+    86_400_000
 }
 
 /// A checked `[[files]]` table.
@@ -151,6 +158,12 @@ impl FilesTable {
                 self.rotated_max_open_ms,
                 0,
                 7 * 86_400_000,
+            ),
+            (
+                "checkpoint_retention_ms",
+                self.checkpoint_retention_ms,
+                1000,
+                366 * 86_400_000,
             ),
             (
                 "multiline_timeout_ms",

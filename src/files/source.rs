@@ -10,7 +10,7 @@
 //! begins); 2. the producer drains; 3. [`FileSources::finish`]: the last
 //! checkpoints are written, with every result the drain brought.
 
-use super::checkpoint::Store;
+use super::checkpoint::{Retention, Store};
 use super::dead_letter::DeadLetters;
 use super::identity::Saved;
 use super::reader::{FileState, Reader};
@@ -43,6 +43,10 @@ struct Hub {
     retired: Mutex<Vec<FileSample>>,
     /// What the last write saved (nothing is written when nothing moved).
     written: Mutex<Vec<Saved>>,
+    /// When each checkpoint's file was last open or matched.
+    retention: Mutex<Retention<Key>>,
+    /// `checkpoint_retention_ms`: the largest of the running tables'.
+    keep_for: Mutex<Duration>,
     readers: TaskTracker,
 }
 
@@ -78,6 +82,14 @@ impl FileSources {
             live: Mutex::new(Vec::new()),
             retired: Mutex::new(Vec::new()),
             written: Mutex::new(Vec::new()),
+            retention: Mutex::new(Retention::default()),
+            keep_for: Mutex::new(Duration::from_millis(
+                tables
+                    .iter()
+                    .map(|t| t.checkpoint_retention_ms)
+                    .max()
+                    .unwrap_or(86_400_000),
+            )),
             readers: TaskTracker::new(),
         });
         if !tables.is_empty() {
@@ -113,6 +125,9 @@ impl FileSources {
     /// Applies the tables of a re-read config: removed or changed ones
     /// stop (their checkpoints stay), new or changed ones start.
     pub fn reconfigure(&self, tables: &[FilesTable]) {
+        if let Some(ms) = tables.iter().map(|t| t.checkpoint_retention_ms).max() {
+            *self.hub.keep_for.lock().expect("keep_for lock") = Duration::from_millis(ms);
+        }
         let mut running = self.tables.lock().expect("tables lock");
         running.retain(|r| {
             let keep = tables.contains(&r.table);
@@ -219,10 +234,20 @@ impl Hub {
     fn write_checkpoints(&self) {
         let live: Vec<Arc<FileState>> = self.live.lock().expect("live lock").clone();
         let now: Vec<Saved> = live.iter().map(|s| s.saved()).collect();
+        let keep_for = *self.keep_for.lock().expect("keep_for lock");
         let all: Vec<Saved> = {
             let mut saved = self.saved.lock().expect("saved lock");
+            let mut retention = self.retention.lock().expect("retention lock");
+            let at = std::time::Instant::now();
             for s in now {
-                saved.insert((s.stream.clone(), s.dev, s.ino), s);
+                let key = (s.stream.clone(), s.dev, s.ino);
+                retention.seen(key.clone(), at);
+                saved.insert(key, s);
+            }
+            for gone in retention.expire(&mut saved, at, keep_for) {
+                tracing::info!(path = %gone.path, stream = %gone.stream, inode = gone.ino,
+                    checkpoint_retention_ms = keep_for.as_millis() as u64,
+                    "dropped the checkpoint of a file no table has matched for checkpoint_retention_ms");
             }
             let mut v: Vec<Saved> = saved.values().cloned().collect();
             v.sort_by(|a, b| (&a.stream, a.dev, a.ino).cmp(&(&b.stream, b.dev, b.ino)));
@@ -327,8 +352,18 @@ async fn table_task(hub: Arc<Hub>, spec: Arc<FileSpec>, cancel: CancellationToke
         let found = tokio::task::spawn_blocking(move || super::discover::matching(&s))
             .await
             .unwrap_or_default();
-        for path in found {
-            let Ok(m) = path.metadata() else { continue };
+        let at = std::time::Instant::now();
+        let metas: Vec<_> = found
+            .into_iter()
+            .filter_map(|p| p.metadata().ok().map(|m| (p, m)))
+            .collect();
+        {
+            let mut retention = hub.retention.lock().expect("retention lock");
+            for (_, m) in &metas {
+                retention.seen((spec.table.stream.clone(), m.dev(), m.ino()), at);
+            }
+        }
+        for (path, m) in metas {
             if open.contains_key(&(m.dev(), m.ino())) {
                 continue;
             }

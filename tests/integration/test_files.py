@@ -10,6 +10,10 @@ the aggregates apart) and every line written must be there.
   that is in a file is in the stream);
 - a new file on the same inode (rewritten in place) is read from its start, not resumed;
 - a file shorter than the fingerprint window is read;
+- the checkpoint of a file deleted while kpld was down is dropped after
+  `checkpoint_retention_ms`, and only that one;
+- `start_at = "end"` starts after the last complete line: a line being written is sent
+  whole, and nothing before it;
 - SIGHUP adds a files table and removes another;
 - a record that fails for good (RecordTooLarge) is in the dead-letter file with its reason,
   and the checkpoint moves past it;
@@ -340,6 +344,66 @@ def test_a_file_shorter_than_the_fingerprint_is_read_and_resumed(
     daemon2 = kpld(**settings)
     got = wait_lines(kinesis, stream, {"hi", "there"}, daemon2)
     assert got == Counter({"hi": 1, "there": 1}), "resumed after `hi`, not read again"
+
+
+def test_start_at_end_sends_a_line_being_written_whole_and_nothing_before_it(
+    make_stream, kpld, kinesis, tmp_path
+):
+    stream = make_stream(kinesis, 1)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    path = logs / "app.log"
+    path.write_text("".join(f"old {i}\n" for i in range(10)) + "a line half wri")
+    daemon = kpld(
+        state_dir=str(tmp_path / "state"), files=[table(stream, [str(path)], start_at="end")]
+    )
+    deadline = time.monotonic() + WAIT_S
+    while "reading file" not in daemon.log():
+        assert time.monotonic() < deadline, daemon.log()[-3000:]
+        time.sleep(0.1)
+    with open(path, "a") as f:
+        f.write("tten\nnew line\n")
+
+    def problem(got: Counter):
+        return None if "new line" in got and sum(got.values()) >= 2 else f"only {dict(got)}"
+
+    got = wait_records(kinesis, stream, problem, daemon)
+    assert got == Counter({"a line half written": 1, "new line": 1})
+
+
+def test_the_checkpoint_of_a_file_deleted_while_kpld_was_down_is_dropped_after_the_retention(
+    make_stream, kpld, kinesis, tmp_path
+):
+    stream = make_stream(kinesis, 1)
+    logs, state = tmp_path / "logs", tmp_path / "state"
+    logs.mkdir()
+    (logs / "kept.log").write_text("kept\n")
+    (logs / "gone.log").write_text("gone\n")
+    settings = dict(
+        state_dir=str(state),
+        files=[table(stream, [f"{logs}/*.log"], checkpoint_retention_ms=1000)],
+    )
+    daemon = kpld(**settings)
+    wait_lines(kinesis, stream, {"kept", "gone"}, daemon)
+    assert daemon.terminate() == 0
+
+    def saved_paths() -> set[str]:
+        doc = json.loads((state / "file-checkpoints.json").read_text())
+        return {Path(f["path"]).name for f in doc["files"]}
+
+    assert saved_paths() == {"kept.log", "gone.log"}
+    (logs / "gone.log").unlink()
+    daemon2 = kpld(**settings)
+    deadline = time.monotonic() + WAIT_S
+    while saved_paths() != {"kept.log"}:
+        assert time.monotonic() < deadline, f"still saved: {saved_paths()}"
+        time.sleep(0.2)
+    assert "dropped the checkpoint" in daemon2.log()
+    # The file still there kept its checkpoint: it is not read again.
+    with open(logs / "kept.log", "a") as f:
+        f.write("more\n")
+    got = wait_lines(kinesis, stream, {"more"}, daemon2)
+    assert got["kept"] == 1
 
 
 def test_sighup_adds_a_files_table_and_removes_another(
