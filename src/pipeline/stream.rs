@@ -264,6 +264,10 @@ impl StreamCore {
                 self.settings = s;
             }
         }
+        // An answer or a map may have freed lanes: what waited in them goes.
+        if self.ordered && !self.aborted {
+            self.release_lanes(now);
+        }
     }
 
     /// The earliest time after `now` that [`poll`](Self::poll) has timed
@@ -343,6 +347,9 @@ impl StreamCore {
         }
         if self.draining {
             self.flush_all(now);
+        }
+        if self.ordered {
+            self.release_lanes(now);
         }
     }
 
@@ -1263,7 +1270,6 @@ mod tests {
             },
             at,
         );
-        core.poll(at);
     }
 
     #[test]
