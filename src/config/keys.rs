@@ -294,6 +294,17 @@ pub static KEYS: &[KeyDef] = &[
         read: values::plain::<bool>,
     },
     KeyDef {
+        name: "ordered",
+        ty: "bool",
+        default: DefaultValue::Bool(false),
+        allowed: Allowed::Any,
+        sighup: Sighup::Restart,
+        scope: Scope::Stream,
+        kpl: Kpl::None("the KPL has no ordering option"),
+        doc: "Records of one partition key (or explicit hash key) from one connection land in the order kpld accepted them, through retries and reshards: one PutRecords entry in flight per shard",
+        read: values::plain::<bool>,
+    },
+    KeyDef {
         name: "rate_limit",
         ty: "u64 %",
         default: DefaultValue::Int(150),

@@ -42,6 +42,8 @@ pub struct StreamSettings {
     pub record_ttl_ms: u64,
     pub rate_limit: u64,
     pub fail_if_throttled: bool,
+    /// Per-key order kept through retries and reshards (see the README's "Ordering").
+    pub ordered: bool,
     pub max_record_size: u64,
     pub compression: Compression,
     pub compression_level: u32,
@@ -97,6 +99,7 @@ pub struct Config {
     pub record_max_buffered_time_ms: u64,
     pub record_ttl_ms: u64,
     pub fail_if_throttled: bool,
+    pub ordered: bool,
     /// Percent of the per-shard limits (1000 records/s, 1 MiB/s) kpld sends at most.
     pub rate_limit: u64,
     pub max_connections: u64,

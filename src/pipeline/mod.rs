@@ -8,6 +8,7 @@
 //! - [`pacer`]: per-shard rate limits between aggregation and collection ([`Pacer`]).
 //! - [`collector`]: Kinesis records into PutRecords calls ([`Collector`]).
 //! - [`retries`]: fail or back off after a failed attempt; the retry queue ([`Retries`]).
+//! - [`lanes`]: with `ordered`, one entry in flight per shard, retries first.
 //! - [`shards`]: the shard map's state, reloads, misrouted aggregates ([`Shards`]).
 //! - [`stream`]: one stream's core ([`StreamCore`]) composing them, fed
 //!   [`Input`]s, answering [`Action`]s; `producer::actor` drives it.
@@ -16,6 +17,7 @@
 
 pub mod collector;
 pub mod counters;
+pub mod lanes;
 pub mod pacer;
 pub mod record;
 pub mod retries;

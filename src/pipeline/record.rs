@@ -226,6 +226,10 @@ pub struct KinesisRecord {
     /// the send path need not walk records that are no longer in the cache.
     pub(crate) deadline: Instant,
     pub(crate) expiry: Instant,
+    /// With `ordered`: the lane (map generation, shard index) whose one
+    /// entry in flight this is, held until its records are final or go
+    /// back to the head of a lane (see `StreamCore`'s ordering invariant).
+    pub(crate) lane: Option<(u64, usize)>,
 }
 
 impl KinesisRecord {
@@ -248,6 +252,7 @@ impl KinesisRecord {
             records,
             deadline,
             expiry,
+            lane: None,
         }
     }
 

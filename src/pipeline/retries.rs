@@ -16,8 +16,9 @@ pub enum Retry {
     /// A whole Kinesis record: an aggregate stays whole and is paced again
     /// by its shard's limit, if the map has not changed since it was built.
     Whole(KinesisRecord),
-    /// User records to route again (their aggregate lost some records).
-    Loose(Vec<UserRecord>),
+    /// User records to route again (their aggregate lost some records),
+    /// and the ordered lane their Kinesis record held, still held.
+    Loose(Vec<UserRecord>, Option<(u64, usize)>),
 }
 
 /// What [`Retries::after_failure`] decided.
@@ -29,6 +30,8 @@ pub enum Verdict {
     Retry {
         retried: usize,
         expired: Vec<UserRecord>,
+        /// The ordered lane given up (nothing of the record is retried).
+        lane: Option<(u64, usize)>,
     },
 }
 
@@ -94,14 +97,20 @@ impl Retries {
             return Verdict::Retry {
                 retried,
                 expired: Vec::new(),
+                lane: None,
             };
         }
+        let lane = k.lane;
         let (expired, rest): (Vec<_>, Vec<_>) = k.records.into_iter().partition(|u| at >= u.expiry);
         let retried = rest.len();
         if !rest.is_empty() {
-            self.schedule(at, Retry::Loose(rest));
+            self.schedule(at, Retry::Loose(rest, lane));
         }
-        Verdict::Retry { retried, expired }
+        Verdict::Retry {
+            retried,
+            expired,
+            lane: if retried == 0 { lane } else { None },
+        }
     }
 
     /// Queues a retry. Its records are detached from their request frames
@@ -110,7 +119,7 @@ impl Retries {
     pub fn schedule(&mut self, at: Instant, mut r: Retry) {
         match &mut r {
             Retry::Whole(k) => k.detach(),
-            Retry::Loose(v) => v.iter_mut().for_each(UserRecord::detach),
+            Retry::Loose(v, _) => v.iter_mut().for_each(UserRecord::detach),
         }
         self.seq += 1;
         self.queue.insert((at, self.seq), r);
@@ -143,7 +152,7 @@ impl Retries {
         for (_, r) in std::mem::take(&mut self.queue) {
             match r {
                 Retry::Whole(k) => all.extend(k.records),
-                Retry::Loose(v) => all.extend(v),
+                Retry::Loose(v, _) => all.extend(v),
             }
         }
         all
@@ -168,7 +177,10 @@ mod tests {
         let mut r = retries();
         let k = kinesis_record(0, records(&[1, 2, 3], 10, t0, Duration::from_secs(30)));
         let e = ApiError::new(ErrorCode::ProvisionedThroughputExceeded, "slow down");
-        let Verdict::Retry { retried, expired } = r.after_failure(k, &e, false, false, t0) else {
+        let Verdict::Retry {
+            retried, expired, ..
+        } = r.after_failure(k, &e, false, false, t0)
+        else {
             panic!("a throttle is retried");
         };
         assert_eq!((retried, expired.len()), (3, 0));
@@ -216,13 +228,16 @@ mod tests {
         let k = kinesis_record(0, recs);
         let e = ApiError::new(ErrorCode::InternalFailure, "oops");
         // Seeded so that the delay is not below 1 ms.
-        let Verdict::Retry { retried, expired } = r.after_failure(k, &e, false, false, t0) else {
+        let Verdict::Retry {
+            retried, expired, ..
+        } = r.after_failure(k, &e, false, false, t0)
+        else {
             panic!("retryable");
         };
         assert_eq!(retried, 1);
         assert_eq!(expired.iter().map(|u| u.id).collect::<Vec<_>>(), vec![1]);
         assert!(
-            matches!(r.pop_due(t0 + Duration::from_secs(10)), Some(Retry::Loose(v)) if v[0].id == 2)
+            matches!(r.pop_due(t0 + Duration::from_secs(10)), Some(Retry::Loose(v, _)) if v[0].id == 2)
         );
     }
 

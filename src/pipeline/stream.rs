@@ -26,6 +26,7 @@
 
 use super::collector::Collector;
 use super::counters::Counters;
+use super::lanes::{Lane, Lanes};
 use super::pacer::Pacer;
 use super::record::{KinesisRecord, Landed, Landing, Origin, UserRecord};
 use super::retries::{Retries, Retry, Verdict};
@@ -145,6 +146,11 @@ pub struct StreamCore {
     actions: Vec<Action>,
     /// Kinesis records just built, on their way to the pacer.
     built: Vec<KinesisRecord>,
+    /// `ordered`, read once: lanes hold records that a change of the
+    /// setting could not let go of in order.
+    ordered: bool,
+    /// With `ordered`: what waits for its shard's entry in flight.
+    lanes: Lanes,
 }
 
 impl StreamCore {
@@ -158,6 +164,7 @@ impl StreamCore {
         counters: Arc<Counters>,
         draining: bool,
     ) -> StreamCore {
+        let ordered = settings.ordered;
         let mut core = StreamCore {
             route_limits: RouteLimits::new(&settings),
             name,
@@ -177,6 +184,8 @@ impl StreamCore {
             trouble: Default::default(),
             actions: Vec::new(),
             built: Vec::new(),
+            ordered,
+            lanes: Lanes::default(),
         };
         core.start_load();
         core
@@ -255,6 +264,10 @@ impl StreamCore {
                 self.settings = s;
             }
         }
+        // An answer or a map may have freed lanes: what waited in them goes.
+        if self.ordered && !self.aborted {
+            self.release_lanes(now);
+        }
     }
 
     /// The earliest time after `now` that [`poll`](Self::poll) has timed
@@ -293,16 +306,20 @@ impl StreamCore {
             self.start_load();
         }
         while let Some(r) = self.retries.pop_due(now) {
-            let loose = match r {
+            let (loose, lane) = match r {
                 Retry::Whole(k)
                     if k.map_gen == self.shards.generation && self.shards.map().is_some() =>
                 {
                     self.admit(k, now);
                     continue;
                 }
-                Retry::Whole(k) => k.records,
-                Retry::Loose(v) => v,
+                Retry::Whole(k) => (k.records, k.lane),
+                Retry::Loose(v, lane) => (v, lane),
             };
+            if self.ordered {
+                self.requeue_front(loose, lane, now);
+                continue;
+            }
             for mut u in loose {
                 u.deadline = now;
                 self.route(u, now);
@@ -330,6 +347,9 @@ impl StreamCore {
         }
         if self.draining {
             self.flush_all(now);
+        }
+        if self.ordered {
+            self.release_lanes(now);
         }
     }
 
@@ -386,6 +406,7 @@ impl StreamCore {
         let mut all: Vec<UserRecord> = std::mem::take(&mut self.shards.waiting);
         all.append(&mut self.router.drain());
         all.extend(self.pacer.drain().into_iter().flat_map(|k| k.records));
+        all.extend(self.lanes.drain().into_iter().flat_map(|k| k.records));
         all.extend(self.collector.drain().flat_map(|k| k.records));
         all.extend(self.urgent.drain(..).flatten().flat_map(|k| k.records));
         all.append(&mut self.retries.drain());
@@ -449,10 +470,57 @@ impl StreamCore {
 
     fn admit_built(&mut self, now: Instant) {
         let mut built = std::mem::take(&mut self.built);
+        if self.ordered {
+            for k in built.drain(..) {
+                self.lanes.push(k);
+            }
+            self.built = built;
+            return self.release_lanes(now);
+        }
         for k in built.drain(..) {
             self.admit(k, now);
         }
         self.built = built;
+    }
+
+    /// With `ordered`: each lane free to let a record out does.
+    fn release_lanes(&mut self, now: Instant) {
+        while let Some(k) = self.lanes.next_ready() {
+            self.admit(k, now);
+        }
+    }
+
+    /// With `ordered`: records of an entry that was out for `lane` and came
+    /// back loose go to the head of the lanes they now hash to, each on
+    /// its own (they are few: a part expired, or a reshard dissolved
+    /// their aggregate), ahead of everything newer; then `lane` is free.
+    fn requeue_front(&mut self, records: Vec<UserRecord>, lane: Option<Lane>, now: Instant) {
+        let Some(map) = self.shards.map() else {
+            // No map (the stream was reported missing): they wait for one,
+            // ahead of the records that came since.
+            let mut records = records;
+            records.iter_mut().for_each(UserRecord::detach);
+            self.shards.waiting.splice(0..0, records);
+            self.lanes.give_back(lane);
+            return self.release_lanes(now);
+        };
+        let gen = self.shards.generation;
+        let mut groups: Vec<(usize, Vec<KinesisRecord>)> = Vec::new();
+        for mut u in records {
+            u.detach();
+            u.deadline = now;
+            let idx = map.index_of(u.hash);
+            let k = KinesisRecord::single(self.router.shard_id(idx).clone(), idx, gen, u);
+            match groups.iter_mut().find(|(i, _)| *i == idx) {
+                Some((_, v)) => v.push(k),
+                None => groups.push((idx, vec![k])),
+            }
+        }
+        self.lanes.give_back(lane);
+        for (idx, ks) in groups {
+            self.lanes.push_front(idx, ks);
+        }
+        self.release_lanes(now);
     }
 
     /// Passes a Kinesis record through its shard's rate limit: on to the
@@ -484,6 +552,7 @@ impl StreamCore {
         let mut reroute = Vec::new();
         for k in batch {
             let shard = k.shard_id;
+            let lane = k.lane;
             for u in k.records {
                 if u.expiry <= now {
                     let msg = format!(
@@ -494,6 +563,9 @@ impl StreamCore {
                 } else {
                     reroute.push(u);
                 }
+            }
+            if self.ordered {
+                self.requeue_front(std::mem::take(&mut reroute), lane, now);
             }
         }
         for mut u in reroute {
@@ -681,6 +753,7 @@ impl StreamCore {
             duration_ms: ended.saturating_duration_since(started).as_millis() as u64,
         });
         let (n, aggregated) = (k.records.len(), k.aggregated);
+        self.lanes.give_back(k.lane);
         Counters::add(&self.counters.user_records_put, n as u64);
         let mut cost = 0usize;
         // Records of many puts share an aggregate (with many shards, hardly
@@ -770,18 +843,24 @@ impl StreamCore {
         ended: Instant,
         now: Instant,
     ) {
-        let shard = k.shard_id.clone();
+        let (shard, lane) = (k.shard_id.clone(), k.lane);
         record_failed_attempt(&mut k, err, started, ended);
         let verdict =
             self.retries
                 .after_failure(k, err, self.settings.fail_if_throttled, self.aborted, now);
         match verdict {
             Verdict::Fail(records) => {
+                self.lanes.give_back(lane);
                 for u in records {
                     self.fail(u, Some(&shard), err.code.clone(), err.message.clone());
                 }
             }
-            Verdict::Retry { retried, expired } => {
+            Verdict::Retry {
+                retried,
+                expired,
+                lane,
+            } => {
+                self.lanes.give_back(lane);
                 Counters::add(&self.counters.retries, retried as u64);
                 for u in expired {
                     let msg = format!(
@@ -875,19 +954,27 @@ impl StreamCore {
     fn on_map_loaded(&mut self, r: Result<ShardMap, ApiError>, now: Instant) {
         match r {
             Ok(map) => {
-                let mut reroute = std::mem::take(&mut self.shards.waiting);
+                let waiting = std::mem::take(&mut self.shards.waiting);
+                let mut reroute = Vec::new();
                 if let Loaded::Changed = self.shards.loaded(map) {
                     // Everything not yet sent was aggregated for the old
-                    // map: take it apart and route it again.
+                    // map: take it apart and route it again, oldest first
+                    // per old shard (paced or collected, then in its lane,
+                    // then buffered), which `ordered` relies on.
                     let map = self.shards.map().expect("just loaded");
                     let gen = self.shards.generation;
-                    reroute.append(&mut self.router.reset(map.shards(), gen));
                     let held = self
                         .pacer
                         .reset(map.shards(), self.settings.rate_limit, now);
-                    reroute.extend(held.into_iter().flat_map(|k| k.records));
-                    reroute.extend(self.collector.drain().flat_map(|k| k.records));
+                    let collected: Vec<KinesisRecord> = self.collector.drain().collect();
+                    let lanes = held.iter().chain(&collected).map(|k| k.lane);
+                    let queued = self.lanes.reset(map.shards().len(), gen, lanes);
+                    for k in held.into_iter().chain(collected).chain(queued) {
+                        reroute.extend(k.records);
+                    }
+                    reroute.append(&mut self.router.reset(map.shards(), gen));
                 }
+                reroute.extend(waiting);
                 for m in std::mem::take(&mut self.shards.misrouted) {
                     let map = self.shards.map().expect("just loaded");
                     let readable =
@@ -939,7 +1026,8 @@ mod tests {
     use crate::config::Config;
     use crate::limit::CUT_GAP;
     use crate::metrics::{MetricsConfig, MetricsHandle};
-    use crate::pipeline::testkit::{even_shards, records};
+    use crate::pipeline::record::ResultSink;
+    use crate::pipeline::testkit::{even_shards, record_to, records, Collect};
     use crate::retry::Backoff;
     use crate::shard_map::Shard;
     use rand::rngs::StdRng;
@@ -947,8 +1035,13 @@ mod tests {
     use std::time::Duration;
 
     fn core() -> StreamCore {
+        core_with(&[])
+    }
+
+    fn core_with(extra: &[(&str, &str)]) -> StreamCore {
         let env = [("KPLD_METRICS_LEVEL", "none")]
-            .into_iter()
+            .iter()
+            .chain(extra)
             .map(|(k, v)| (k.to_string(), v.to_string()));
         let cfg = Config::load(None, env).unwrap();
         let name: Arc<str> = "s".into();
@@ -1121,5 +1214,148 @@ mod tests {
         load(&mut c, merged, at);
         let m = rate(&c, "shardId-000000000004");
         assert!(near(m, ra.min(rb)), "{m} not {}", ra.min(rb));
+    }
+
+    fn ordered() -> StreamCore {
+        core_with(&[("KPLD_ORDERED", "true")])
+    }
+
+    /// Records `ids` under the one key "k", put and flushed at `at`.
+    fn put_same_key(core: &mut StreamCore, ids: &[u64], at: Instant) {
+        let sink: Arc<dyn ResultSink> = Arc::new(Collect::default());
+        let recs = ids
+            .iter()
+            .map(|&id| record_to(&sink, id, "k", 10, at, Duration::from_secs(60)))
+            .collect();
+        core.handle(Input::Records(recs), at);
+        core.handle(Input::Flush, at);
+    }
+
+    /// The user record ids of each Kinesis record of the next call at `at`.
+    fn next_ids(core: &mut StreamCore, at: Instant) -> Option<(Vec<KinesisRecord>, Vec<Vec<u64>>)> {
+        let batch = core.next_send(at)?;
+        let ids = batch
+            .iter()
+            .map(|k| k.records.iter().map(|u| u.id).collect())
+            .collect();
+        Some((batch, ids))
+    }
+
+    fn answer(
+        core: &mut StreamCore,
+        batch: Vec<KinesisRecord>,
+        outcome: Result<Option<ErrorCode>, ErrorCode>,
+        at: Instant,
+    ) {
+        let outcome = outcome
+            .map_err(|c| ApiError::new(c, "no answer"))
+            .map(|entry| {
+                batch
+                    .iter()
+                    .map(|k| match &entry {
+                        Some(c) => EntryResult::Err(ApiError::new(c.clone(), "failed")),
+                        None => EntryResult::Ok {
+                            shard_id: k.shard_id.to_string(),
+                            sequence_number: "1".into(),
+                        },
+                    })
+                    .collect()
+            });
+        core.handle(
+            Input::Sent {
+                batch,
+                outcome,
+                started: at,
+                ended: at,
+            },
+            at,
+        );
+    }
+
+    #[test]
+    fn ordered_a_failed_or_unanswered_entry_goes_again_before_anything_newer_of_its_shard() {
+        let failures = [
+            Ok(Some(ErrorCode::ProvisionedThroughputExceeded)),
+            Ok(Some(ErrorCode::InternalFailure)),
+            Err(ErrorCode::RequestTimeout),
+        ];
+        for failure in failures {
+            let t0 = Instant::now();
+            let mut c = ordered();
+            load(&mut c, even_shards(1), t0);
+            put_same_key(&mut c, &[1], t0);
+            let (first, ids) = next_ids(&mut c, t0).expect("record 1 goes");
+            assert_eq!(ids, [[1]]);
+            put_same_key(&mut c, &[2], t0);
+            assert!(
+                c.next_send(t0).is_none(),
+                "one entry in flight per shard: 2 waits for 1's answer"
+            );
+            answer(&mut c, first, failure.clone(), t0);
+            // The backoff is at most 1 s here.
+            let later = t0 + Duration::from_secs(2);
+            c.poll(later);
+            let (again, ids) = next_ids(&mut c, later).expect("1 goes again");
+            assert_eq!(ids, [[1]], "after {failure:?}, 1 goes again before 2");
+            assert!(c.next_send(later).is_none());
+            answer(&mut c, again, Ok(None), later);
+            let (_, ids) = next_ids(&mut c, later).expect("then 2");
+            assert_eq!(ids, [[2]]);
+        }
+        // Without `ordered`, 2 does not wait: what the rule prevents.
+        let t0 = Instant::now();
+        let mut c = core();
+        load(&mut c, even_shards(1), t0);
+        put_same_key(&mut c, &[1], t0);
+        assert!(c.next_send(t0).is_some());
+        put_same_key(&mut c, &[2], t0);
+        assert_eq!(
+            next_ids(&mut c, t0).map(|(_, ids)| ids),
+            Some(vec![vec![2]])
+        );
+    }
+
+    #[test]
+    fn ordered_a_key_waits_across_a_split_until_its_parents_entry_is_final() {
+        let t0 = Instant::now();
+        let mut c = ordered();
+        load(&mut c, even_shards(1), t0);
+        put_same_key(&mut c, &[1], t0);
+        let (first, _) = next_ids(&mut c, t0).expect("record 1 goes");
+        // 3 waits in the parent's lane behind 1.
+        put_same_key(&mut c, &[3], t0);
+        assert!(c.next_send(t0).is_none());
+        // The parent splits while 1 is out.
+        let mut kids = even_shards(2);
+        for (i, s) in kids.iter_mut().enumerate() {
+            s.id = format!("shardId-{:012}", i + 1).into();
+        }
+        load(&mut c, kids, t0);
+        put_same_key(&mut c, &[2], t0);
+        assert!(
+            c.next_send(t0).is_none(),
+            "nothing goes to a child while the parent's entry is out"
+        );
+        answer(
+            &mut c,
+            first,
+            Ok(Some(ErrorCode::ProvisionedThroughputExceeded)),
+            t0,
+        );
+        assert!(
+            c.next_send(t0).is_none(),
+            "1 waits out its backoff, and so do 3 and 2"
+        );
+        let later = t0 + Duration::from_secs(2);
+        c.poll(later);
+        let (again, ids) = next_ids(&mut c, later).expect("1 goes again, to its child");
+        assert_eq!(ids, [[1]]);
+        assert!(
+            c.next_send(later).is_none(),
+            "one entry in flight per child"
+        );
+        answer(&mut c, again, Ok(None), later);
+        let (_, ids) = next_ids(&mut c, later).expect("then 3 and 2");
+        assert_eq!(ids, [[3, 2]], "in the order they were accepted");
     }
 }

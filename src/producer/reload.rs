@@ -29,7 +29,7 @@ impl Reload {
                 continue;
             }
             if k == keys::STREAMS {
-                report.streams(o, f);
+                report.streams(o, f, old_cfg, new);
                 continue;
             }
             let change = format!("{k}: {} -> {}", shown(o), shown(f));
@@ -44,8 +44,15 @@ impl Reload {
 
     /// A stream whose table changed has its new settings at once; if a key
     /// that needs a restart (those that choose its Kinesis client) changed
-    /// too, that part waits.
-    fn streams(&mut self, old: Option<&toml::Value>, new: Option<&toml::Value>) {
+    /// too, that part waits. A stream without a table runs with the global
+    /// values, which its side is compared with.
+    fn streams(
+        &mut self,
+        old: Option<&toml::Value>,
+        new: Option<&toml::Value>,
+        old_cfg: &Config,
+        new_cfg: &Config,
+    ) {
         let table = |v: Option<&toml::Value>| v.and_then(toml::Value::as_table).cloned();
         let (old, new) = (
             table(old).unwrap_or_default(),
@@ -61,8 +68,12 @@ impl Reload {
                 .filter(|k| k.sighup == Sighup::Restart)
                 .map(|k| k.name)
                 .collect();
-            let value = |s: Option<&toml::Value>, k: &str| s.and_then(|s| s.get(k)).cloned();
-            if restart.iter().any(|k| value(o, k) != value(f, k)) {
+            let global = |c: &Config| toml::Value::try_from(c.default_stream_settings()).ok();
+            let (og, fg) = (global(old_cfg), global(new_cfg));
+            let value = |s: Option<&toml::Value>, g: &Option<toml::Value>, k: &str| {
+                s.or(g.as_ref()).and_then(|s| s.get(k)).cloned()
+            };
+            if restart.iter().any(|k| value(o, &og, k) != value(f, &fg, k)) {
                 self.restart_needed
                     .push(format!("streams.{n} {}", restart.join("/")));
             }
@@ -126,7 +137,7 @@ mod tests {
         // b and c have no client of their own before or after: nothing waits.
         assert_eq!(
             r.restart_needed,
-            ["streams.a region/kinesis_endpoint/role_arn"]
+            ["streams.a region/kinesis_endpoint/ordered/role_arn"]
         );
     }
 
