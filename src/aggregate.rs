@@ -8,8 +8,9 @@
 //! key tables are deduplicated and zero-indexed; the explicit hash key table
 //! holds only keys the user supplied.
 
+use hashbrown::HashTable;
 use md5::{Digest, Md5};
-use std::collections::HashMap;
+use std::hash::BuildHasher;
 
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
 const DIGEST_LEN: usize = 16;
@@ -49,8 +50,9 @@ fn record_inner_len(pk_index: u64, ehk_index: Option<u64>, data_len: usize) -> u
 struct Plan {
     size: usize,
     entry: Entry,
-    pk_new: bool,
-    ehk_new: bool,
+    /// The hash of a key new to its table.
+    pk_new: Option<u64>,
+    ehk_new: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -60,26 +62,103 @@ struct Entry {
     data_len: usize,
 }
 
-/// Key lookups run once or twice per record: a fast non-cryptographic hash
-/// (SipHash was 2% of the daemon's CPU).
-type KeyIndex = HashMap<Box<[u8]>, u64, foldhash::fast::RandomState>;
+/// One key table of an aggregate: the keys back to back in `bytes` (key `i`
+/// ends at `ends[i]`) and a hash index over them, so a new key costs no
+/// allocation of its own (a random partition key per record, the log files'
+/// default, made one per record). Looked up once or twice per record: a fast
+/// non-cryptographic hash (SipHash was 2% of the daemon's CPU), seeded.
+#[derive(Default)]
+struct KeyTable {
+    keys: Keys,
+    index: HashTable<u32>,
+    hasher: foldhash::fast::RandomState,
+}
+
+/// Keys in index order, back to back.
+#[derive(Debug, Default)]
+struct Keys {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Keys {
+    fn get(&self, i: u32) -> &[u8] {
+        let i = i as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.bytes[start..self.ends[i] as usize]
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        (0..self.ends.len() as u32).map(|i| self.get(i))
+    }
+}
+
+impl std::fmt::Debug for KeyTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.keys.fmt(f)
+    }
+}
+
+impl KeyTable {
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, hash: u64, key: &[u8]) -> Option<u32> {
+        self.index.find(hash, |&i| self.keys.get(i) == key).copied()
+    }
+
+    /// Adds `key`, which is not in the table yet; returns its index.
+    fn push(&mut self, hash: u64, key: &[u8]) -> u32 {
+        let i = self.keys.len() as u32;
+        self.keys.bytes.extend_from_slice(key);
+        self.keys.ends.push(self.keys.bytes.len() as u32);
+        let (keys, hasher) = (&self.keys, &self.hasher);
+        self.index
+            .insert_unique(hash, i, |&j| hasher.hash_one(keys.get(j)));
+        i
+    }
+
+    /// The keys, leaving the table empty with its room kept.
+    fn take(&mut self) -> Keys {
+        self.index.clear();
+        let (b, e) = (self.keys.bytes.capacity(), self.keys.ends.capacity());
+        std::mem::replace(
+            &mut self.keys,
+            Keys {
+                bytes: Vec::with_capacity(b),
+                ends: Vec::with_capacity(e),
+            },
+        )
+    }
+
+    fn clear(&mut self) {
+        self.index.clear();
+        self.keys.bytes.clear();
+        self.keys.ends.clear();
+    }
+}
 
 /// Accumulates the tables and record entries of one aggregate.
 #[derive(Debug, Default)]
 pub struct AggregateBuilder {
-    /// Partition key -> its index in the table (the table is the keys in
-    /// index order).
-    pk_index: KeyIndex,
-    ehk_index: KeyIndex,
+    pk: KeyTable,
+    ehk: KeyTable,
     entries: Vec<Entry>,
     proto_len: usize,
 }
 
-/// Where a key would go: its index, and the bytes a new table entry adds.
-fn slot(index: &KeyIndex, key: &[u8]) -> (u64, usize, bool) {
-    match index.get(key) {
-        Some(&i) => (i, 0, false),
-        None => (index.len() as u64, len_delimited(key.len()), true),
+/// Where a key would go: its index, the bytes a new table entry adds, and
+/// its hash if it is new.
+fn slot(table: &KeyTable, key: &[u8]) -> (u64, usize, Option<u64>) {
+    let h = table.hash(key);
+    match table.find(h, key) {
+        Some(i) => (u64::from(i), 0, None),
+        None => (table.keys.len() as u64, len_delimited(key.len()), Some(h)),
     }
 }
 
@@ -112,11 +191,11 @@ impl AggregateBuilder {
     }
 
     fn plan(&self, pk: &[u8], ehk: Option<&str>, data_len: usize) -> Plan {
-        let (pk_index, pk_added, pk_new) = slot(&self.pk_index, pk);
+        let (pk_index, pk_added, pk_new) = slot(&self.pk, pk);
         let (ehk_index, ehk_added, ehk_new) = match ehk {
-            None => (None, 0, false),
+            None => (None, 0, None),
             Some(k) => {
-                let (i, added, new) = slot(&self.ehk_index, k.as_bytes());
+                let (i, added, new) = slot(&self.ehk, k.as_bytes());
                 (Some(i), added, new)
             }
         };
@@ -134,12 +213,11 @@ impl AggregateBuilder {
     }
 
     fn commit(&mut self, p: Plan, pk: &[u8], ehk: Option<&str>) {
-        if p.pk_new {
-            self.pk_index.insert(pk.into(), p.entry.pk_index);
+        if let Some(h) = p.pk_new {
+            self.pk.push(h, pk);
         }
-        if let (true, Some(k)) = (p.ehk_new, ehk) {
-            self.ehk_index
-                .insert(k.as_bytes().into(), p.entry.ehk_index.unwrap_or(0));
+        if let (Some(h), Some(k)) = (p.ehk_new, ehk) {
+            self.ehk.push(h, k.as_bytes());
         }
         self.proto_len = p.size - OVERHEAD;
         self.entries.push(p.entry);
@@ -172,53 +250,108 @@ impl AggregateBuilder {
     /// Writes the aggregate. `data` yields each added record's data, in the
     /// order the records were added.
     pub fn encode<'a>(&self, data: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.size());
-        out.extend_from_slice(&MAGIC);
-        for (tag, index) in [
-            (TAG_PK_TABLE, &self.pk_index),
-            (TAG_EHK_TABLE, &self.ehk_index),
-        ] {
-            let mut table: Vec<&[u8]> = vec![&[]; index.len()];
-            for (k, &i) in index {
-                table[i as usize] = k;
-            }
-            for k in table {
-                out.push(tag);
-                put_varint(&mut out, k.len() as u64);
-                out.extend_from_slice(k);
-            }
-        }
-        let mut data = data.into_iter();
-        for e in &self.entries {
-            let d = data.next().expect("one data slice per added record");
-            debug_assert_eq!(d.len(), e.data_len);
-            out.push(TAG_RECORD);
-            put_varint(
-                &mut out,
-                record_inner_len(e.pk_index, e.ehk_index, e.data_len) as u64,
-            );
-            out.push(TAG_PK_INDEX);
-            put_varint(&mut out, e.pk_index);
-            if let Some(i) = e.ehk_index {
-                out.push(TAG_EHK_INDEX);
-                put_varint(&mut out, i);
-            }
-            out.push(TAG_DATA);
-            put_varint(&mut out, d.len() as u64);
-            out.extend_from_slice(d);
-        }
-        debug_assert_eq!(out.len(), MAGIC.len() + self.proto_len);
-        let digest: [u8; 16] = Md5::digest(&out[MAGIC.len()..]).into();
-        out.extend_from_slice(&digest);
-        out
+        write(
+            [&self.pk.keys, &self.ehk.keys],
+            &self.entries,
+            self.proto_len,
+            data,
+        )
+    }
+
+    /// Takes the aggregate out as it stands, to be encoded later (and
+    /// elsewhere: the stream's actor seals, a send task encodes), and leaves
+    /// the builder empty with its room kept. No copy of keys or data.
+    pub fn seal(&mut self) -> Sealed {
+        let cap = self.entries.capacity();
+        let sealed = Sealed {
+            tables: [self.pk.take(), self.ehk.take()],
+            entries: std::mem::replace(&mut self.entries, Vec::with_capacity(cap)),
+            proto_len: self.proto_len,
+        };
+        self.proto_len = 0;
+        sealed
     }
 
     pub fn clear(&mut self) {
-        self.pk_index.clear();
-        self.ehk_index.clear();
+        self.pk.clear();
+        self.ehk.clear();
         self.entries.clear();
         self.proto_len = 0;
     }
+}
+
+/// An aggregate's tables and entries, taken out of its builder
+/// ([`AggregateBuilder::seal`]) and waiting for its records' data.
+#[derive(Debug)]
+pub struct Sealed {
+    /// Partition keys, then explicit hash keys, each in index order.
+    tables: [Keys; 2],
+    entries: Vec<Entry>,
+    proto_len: usize,
+}
+
+impl Sealed {
+    /// Size of the whole aggregate (magic + protobuf + MD5).
+    pub fn size(&self) -> usize {
+        self.proto_len + OVERHEAD
+    }
+
+    /// User records in it.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Writes the aggregate; `data` as for [`AggregateBuilder::encode`].
+    pub fn encode<'a>(&self, data: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
+        let [pk, ehk] = &self.tables;
+        write([pk, ehk], &self.entries, self.proto_len, data)
+    }
+}
+
+/// The aggregate's bytes: magic, protobuf (the two key tables, then one
+/// record per entry with its data), MD5 of the protobuf.
+fn write<'a>(
+    tables: [&Keys; 2],
+    entries: &[Entry],
+    proto_len: usize,
+    data: impl IntoIterator<Item = &'a [u8]>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(proto_len + OVERHEAD);
+    out.extend_from_slice(&MAGIC);
+    for (tag, table) in [TAG_PK_TABLE, TAG_EHK_TABLE].into_iter().zip(tables) {
+        for k in table.iter() {
+            out.push(tag);
+            put_varint(&mut out, k.len() as u64);
+            out.extend_from_slice(k);
+        }
+    }
+    let mut data = data.into_iter();
+    for e in entries {
+        let d = data.next().expect("one data slice per added record");
+        debug_assert_eq!(d.len(), e.data_len);
+        out.push(TAG_RECORD);
+        put_varint(
+            &mut out,
+            record_inner_len(e.pk_index, e.ehk_index, e.data_len) as u64,
+        );
+        out.push(TAG_PK_INDEX);
+        put_varint(&mut out, e.pk_index);
+        if let Some(i) = e.ehk_index {
+            out.push(TAG_EHK_INDEX);
+            put_varint(&mut out, i);
+        }
+        out.push(TAG_DATA);
+        put_varint(&mut out, d.len() as u64);
+        out.extend_from_slice(d);
+    }
+    debug_assert_eq!(out.len(), MAGIC.len() + proto_len);
+    let digest: [u8; 16] = Md5::digest(&out[MAGIC.len()..]).into();
+    out.extend_from_slice(&digest);
+    out
 }
 
 /// Encodes records `(partition_key, explicit_hash_key, data)` as one aggregate.
@@ -422,6 +555,15 @@ mod tests {
             }
             let bytes = b.encode(recs.iter().map(|r| r.2.as_slice()));
             prop_assert_eq!(bytes.len(), b.size());
+            // Sealed and encoded later: the same bytes, and the builder is
+            // left empty for the next aggregate.
+            let sealed = b.seal();
+            prop_assert_eq!(sealed.size(), bytes.len());
+            prop_assert_eq!(sealed.len(), recs.len());
+            prop_assert_eq!(&sealed.encode(recs.iter().map(|r| r.2.as_slice())), &bytes);
+            prop_assert!(b.is_empty());
+            prop_assert_eq!(b.size(), OVERHEAD);
+            prop_assert_eq!(b.size_with(recs[0].0.as_bytes(), None, 0), OVERHEAD + len_delimited(recs[0].0.len()) + len_delimited(record_inner_len(0, None, 0)));
             let agg = decode(&bytes);
             prop_assert_eq!(agg.records.len(), recs.len());
             for (r, (pk, ehk, data)) in agg.records.iter().zip(&recs) {

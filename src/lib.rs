@@ -68,7 +68,8 @@
 //! the actor feeds it to the stream's `StreamCore`: `Router` puts it in its
 //! predicted shard's buffer (MD5 of the key against the [`shard_map`]);
 //! when the buffer is full or its deadline comes it becomes one KPL
-//! aggregate ([`aggregate`]) -> `Pacer` (the shard's rate limit) ->
+//! aggregate ([`aggregate`]; sealed there, encoded later on the send task)
+//! -> `Pacer` (the shard's rate limit) ->
 //! `Collector` (a PutRecords call's worth, or the deadline) -> once the
 //! actor holds one of the `max_connections` send permits, `next_send` cuts
 //! the call and the actor makes it with [`kinesis`] on a task holding that

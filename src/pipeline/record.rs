@@ -2,6 +2,7 @@
 //! records (an aggregate or one raw record) as sent, and where a record's
 //! final result goes.
 
+use crate::aggregate::Sealed;
 use crate::collect::RequestSize;
 use crate::ipc::{Attempt, RecordResult};
 use crate::kinesis::PutEntry;
@@ -220,7 +221,14 @@ pub struct KinesisRecord {
     pub(crate) shard_idx: usize,
     pub(crate) map_gen: u64,
     pub(crate) aggregated: bool,
+    /// Its data is empty while `sealed` holds the aggregate to encode.
     pub(crate) entry: PutEntry,
+    /// An aggregate not yet encoded: encoding (the records' bytes copied and
+    /// their MD5 trailer, a fifth of the daemon's CPU) is left to the send
+    /// task ([`encode_pending`](Self::encode_pending)), so that it runs on
+    /// every core and not on the stream's one actor.
+    /// Boxed: most records in flight are encoded already.
+    pub(crate) sealed: Option<Box<Sealed>>,
     pub(crate) records: Vec<UserRecord>,
     /// The earliest deadline and TTL expiry among `records`, kept so that
     /// the send path need not walk records that are no longer in the cache.
@@ -249,11 +257,50 @@ impl KinesisRecord {
             map_gen,
             aggregated,
             entry,
+            sealed: None,
             records,
             deadline,
             expiry,
             lane: None,
         }
+    }
+
+    /// An aggregate of `records`, sent under the first one's key with its
+    /// hash as the explicit hash key (not the KPL's fixed "a", which defeats
+    /// Lambda's per-key parallelism), so that it lands on the predicted
+    /// shard; encoded later ([`encode_pending`](Self::encode_pending)).
+    pub(crate) fn aggregate(
+        shard_id: Arc<str>,
+        shard_idx: usize,
+        map_gen: u64,
+        sealed: Sealed,
+        records: Vec<UserRecord>,
+    ) -> KinesisRecord {
+        debug_assert_eq!(sealed.len(), records.len());
+        let first = &records[0];
+        let entry = PutEntry {
+            data: Bytes::new(),
+            partition_key: first.partition_key.to_string_lossless(),
+            explicit_hash_key: Some(first.hash.to_string()),
+        };
+        let mut k = KinesisRecord::new(shard_id, shard_idx, map_gen, true, entry, records);
+        k.sealed = Some(Box::new(sealed));
+        k
+    }
+
+    /// Encodes the aggregate if it is not yet: once, before its first send.
+    pub fn encode_pending(&mut self) {
+        if let Some(s) = self.sealed.take() {
+            let data = s.encode(self.records.iter().map(|u| u.data.as_ref()));
+            self.entry.data = Bytes::from(data);
+        }
+    }
+
+    /// Bytes of its data, encoded or not.
+    fn data_len(&self) -> usize {
+        self.sealed
+            .as_ref()
+            .map_or(self.entry.data.len(), |s| s.size())
     }
 
     /// A record sent on its own, under its own keys.
@@ -283,8 +330,10 @@ impl KinesisRecord {
         }
     }
 
-    /// The entry this record is sent as.
+    /// The entry this record is sent as; an aggregate's data is there once
+    /// [`encode_pending`](Self::encode_pending) ran.
     pub fn entry(&self) -> &PutEntry {
+        debug_assert!(self.sealed.is_none(), "an aggregate not yet encoded");
         &self.entry
     }
 
@@ -301,7 +350,7 @@ impl KinesisRecord {
 
 impl RequestSize for KinesisRecord {
     fn request_bytes(&self) -> usize {
-        self.entry.data.len() + self.entry.partition_key.len()
+        self.data_len() + self.entry.partition_key.len()
     }
 }
 

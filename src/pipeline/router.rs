@@ -9,9 +9,7 @@
 use super::record::{KinesisRecord, UserRecord};
 use crate::aggregate::AggregateBuilder;
 use crate::config::StreamSettings;
-use crate::kinesis::PutEntry;
 use crate::shard_map::Shard;
-use bytes::Bytes;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
@@ -164,18 +162,8 @@ impl Router {
             let u = records.into_iter().next().expect("one record");
             KinesisRecord::single(b.shard_id.clone(), idx, map_gen, u)
         } else {
-            let data = b.builder.encode(records.iter().map(|u| u.data.as_ref()));
-            b.builder.clear();
-            let first = &records[0];
-            // The first record's key (not the KPL's fixed "a", which
-            // defeats Lambda's per-key parallelism) and its hash as the
-            // explicit hash key, so the aggregate lands on the predicted shard.
-            let entry = PutEntry {
-                data: Bytes::from(data),
-                partition_key: first.partition_key.to_string_lossless(),
-                explicit_hash_key: Some(first.hash.to_string()),
-            };
-            KinesisRecord::new(b.shard_id.clone(), idx, map_gen, true, entry, records)
+            let sealed = b.builder.seal();
+            KinesisRecord::aggregate(b.shard_id.clone(), idx, map_gen, sealed, records)
         };
         out.push(k);
     }
