@@ -435,7 +435,7 @@ impl KinesisApi for SdkKinesis {
         let req = entries.into_iter().fold(req, |req, e| {
             req.records(
                 PutRecordsRequestEntry::builder()
-                    .data(Blob::new(e.data.to_vec()))
+                    .data(Blob::new(Vec::from(e.data)))
                     .partition_key(e.partition_key)
                     .set_explicit_hash_key(e.explicit_hash_key)
                     .build()

@@ -221,13 +221,13 @@ pub struct KinesisRecord {
     pub(crate) shard_idx: usize,
     pub(crate) map_gen: u64,
     pub(crate) aggregated: bool,
-    /// Its data is empty while `sealed` holds the aggregate to encode.
+    /// An aggregate's data is empty here: `sealed` holds it.
     pub(crate) entry: PutEntry,
-    /// An aggregate not yet encoded: encoding (the records' bytes copied and
-    /// their MD5 trailer, a fifth of the daemon's CPU) is left to the send
-    /// task ([`encode_pending`](Self::encode_pending)), so that it runs on
-    /// every core and not on the stream's one actor.
-    /// Boxed: most records in flight are encoded already.
+    /// An aggregate's tables: encoding (the records' bytes copied and their
+    /// MD5 trailer, a fifth of the daemon's CPU) is left to the send task
+    /// ([`entry_for_send`](Self::entry_for_send)), so that it runs on every
+    /// core and not on the stream's one actor. Boxed: a record sent alone
+    /// has none.
     pub(crate) sealed: Option<Box<Sealed>>,
     pub(crate) records: Vec<UserRecord>,
     /// The earliest deadline and TTL expiry among `records`, kept so that
@@ -268,7 +268,7 @@ impl KinesisRecord {
     /// An aggregate of `records`, sent under the first one's key with its
     /// hash as the explicit hash key (not the KPL's fixed "a", which defeats
     /// Lambda's per-key parallelism), so that it lands on the predicted
-    /// shard; encoded later ([`encode_pending`](Self::encode_pending)).
+    /// shard; encoded for each attempt ([`entry_for_send`](Self::entry_for_send)).
     pub(crate) fn aggregate(
         shard_id: Arc<str>,
         shard_idx: usize,
@@ -288,15 +288,24 @@ impl KinesisRecord {
         k
     }
 
-    /// Encodes the aggregate if it is not yet: once, before its first send.
-    pub fn encode_pending(&mut self) {
-        if let Some(s) = self.sealed.take() {
-            let data = s.encode(self.records.iter().map(|u| u.data.as_ref()));
-            self.entry.data = Bytes::from(data);
+    /// The entry one attempt sends. An aggregate is encoded for each
+    /// attempt from its sealed tables and its records' data, so that its
+    /// bytes have one owner and go to the SDK without a copy, and nothing
+    /// holds a second copy of its data between attempts (retries encode
+    /// again: a retried aggregate's MD5 costs less than copying every
+    /// aggregate's bytes once more).
+    pub fn entry_for_send(&self) -> PutEntry {
+        match &self.sealed {
+            Some(s) => PutEntry {
+                data: Bytes::from(s.encode(self.records.iter().map(|u| u.data.as_ref()))),
+                partition_key: self.entry.partition_key.clone(),
+                explicit_hash_key: self.entry.explicit_hash_key.clone(),
+            },
+            None => self.entry.clone(),
         }
     }
 
-    /// Bytes of its data, encoded or not.
+    /// Bytes of its data (an aggregate's once encoded).
     fn data_len(&self) -> usize {
         self.sealed
             .as_ref()
@@ -320,7 +329,7 @@ impl KinesisRecord {
 
     /// Detaches its user records ([`UserRecord::detach`]); a record sent on
     /// its own shares its data with its entry, which then shares the copy.
-    /// An aggregate's entry is its own memory already.
+    /// An aggregate holds no bytes of its own between attempts.
     pub(crate) fn detach(&mut self) {
         for u in &mut self.records {
             u.detach();
@@ -328,13 +337,6 @@ impl KinesisRecord {
         if let (false, [u]) = (self.aggregated, &self.records[..]) {
             self.entry.data = u.data.clone();
         }
-    }
-
-    /// The entry this record is sent as; an aggregate's data is there once
-    /// [`encode_pending`](Self::encode_pending) ran.
-    pub fn entry(&self) -> &PutEntry {
-        debug_assert!(self.sealed.is_none(), "an aggregate not yet encoded");
-        &self.entry
     }
 
     /// The user records it carries, in order.

@@ -321,7 +321,7 @@ impl StreamActor {
 
     /// One PutRecords call on a task of its own, holding `permit` until
     /// the answer.
-    fn spawn_send(&self, mut batch: Vec<KinesisRecord>, permit: OwnedSemaphorePermit) {
+    fn spawn_send(&self, batch: Vec<KinesisRecord>, permit: OwnedSemaphorePermit) {
         let api = self.api.clone();
         let abort = self.inner.abort.clone();
         let tx = self.tx.clone();
@@ -336,12 +336,9 @@ impl StreamActor {
                 )
             };
             // Here, not on the actor: the actor is one task per stream, and
-            // encoding is a fifth of the daemon's work.
-            for k in &mut batch {
-                k.encode_pending();
-            }
+            // encoding aggregates is a fifth of the daemon's work.
+            let entries = batch.iter().map(|k| k.entry_for_send()).collect();
             let started = Instant::now();
-            let entries = batch.iter().map(|k| k.entry().clone()).collect();
             let call = tokio::time::timeout(hard_timeout, api.put_records(&stream, entries));
             let outcome = tokio::select! {
                 r = call => r.unwrap_or_else(|_| Err(ApiError::new(
