@@ -119,6 +119,11 @@ pub(crate) fn check_partition_key(pk: &str) -> Result<(), String> {
             "partition key is empty; it must have 1 to {MAX_PARTITION_KEY_UTF16} UTF-16 code units"
         ));
     }
+    // No UTF-8 sequence gives more UTF-16 code units than it has bytes, so
+    // a key of at most 256 bytes (nearly all of them) needs no count.
+    if pk.len() <= MAX_PARTITION_KEY_UTF16 {
+        return Ok(());
+    }
     let units = pk.encode_utf16().count();
     if units > MAX_PARTITION_KEY_UTF16 {
         let chars = pk.chars().count();
