@@ -255,9 +255,14 @@ struct RunArgs {
     #[arg(long, default_value_t = 4)]
     connections: usize,
     /// Records per PutRequest frame (at most; paced runs use smaller frames
-    /// so that one goes out about every millisecond per connection).
+    /// so that one goes out about every `--frame-interval-ms` per connection).
     #[arg(long, default_value_t = 256)]
     batch: u64,
+    /// Paced runs (`--rate`): milliseconds between one connection's frames.
+    /// Longer intervals mean more records per frame and fewer wake-ups of
+    /// the daemon per record, as an application that batches would send.
+    #[arg(long, default_value_t = 1.0)]
+    frame_interval_ms: f64,
     /// Offered rate in user records/s over all connections; 0: as fast as
     /// the daemon takes them (its backpressure sets the pace).
     #[arg(long, default_value_t = 0.0)]
@@ -496,6 +501,9 @@ fn config_text(c: &BTreeMap<String, String>) -> String {
 }
 
 fn run_cmd(a: RunArgs) -> anyhow::Result<u8> {
+    if a.frame_interval_ms <= 0.0 || !a.frame_interval_ms.is_finite() {
+        anyhow::bail!("--frame-interval-ms must be a positive number of milliseconds");
+    }
     if a.connections == 0 || a.batch == 0 || a.data.record_size > 1 << 20 {
         anyhow::bail!("--connections and --batch must be at least 1, --record-size at most 1 MiB");
     }
@@ -670,9 +678,9 @@ async fn run(
     let payloads = Arc::new(payloads);
     let conns = a.connections as u64;
     let rate_per_conn = (a.rate > 0.0).then(|| a.rate / conns as f64);
-    // Paced: about one frame per millisecond per connection.
+    // Paced: about one frame per `--frame-interval-ms` per connection.
     let batch = match rate_per_conn {
-        Some(r) => ((r / 1000.0).ceil() as u64).clamp(1, a.batch),
+        Some(r) => ((r * a.frame_interval_ms / 1000.0).ceil() as u64).clamp(1, a.batch),
         None => a.batch,
     };
     // A frame must fit the daemon's max_frame_size (record framing and

@@ -102,6 +102,8 @@ fn soak_under_faults_accounts_for_every_record_and_loses_none() {
         "4",
         "--rate",
         "2000",
+        "--frame-interval-ms",
+        "20",
         "--connections",
         "2",
         "--shards",
@@ -123,5 +125,7 @@ fn soak_under_faults_accounts_for_every_record_and_loses_none() {
         "the samples were not taken:\n{stdout}"
     );
     assert!(stdout.contains("# faults: "), "{stdout}");
+    // 1,000 records/s per connection, a frame every 20 ms.
+    assert!(stdout.contains("frames of 20 records"), "{stdout}");
     assert!(stdout.contains("daemon_exit: 0"), "{stdout}");
 }
